@@ -1,0 +1,226 @@
+//! API keys: generation, hashing and storage.
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Every key starts with this, so secret scanners (and people) recognise a leaked one.
+pub const KEY_PREFIX: &str = "co_";
+const SHOWN_PREFIX_LEN: usize = 10;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Admin,
+    User,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::User => "user",
+        }
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(Self::Admin),
+            "user" => Ok(Self::User),
+            other => Err(format!("{other:?} is not a scope: use admin or user")),
+        }
+    }
+}
+
+/// A validated key name: 1-100 printable characters.
+#[derive(Clone, Debug)]
+pub struct KeyName(String);
+
+impl KeyName {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err("name must not be empty".into());
+        }
+        if name.chars().count() > 100 {
+            return Err("name must be at most 100 characters".into());
+        }
+        if name.chars().any(char::is_control) {
+            return Err("name must not contain control characters".into());
+        }
+        Ok(Self(name.to_string()))
+    }
+}
+
+pub fn hash_key(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// 256 bits from the OS generator, URL-safe base64.
+pub fn generate_key() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!(
+        "{KEY_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ApiKeyInfo {
+    pub id: Uuid,
+    pub name: String,
+    pub scope: Scope,
+    /// The first characters of the key, to tell keys apart.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct CreatedApiKey {
+    #[serde(flatten)]
+    pub info: ApiKeyInfo,
+    /// The key itself. Shown once: store it now, only its hash is kept.
+    pub key: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    id: Uuid,
+    name: String,
+    scope: String,
+    prefix: String,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<KeyRow> for ApiKeyInfo {
+    fn from(row: KeyRow) -> Self {
+        Self {
+            id: row.id,
+            name: row.name,
+            scope: row.scope.parse().unwrap_or(Scope::User),
+            prefix: row.prefix,
+            created_at: row.created_at,
+            last_used_at: row.last_used_at,
+            revoked_at: row.revoked_at,
+        }
+    }
+}
+
+pub async fn create(pool: &PgPool, name: &KeyName, scope: Scope) -> sqlx::Result<CreatedApiKey> {
+    let key = generate_key();
+    let row: KeyRow = sqlx::query_as(
+        "INSERT INTO api_keys (id, name, prefix, key_hash, scope) VALUES ($1, $2, $3, $4, $5)
+         RETURNING id, name, scope, prefix, created_at, last_used_at, revoked_at",
+    )
+    .bind(Uuid::new_v4())
+    .bind(&name.0)
+    .bind(&key[..SHOWN_PREFIX_LEN])
+    .bind(&hash_key(&key)[..])
+    .bind(scope.as_str())
+    .fetch_one(pool)
+    .await?;
+    Ok(CreatedApiKey {
+        info: row.into(),
+        key,
+    })
+}
+
+pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<ApiKeyInfo>> {
+    let rows: Vec<KeyRow> = sqlx::query_as(
+        "SELECT id, name, scope, prefix, created_at, last_used_at, revoked_at
+         FROM api_keys ORDER BY created_at, id",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// Revokes a key; `None` when no such key exists. Revoking twice keeps the first time.
+pub async fn revoke(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<ApiKeyInfo>> {
+    let row: Option<KeyRow> = sqlx::query_as(
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1
+         RETURNING id, name, scope, prefix, created_at, last_used_at, revoked_at",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(Into::into))
+}
+
+pub async fn any_active(pool: &PgPool) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL)")
+        .fetch_one(pool)
+        .await
+}
+
+/// What a presented key resolves to.
+pub enum Lookup {
+    Active {
+        id: Uuid,
+        name: String,
+        scope: Scope,
+    },
+    Revoked,
+    Unknown,
+}
+
+pub async fn lookup(pool: &PgPool, hash: &[u8; 32]) -> sqlx::Result<Lookup> {
+    let row: Option<(Uuid, String, String, Option<DateTime<Utc>>)> =
+        sqlx::query_as("SELECT id, name, scope, revoked_at FROM api_keys WHERE key_hash = $1")
+            .bind(&hash[..])
+            .fetch_optional(pool)
+            .await?;
+    Ok(match row {
+        None => Lookup::Unknown,
+        Some((_, _, _, Some(_))) => Lookup::Revoked,
+        Some((id, name, scope, None)) => Lookup::Active {
+            id,
+            name,
+            scope: scope.parse().unwrap_or(Scope::User),
+        },
+    })
+}
+
+pub async fn touch(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<()> {
+    sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_long_random_and_prefixed() {
+        let a = generate_key();
+        let b = generate_key();
+        assert!(a.starts_with(KEY_PREFIX));
+        assert_eq!(a.len(), 3 + 43);
+        assert_ne!(a, b);
+        assert_ne!(hash_key(&a), hash_key(&b));
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(KeyName::parse("  ").is_err());
+        assert!(KeyName::parse(&"x".repeat(101)).is_err());
+        assert!(KeyName::parse("ci\u{7}bot").is_err());
+        assert!(KeyName::parse("ci bot").is_ok());
+    }
+}

@@ -1,0 +1,383 @@
+//! Authentication: API keys (and the bootstrap admin key), their cache, the middleware that
+//! guards every `/api/v1` route, and the admin endpoints under `/api/v1/keys`.
+//!
+//! Validated keys are cached for a short time so a request costs no database round trip. Any
+//! revocation fires a PostgreSQL `NOTIFY` (a trigger in the migration) that every replica's
+//! listener turns into a cache flush; while that listener is not connected the cache is bypassed,
+//! so revocation is immediate on every replica either way.
+
+pub mod keys;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use subtle::ConstantTimeEq;
+use tokio::sync::{RwLock, mpsc};
+use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::http::ApiJson;
+use crate::ratelimit;
+use crate::state::AppState;
+pub use keys::Scope;
+
+const CACHE_TTL: Duration = Duration::from_secs(60);
+/// `last_used_at` is written at most this often per key: a write per request would cost more
+/// than the request.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+/// Who is calling. Inserted by the middleware for every authenticated request.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Principal {
+    /// The key's id; the nil UUID for the bootstrap admin key.
+    pub key_id: Uuid,
+    pub name: String,
+    pub scope: Scope,
+}
+
+impl Principal {
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.scope == Scope::Admin {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "this endpoint needs a key with the admin scope".into(),
+            ))
+        }
+    }
+}
+
+struct Cached {
+    principal: Principal,
+    at: Instant,
+}
+
+pub struct Authenticator {
+    pool: PgPool,
+    bootstrap_hash: Option<[u8; 32]>,
+    cache: RwLock<HashMap<[u8; 32], Cached>>,
+    /// True only while the revocation listener is connected.
+    cache_enabled: AtomicBool,
+    touch_tx: mpsc::Sender<Uuid>,
+    touch_rx: std::sync::Mutex<Option<mpsc::Receiver<Uuid>>>,
+}
+
+impl Authenticator {
+    pub fn new(pool: PgPool, bootstrap_key: Option<&secrecy::SecretString>) -> Self {
+        let (touch_tx, touch_rx) = mpsc::channel(1024);
+        Self {
+            pool,
+            bootstrap_hash: bootstrap_key.map(|k| keys::hash_key(k.expose_secret())),
+            cache: RwLock::new(HashMap::new()),
+            cache_enabled: AtomicBool::new(false),
+            touch_tx,
+            touch_rx: std::sync::Mutex::new(Some(touch_rx)),
+        }
+    }
+
+    pub fn has_bootstrap_key(&self) -> bool {
+        self.bootstrap_hash.is_some()
+    }
+
+    pub async fn authenticate(&self, presented: &str) -> Result<Principal, ApiError> {
+        let hash = keys::hash_key(presented);
+        if let Some(bootstrap) = &self.bootstrap_hash
+            && bool::from(bootstrap.ct_eq(&hash))
+        {
+            return Ok(Principal {
+                key_id: Uuid::nil(),
+                name: "bootstrap".into(),
+                scope: Scope::Admin,
+            });
+        }
+        if self.cache_enabled.load(Ordering::Acquire)
+            && let Some(hit) = self.cache.read().await.get(&hash)
+            && hit.at.elapsed() < CACHE_TTL
+        {
+            return Ok(hit.principal.clone());
+        }
+        match keys::lookup(&self.pool, &hash).await? {
+            keys::Lookup::Active { id, name, scope } => {
+                let principal = Principal {
+                    key_id: id,
+                    name,
+                    scope,
+                };
+                if self.cache_enabled.load(Ordering::Acquire) {
+                    self.cache.write().await.insert(
+                        hash,
+                        Cached {
+                            principal: principal.clone(),
+                            at: Instant::now(),
+                        },
+                    );
+                }
+                // Best effort: a full queue only delays `last_used_at`.
+                let _ = self.touch_tx.try_send(id);
+                Ok(principal)
+            }
+            keys::Lookup::Revoked => Err(ApiError::Unauthorized(
+                "api_key_revoked",
+                "this API key has been revoked; create a new one".into(),
+            )),
+            keys::Lookup::Unknown => Err(ApiError::Unauthorized(
+                "invalid_api_key",
+                "the API key is not valid".into(),
+            )),
+        }
+    }
+
+    async fn flush(&self) {
+        self.cache.write().await.clear();
+    }
+
+    /// Keeps the cache honest: flushes it on every `api_keys_changed` notification, and turns
+    /// caching off whenever the listener is not connected.
+    pub async fn listen_for_revocations(self: Arc<Self>, stop: CancellationToken) {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let listener = async {
+                let mut listener = PgListener::connect_with(&self.pool).await?;
+                listener.listen("api_keys_changed").await?;
+                Ok::<_, sqlx::Error>(listener)
+            };
+            match listener.await {
+                Ok(mut listener) => {
+                    delay = Duration::from_millis(200);
+                    self.flush().await;
+                    self.cache_enabled.store(true, Ordering::Release);
+                    loop {
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            note = listener.recv() => match note {
+                                Ok(_) => self.flush().await,
+                                Err(err) => {
+                                    tracing::warn!(error = %err, "key revocation listener lost; bypassing key cache");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot listen for key revocations; bypassing key cache")
+                }
+            }
+            self.cache_enabled.store(false, Ordering::Release);
+            self.flush().await;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// Writes `last_used_at` in batches, at most once a minute per key.
+    pub async fn record_usage(self: Arc<Self>, stop: CancellationToken) {
+        let Some(mut rx) = self.touch_rx.lock().expect("touch lock").take() else {
+            return;
+        };
+        let mut last_written: HashMap<Uuid, Instant> = HashMap::new();
+        let mut pending: HashSet<Uuid> = HashSet::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                id = rx.recv() => match id {
+                    Some(id) => {
+                        if last_written.get(&id).is_none_or(|t| t.elapsed() >= TOUCH_EVERY) {
+                            pending.insert(id);
+                        }
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    if !pending.is_empty() {
+                        let ids: Vec<Uuid> = pending.drain().collect();
+                        if let Err(err) = keys::touch(&self.pool, &ids).await {
+                            tracing::warn!(error = %err, "could not record key usage");
+                        }
+                        let now = Instant::now();
+                        for id in ids {
+                            last_written.insert(id, now);
+                        }
+                        last_written.retain(|_, t| t.elapsed() < TOUCH_EVERY);
+                    }
+                }
+            }
+        }
+        if !pending.is_empty() {
+            let ids: Vec<Uuid> = pending.into_iter().collect();
+            let _ = keys::touch(&self.pool, &ids).await;
+        }
+    }
+}
+
+fn bearer(parts: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    let value = parts.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::Unauthorized(
+            "missing_api_key",
+            "send an API key as `Authorization: Bearer <key>`".into(),
+        )
+    })?;
+    let value = value.to_str().unwrap_or_default();
+    match value.split_once(' ') {
+        Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty() => {
+            Ok(key.trim())
+        }
+        _ => Err(ApiError::Unauthorized(
+            "invalid_authorization_header",
+            "the Authorization header must be `Bearer <key>`".into(),
+        )),
+    }
+}
+
+/// Guards every `/api/v1` route: authenticates, then applies the per-key rate limit.
+pub async fn require_api_key(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let principal = match bearer(request.headers()) {
+        Ok(key) => state.auth.authenticate(key).await,
+        Err(err) => Err(err),
+    };
+    let principal = match principal {
+        Ok(p) => p,
+        Err(err) => {
+            let mut response = err.into_response();
+            if response.status() == StatusCode::UNAUTHORIZED {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            return response;
+        }
+    };
+    let decision = state.key_limiter.check(&principal.key_id.to_string()).await;
+    if !decision.allowed {
+        metrics::counter!("http_rate_limited_total", "by" => "key").increment(1);
+        return ratelimit::too_many_requests(&decision, "this API key");
+    }
+    request.extensions_mut().insert(principal);
+    let mut response = next.run(request).await;
+    ratelimit::apply_headers(response.headers_mut(), &decision);
+    response
+}
+
+/// Extractor for the authenticated caller.
+pub struct Auth(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(Auth)
+            .ok_or_else(|| {
+                ApiError::Unauthorized("missing_api_key", "authentication required".into())
+            })
+    }
+}
+
+/// Extractor that also demands the admin scope.
+pub struct Admin(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Auth(principal) = Auth::from_request_parts(parts, state).await?;
+        principal.require_admin()?;
+        Ok(Admin(principal))
+    }
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_key, list_keys))
+        .routes(routes!(current_key))
+        .routes(routes!(revoke_key))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    /// A label for the key, 1-100 characters.
+    pub name: String,
+    pub scope: Scope,
+}
+
+/// Create an API key (admin). The key is in the response once and never again.
+#[utoipa::path(post, path = "/keys", tag = "keys", request_body = CreateKeyRequest,
+    responses((status = 201, body = keys::CreatedApiKey), (status = 400, body = crate::error::Problem)),
+    security(("api_key" = [])))]
+async fn create_key(
+    State(state): State<AppState>,
+    Admin(_admin): Admin,
+    ApiJson(body): ApiJson<CreateKeyRequest>,
+) -> Result<(StatusCode, Json<keys::CreatedApiKey>), ApiError> {
+    let name =
+        keys::KeyName::parse(&body.name).map_err(|e| ApiError::invalid("invalid_name", e))?;
+    let created = keys::create(&state.db, &name, body.scope).await?;
+    tracing::info!(key_id = %created.info.id, scope = created.info.scope.as_str(), "api key created");
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// List API keys (admin), revoked ones included.
+#[utoipa::path(get, path = "/keys", tag = "keys",
+    responses((status = 200, body = Vec<keys::ApiKeyInfo>)), security(("api_key" = [])))]
+async fn list_keys(
+    State(state): State<AppState>,
+    Admin(_admin): Admin,
+) -> Result<Json<Vec<keys::ApiKeyInfo>>, ApiError> {
+    Ok(Json(keys::list(&state.db).await?))
+}
+
+/// The key making this request.
+#[utoipa::path(get, path = "/keys/self", tag = "keys",
+    responses((status = 200, body = Principal)), security(("api_key" = [])))]
+async fn current_key(Auth(principal): Auth) -> Json<Principal> {
+    Json(principal)
+}
+
+/// Revoke an API key (admin). Effective at once on every replica.
+#[utoipa::path(delete, path = "/keys/{id}", tag = "keys",
+    params(("id" = Uuid, Path, description = "key id")),
+    responses((status = 204), (status = 404, body = crate::error::Problem)), security(("api_key" = [])))]
+async fn revoke_key(
+    State(state): State<AppState>,
+    Admin(_admin): Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| ApiError::invalid("invalid_id", format!("{id:?} is not a key id (a UUID)")))?;
+    match keys::revoke(&state.db, id).await? {
+        Some(_) => {
+            tracing::info!(key_id = %id, "api key revoked");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        None => Err(ApiError::not_found(format!("no API key with id {id}"))),
+    }
+}

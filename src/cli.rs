@@ -1,0 +1,228 @@
+//! The command line: `serve` (default), `migrate`, `healthcheck`, `config check`, `keys …`.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use crate::auth::keys::{self, KeyName, Scope};
+use crate::config::{Config, Env};
+use crate::server::{self, Server};
+use crate::{db, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "cloud-optimizer",
+    about = "Security advisor for AWS",
+    disable_version_flag = true
+)]
+struct Cli {
+    /// Print the version (v{app}-ib{knowledge base}) and exit.
+    #[arg(short = 'V', long = "version")]
+    version: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply database migrations and exit (for a one-off ECS task).
+    Migrate,
+    /// Exit 0 when the local server answers /health/ready with 200 (the image's HEALTHCHECK).
+    Healthcheck {
+        /// Seconds to wait for an answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the environment and print the effective configuration, secrets redacted.
+    Check,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it once (only its hash is stored).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["admin", "user"])]
+        scope: String,
+    },
+    /// List keys.
+    List,
+    /// Revoke a key by id.
+    Revoke { id: uuid::Uuid },
+}
+
+pub fn main() -> ExitCode {
+    crate::ensure_crypto_provider();
+    let cli = Cli::parse();
+    if cli.version {
+        println!("cloud-optimizer {}", crate::version());
+        return ExitCode::SUCCESS;
+    }
+    let env = Env::from_process();
+    let config = match Config::from_env(&env) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let command = cli.command.unwrap_or(Command::Serve);
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Serve => serve(config).await,
+            Command::Migrate => migrate(config).await,
+            Command::Healthcheck { timeout } => healthcheck(&config, timeout).await,
+            Command::Config {
+                command: ConfigCommand::Check,
+            } => {
+                println!("{}", serde_json::to_string_pretty(&config.redacted())?);
+                Ok(())
+            }
+            Command::Keys { command } => keys_command(config, command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "exiting");
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let _telemetry = telemetry::init(&config)?;
+    let addr = std::net::SocketAddr::new(config.bind_address, config.port);
+    let metrics_addr = config
+        .metrics_port
+        .map(|p| std::net::SocketAddr::new(config.bind_address, p));
+    // Bind first: a port in use is reported before any database work.
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (PORT): {e}"))?;
+    let metrics_listener = match metrics_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (METRICS_PORT): {e}"))?,
+        ),
+        None => None,
+    };
+    let server = Server::start(config).await?;
+    server
+        .run(listener, metrics_listener, server::shutdown_signal())
+        .await
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    let _telemetry = telemetry::init(&config)?;
+    let pool = db::connect(&config.database).await?;
+    db::migrate(&pool).await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+async fn healthcheck(config: &Config, timeout: u64) -> anyhow::Result<()> {
+    let host = if config.bind_address.is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        config.bind_address
+    };
+    let url = format!(
+        "http://{}/health/ready",
+        std::net::SocketAddr::new(host, config.port)
+    );
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(timeout.max(1)))
+        .build()?;
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        anyhow::bail!("{url} answered {}", response.status())
+    }
+}
+
+async fn keys_command(config: Config, command: KeysCommand) -> anyhow::Result<()> {
+    let pool = db::connect(&config.database).await?;
+    db::migrate(&pool).await?;
+    match command {
+        KeysCommand::Create { name, scope } => {
+            let name = KeyName::parse(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+            let scope: Scope = scope
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--scope: {e}"))?;
+            let created = keys::create(&pool, &name, scope).await?;
+            eprintln!(
+                "Created {} key {:?} (id {}). It is shown once; store it now:",
+                created.info.scope.as_str(),
+                created.info.name,
+                created.info.id
+            );
+            println!("{}", created.key);
+        }
+        KeysCommand::List => {
+            let list = keys::list(&pool).await?;
+            println!(
+                "{:<36}  {:<6}  {:<10}  {:<20}  {:<20}  NAME",
+                "ID", "SCOPE", "PREFIX", "LAST USED", "REVOKED"
+            );
+            for key in list {
+                let fmt = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                        .unwrap_or_else(|| "-".into())
+                };
+                println!(
+                    "{:<36}  {:<6}  {:<10}  {:<20}  {:<20}  {}",
+                    key.id,
+                    key.scope.as_str(),
+                    key.prefix,
+                    fmt(key.last_used_at),
+                    fmt(key.revoked_at),
+                    key.name
+                );
+            }
+        }
+        KeysCommand::Revoke { id } => match keys::revoke(&pool, id).await? {
+            Some(_) => eprintln!("Revoked key {id}."),
+            None => anyhow::bail!("no API key with id {id}"),
+        },
+    }
+    Ok(())
+}

@@ -1,0 +1,646 @@
+//! Configuration read from the environment once at start-up.
+//!
+//! Every variable the binary reads goes through [`Env`], which records the names it was asked
+//! for, so a test can prove that `compose.yaml` and `.env.example` set only variables we read.
+//! An invalid value is a [`ConfigError`] naming the variable; `main` turns it into exit code 2.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use sqlx::postgres::PgConnectOptions;
+
+/// One invalid or missing variable: printed as a single line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}: {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+fn invalid(var: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        problem: problem.into(),
+    }
+}
+
+/// Source of variables: the process environment, or a map in tests.
+pub struct Env {
+    vars: HashMap<String, String>,
+    read: Mutex<BTreeSet<&'static str>>,
+}
+
+impl Env {
+    pub fn from_process() -> Self {
+        Self::from_map(std::env::vars().collect())
+    }
+
+    pub fn from_map(vars: HashMap<String, String>) -> Self {
+        Self {
+            vars,
+            read: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Names looked up so far (whether set or not).
+    pub fn names_read(&self) -> BTreeSet<&'static str> {
+        self.read.lock().expect("env lock").clone()
+    }
+
+    /// An unset or empty variable is `None`: compose files often set `VAR=` to mean "default".
+    fn get(&self, name: &'static str) -> Option<&str> {
+        self.read.lock().expect("env lock").insert(name);
+        self.vars
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn string(&self, name: &'static str, default: &str) -> String {
+        self.get(name).unwrap_or(default).to_string()
+    }
+
+    fn secret(&self, name: &'static str) -> Option<SecretString> {
+        self.get(name).map(|v| SecretString::from(v.to_string()))
+    }
+
+    fn parse<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        default: T,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(raw) => raw
+                .parse()
+                .map_err(|_| invalid(name, format!("{raw:?} is not {expected}"))),
+        }
+    }
+
+    fn bool(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(name).map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(default),
+            Some("true" | "1" | "yes" | "on") => Ok(true),
+            Some("false" | "0" | "no" | "off") => Ok(false),
+            Some(other) => Err(invalid(name, format!("{other:?} is not true or false"))),
+        }
+    }
+
+    fn seconds(&self, name: &'static str, default: u64, min: u64) -> Result<Duration, ConfigError> {
+        let value: u64 = self.parse(name, default, "a whole number of seconds")?;
+        if value < min {
+            return Err(invalid(name, format!("must be at least {min} seconds")));
+        }
+        Ok(Duration::from_secs(value))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Development,
+    Staging,
+    Production,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Where the database is: a URL, or the standard libpq variables so that ECS can inject the
+/// password alone from Secrets Manager.
+#[derive(Clone)]
+pub struct DatabaseConfig {
+    pub options: PgConnectOptions,
+    /// For display only: host, port, database and user, never the password.
+    pub display: String,
+    pub max_connections: u32,
+    /// How long start-up keeps retrying an unreachable database before giving up.
+    pub connect_deadline: Duration,
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("target", &self.display)
+            .field("max_connections", &self.max_connections)
+            .field("connect_deadline", &self.connect_deadline)
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Neo4jConfig {
+    pub uri: String,
+    pub user: String,
+    pub password: SecretString,
+}
+
+#[derive(Clone, Debug)]
+pub struct MarketplaceConfig {
+    pub enabled: bool,
+    pub product_code: Option<String>,
+    pub public_key_version: i32,
+    /// PEM of the RSA public key AWS gives the seller to verify RegisterUsage signatures.
+    pub public_key_pem: Option<String>,
+    pub trial_mode: bool,
+    pub trial_days: i64,
+    pub trial_limit_scans: i64,
+    pub trial_limit_chat: i64,
+    pub trial_limit_documents: i64,
+    pub report_interval: Duration,
+    pub license_check_interval: Duration,
+    /// Identifies this task's records in the ledger (defaults to a random id per process).
+    pub task_id: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub environment: Environment,
+    pub bind_address: IpAddr,
+    pub port: u16,
+    /// `None` disables the metrics listener.
+    pub metrics_port: Option<u16>,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub database: DatabaseConfig,
+    pub migrate_on_startup: bool,
+    pub redis_url: Option<SecretString>,
+    /// Prefix of every Redis key we write, so several deployments can share one Redis.
+    pub redis_key_prefix: String,
+    pub neo4j: Option<Neo4jConfig>,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub cors_allowed_origins: Vec<String>,
+    /// Budget per API key.
+    pub rate_limit_per_minute: u32,
+    /// Budget per client IP (defaults to the per-key budget).
+    pub rate_limit_ip_per_minute: u32,
+    pub trusted_proxies: Vec<IpNet>,
+    pub bootstrap_admin_api_key: Option<SecretString>,
+    pub shutdown_grace: Duration,
+    pub shutdown_drain: Duration,
+    pub otel_endpoint: Option<String>,
+    pub otel_service_name: String,
+    pub kb_path: PathBuf,
+    pub kb_refresh_interval: Option<Duration>,
+    pub marketplace: MarketplaceConfig,
+}
+
+impl Config {
+    /// Reads and validates the whole configuration; the first bad variable is the error.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let environment = match env
+            .string("ENVIRONMENT", "development")
+            .to_lowercase()
+            .as_str()
+        {
+            "development" | "dev" | "local" => Environment::Development,
+            "staging" | "test" => Environment::Staging,
+            "production" | "prod" => Environment::Production,
+            other => {
+                return Err(invalid(
+                    "ENVIRONMENT",
+                    format!("{other:?} is not one of development, staging, production"),
+                ));
+            }
+        };
+        let port: u16 = env.parse("PORT", 8000, "a TCP port (1-65535)")?;
+        if port == 0 {
+            return Err(invalid("PORT", "0 is not a usable port"));
+        }
+        let bind_address = env.parse(
+            "BIND_ADDRESS",
+            IpAddr::from([0, 0, 0, 0]),
+            "an IP address such as 0.0.0.0 or 127.0.0.1",
+        )?;
+        let metrics_port: u16 = env.parse("METRICS_PORT", 9464, "a TCP port, or 0 to disable")?;
+        if metrics_port == port {
+            return Err(invalid("METRICS_PORT", "must differ from PORT"));
+        }
+        let log_level = env.string("LOG_LEVEL", "info");
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(invalid(
+                "LOG_LEVEL",
+                format!("{log_level:?} is not a level (error, warn, info, debug, trace) or filter"),
+            ));
+        }
+        let log_format = match env.string("LOG_FORMAT", "json").to_lowercase().as_str() {
+            "json" => LogFormat::Json,
+            "pretty" | "text" => LogFormat::Pretty,
+            other => {
+                return Err(invalid(
+                    "LOG_FORMAT",
+                    format!("{other:?} is not json or pretty"),
+                ));
+            }
+        };
+
+        let database = database_config(env)?;
+        let migrate_on_startup = env.bool("MIGRATE_ON_STARTUP", true)?;
+
+        let redis_url = env.secret("REDIS_URL");
+        if let Some(url) = &redis_url {
+            let parsed = url::Url::parse(url.expose_secret())
+                .map_err(|e| invalid("REDIS_URL", format!("not a URL ({e})")))?;
+            if !matches!(parsed.scheme(), "redis" | "rediss") {
+                return Err(invalid("REDIS_URL", "scheme must be redis:// or rediss://"));
+            }
+        }
+
+        let redis_key_prefix = env.string("REDIS_KEY_PREFIX", "co:");
+
+        let neo4j = match env.get("NEO4J_URI") {
+            None => None,
+            Some(uri) => Some(Neo4jConfig {
+                uri: uri.to_string(),
+                user: env.string("NEO4J_USER", "neo4j"),
+                password: env
+                    .secret("NEO4J_PASSWORD")
+                    .ok_or_else(|| invalid("NEO4J_PASSWORD", "required when NEO4J_URI is set"))?,
+            }),
+        };
+
+        let request_timeout = env.seconds("REQUEST_TIMEOUT_SECONDS", 30, 1)?;
+        let max_body_bytes: usize =
+            env.parse("MAX_BODY_BYTES", 1024 * 1024, "a number of bytes")?;
+        if max_body_bytes < 1024 {
+            return Err(invalid("MAX_BODY_BYTES", "must be at least 1024"));
+        }
+        let cors_allowed_origins = env
+            .get("CORS_ALLOWED_ORIGINS")
+            .map(|raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|origin| {
+                        if origin == "*" || axum::http::HeaderValue::from_str(origin).is_ok() {
+                            Ok(origin.to_string())
+                        } else {
+                            Err(invalid(
+                                "CORS_ALLOWED_ORIGINS",
+                                format!("{origin:?} is not an origin"),
+                            ))
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let rate_limit_per_minute: u32 =
+            env.parse("RATE_LIMIT_PER_MINUTE", 100, "a whole number of requests")?;
+        if rate_limit_per_minute == 0 {
+            return Err(invalid("RATE_LIMIT_PER_MINUTE", "must be at least 1"));
+        }
+        let rate_limit_ip_per_minute: u32 = env.parse(
+            "RATE_LIMIT_IP_PER_MINUTE",
+            rate_limit_per_minute,
+            "a whole number of requests",
+        )?;
+        if rate_limit_ip_per_minute == 0 {
+            return Err(invalid("RATE_LIMIT_IP_PER_MINUTE", "must be at least 1"));
+        }
+        let trusted_proxies = env
+            .get("TRUSTED_PROXY_CIDRS")
+            .map(|raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|cidr| {
+                        cidr.parse::<IpNet>()
+                            .or_else(|_| cidr.parse::<IpAddr>().map(IpNet::from))
+                            .map_err(|_| {
+                                invalid(
+                                    "TRUSTED_PROXY_CIDRS",
+                                    format!("{cidr:?} is not a CIDR such as 10.0.0.0/16"),
+                                )
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let bootstrap_admin_api_key = env.secret("BOOTSTRAP_ADMIN_API_KEY");
+        if let Some(key) = &bootstrap_admin_api_key
+            && key.expose_secret().chars().count() < 32
+        {
+            return Err(invalid(
+                "BOOTSTRAP_ADMIN_API_KEY",
+                "must be at least 32 characters",
+            ));
+        }
+        let shutdown_grace = env.seconds("SHUTDOWN_GRACE_SECONDS", 25, 1)?;
+        let shutdown_drain = env.seconds("SHUTDOWN_DRAIN_SECONDS", 3, 0)?;
+        if shutdown_drain >= shutdown_grace {
+            return Err(invalid(
+                "SHUTDOWN_DRAIN_SECONDS",
+                "must be shorter than SHUTDOWN_GRACE_SECONDS",
+            ));
+        }
+        let otel_endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(str::to_string);
+        if let Some(endpoint) = &otel_endpoint {
+            url::Url::parse(endpoint).map_err(|e| {
+                invalid(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    format!("not a URL ({e}), e.g. http://collector:4318"),
+                )
+            })?;
+        }
+        let otel_service_name = env.string("OTEL_SERVICE_NAME", "cloud-optimizer");
+        let kb_path = PathBuf::from(env.string("KB_PATH", "data/compliance"));
+        let kb_refresh_interval = match env.get("KB_REFRESH_INTERVAL") {
+            None => None,
+            Some(_) => Some(env.seconds("KB_REFRESH_INTERVAL", 0, 60)?),
+        };
+        let marketplace = marketplace_config(env)?;
+
+        Ok(Self {
+            environment,
+            bind_address,
+            port,
+            metrics_port: (metrics_port != 0).then_some(metrics_port),
+            log_level,
+            log_format,
+            database,
+            migrate_on_startup,
+            redis_url,
+            redis_key_prefix,
+            neo4j,
+            request_timeout,
+            max_body_bytes,
+            cors_allowed_origins,
+            rate_limit_per_minute,
+            rate_limit_ip_per_minute,
+            trusted_proxies,
+            bootstrap_admin_api_key,
+            shutdown_grace,
+            shutdown_drain,
+            otel_endpoint,
+            otel_service_name,
+            kb_path,
+            kb_refresh_interval,
+            marketplace,
+        })
+    }
+
+    /// The effective configuration as shown by `config check`: secrets appear only as "set".
+    pub fn redacted(&self) -> serde_json::Value {
+        let set = |s: &Option<SecretString>| if s.is_some() { "(set)" } else { "(unset)" };
+        serde_json::json!({
+            "ENVIRONMENT": self.environment,
+            "BIND_ADDRESS": self.bind_address.to_string(),
+            "PORT": self.port,
+            "METRICS_PORT": self.metrics_port.unwrap_or(0),
+            "LOG_LEVEL": self.log_level,
+            "LOG_FORMAT": self.log_format,
+            "DATABASE": self.database.display,
+            "DATABASE_MAX_CONNECTIONS": self.database.max_connections,
+            "DATABASE_CONNECT_TIMEOUT_SECONDS": self.database.connect_deadline.as_secs(),
+            "MIGRATE_ON_STARTUP": self.migrate_on_startup,
+            "REDIS_URL": self.redis_url.as_ref().map(|u| redact_url(u.expose_secret())),
+            "REDIS_KEY_PREFIX": self.redis_key_prefix,
+            "NEO4J_URI": self.neo4j.as_ref().map(|n| n.uri.clone()),
+            "NEO4J_USER": self.neo4j.as_ref().map(|n| n.user.clone()),
+            "NEO4J_PASSWORD": set(&self.neo4j.as_ref().map(|n| n.password.clone())),
+            "REQUEST_TIMEOUT_SECONDS": self.request_timeout.as_secs(),
+            "MAX_BODY_BYTES": self.max_body_bytes,
+            "CORS_ALLOWED_ORIGINS": self.cors_allowed_origins,
+            "RATE_LIMIT_PER_MINUTE": self.rate_limit_per_minute,
+            "RATE_LIMIT_IP_PER_MINUTE": self.rate_limit_ip_per_minute,
+            "TRUSTED_PROXY_CIDRS": self.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "BOOTSTRAP_ADMIN_API_KEY": set(&self.bootstrap_admin_api_key),
+            "SHUTDOWN_GRACE_SECONDS": self.shutdown_grace.as_secs(),
+            "SHUTDOWN_DRAIN_SECONDS": self.shutdown_drain.as_secs(),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.otel_endpoint,
+            "OTEL_SERVICE_NAME": self.otel_service_name,
+            "KB_PATH": self.kb_path.display().to_string(),
+            "KB_REFRESH_INTERVAL": self.kb_refresh_interval.map(|d| d.as_secs()),
+            "MARKETPLACE_ENABLED": self.marketplace.enabled,
+            "MARKETPLACE_PRODUCT_CODE": self.marketplace.product_code,
+            "MARKETPLACE_PUBLIC_KEY_VERSION": self.marketplace.public_key_version,
+            "MARKETPLACE_PUBLIC_KEY": if self.marketplace.public_key_pem.is_some() { "(set)" } else { "(unset)" },
+            "MARKETPLACE_REPORT_INTERVAL_SECONDS": self.marketplace.report_interval.as_secs(),
+            "TRIAL_MODE": self.marketplace.trial_mode,
+            "TRIAL_DAYS": self.marketplace.trial_days,
+        })
+    }
+}
+
+fn database_config(env: &Env) -> Result<DatabaseConfig, ConfigError> {
+    let (options, display) = match env.get("DATABASE_URL") {
+        Some(url) => {
+            let parsed = url::Url::parse(url).map_err(|e| {
+                invalid(
+                    "DATABASE_URL",
+                    format!("not a URL ({e}); expected postgres://user:password@host:5432/db"),
+                )
+            })?;
+            if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+                return Err(invalid(
+                    "DATABASE_URL",
+                    "scheme must be postgres:// or postgresql://",
+                ));
+            }
+            let options: PgConnectOptions = url
+                .parse()
+                .map_err(|e| invalid("DATABASE_URL", format!("cannot be used: {e}")))?;
+            (options, redact_url(url))
+        }
+        None => {
+            let host = env.string("PGHOST", "localhost");
+            let port: u16 = env.parse("PGPORT", 5432, "a TCP port")?;
+            let database = env.string("PGDATABASE", "cloud_optimizer");
+            let user = env.string("PGUSER", "postgres");
+            let mut options = PgConnectOptions::new_without_pgpass()
+                .host(&host)
+                .port(port)
+                .database(&database)
+                .username(&user);
+            if let Some(password) = env.secret("PGPASSWORD") {
+                options = options.password(password.expose_secret());
+            }
+            if let Some(mode) = env.get("PGSSLMODE") {
+                options = options.ssl_mode(mode.parse().map_err(|_| {
+                    invalid(
+                        "PGSSLMODE",
+                        format!(
+                            "{mode:?} is not disable, prefer, require, verify-ca or verify-full"
+                        ),
+                    )
+                })?);
+            }
+            (
+                options,
+                format!("postgres://{user}@{host}:{port}/{database}"),
+            )
+        }
+    };
+    let max_connections: u32 =
+        env.parse("DATABASE_MAX_CONNECTIONS", 10, "a number of connections")?;
+    if max_connections == 0 {
+        return Err(invalid("DATABASE_MAX_CONNECTIONS", "must be at least 1"));
+    }
+    Ok(DatabaseConfig {
+        options: options.application_name("cloud-optimizer"),
+        display,
+        max_connections,
+        connect_deadline: env.seconds("DATABASE_CONNECT_TIMEOUT_SECONDS", 60, 1)?,
+    })
+}
+
+fn marketplace_config(env: &Env) -> Result<MarketplaceConfig, ConfigError> {
+    let enabled = env.bool("MARKETPLACE_ENABLED", false)?;
+    let product_code = env.get("MARKETPLACE_PRODUCT_CODE").map(str::to_string);
+    if enabled && product_code.is_none() {
+        return Err(invalid(
+            "MARKETPLACE_PRODUCT_CODE",
+            "required when MARKETPLACE_ENABLED=true",
+        ));
+    }
+    let public_key_version: i32 =
+        env.parse("MARKETPLACE_PUBLIC_KEY_VERSION", 1, "a whole number >= 1")?;
+    if public_key_version < 1 {
+        return Err(invalid(
+            "MARKETPLACE_PUBLIC_KEY_VERSION",
+            "must be at least 1",
+        ));
+    }
+    let public_key_pem = env
+        .get("MARKETPLACE_PUBLIC_KEY")
+        .map(|pem| pem.replace("\\n", "\n"));
+    if let Some(pem) = &public_key_pem
+        && jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).is_err()
+    {
+        return Err(invalid(
+            "MARKETPLACE_PUBLIC_KEY",
+            "is not a PEM-encoded RSA public key",
+        ));
+    }
+    let limit = |name: &'static str, default: i64| -> Result<i64, ConfigError> {
+        let value: i64 = env.parse(name, default, "a whole number")?;
+        if value < 0 {
+            return Err(invalid(name, "must not be negative"));
+        }
+        Ok(value)
+    };
+    let trial_days = limit("TRIAL_DAYS", 14)?;
+    Ok(MarketplaceConfig {
+        enabled,
+        product_code,
+        public_key_version,
+        public_key_pem,
+        trial_mode: env.bool("TRIAL_MODE", false)?,
+        trial_days,
+        trial_limit_scans: limit("TRIAL_LIMIT_SECURITY_SCANS", 50)?,
+        trial_limit_chat: limit("TRIAL_LIMIT_CHAT_QUESTIONS", 500)?,
+        trial_limit_documents: limit("TRIAL_LIMIT_DOCUMENT_ANALYSIS", 20)?,
+        report_interval: env.seconds("MARKETPLACE_REPORT_INTERVAL_SECONDS", 300, 1)?,
+        license_check_interval: env.seconds("MARKETPLACE_LICENSE_CHECK_SECONDS", 3600, 10)?,
+        task_id: env
+            .get("MARKETPLACE_TASK_ID")
+            .map(str::to_string)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+    })
+}
+
+/// Replaces the password of a URL with `***` for display.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        Err(_) => "(unparseable URL)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::from_env(&env(&[])).unwrap();
+        assert_eq!(config.port, 8000);
+        assert_eq!(config.metrics_port, Some(9464));
+        assert_eq!(config.rate_limit_per_minute, 100);
+        assert!(!config.marketplace.enabled);
+    }
+
+    #[test]
+    fn bad_port_names_the_variable() {
+        let err = Config::from_env(&env(&[("PORT", "eighty")])).unwrap_err();
+        assert_eq!(err.var, "PORT");
+        assert!(err.to_string().contains("PORT"));
+    }
+
+    #[test]
+    fn short_bootstrap_key_is_rejected() {
+        let err = Config::from_env(&env(&[("BOOTSTRAP_ADMIN_API_KEY", "short")])).unwrap_err();
+        assert_eq!(err.var, "BOOTSTRAP_ADMIN_API_KEY");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_or_redacted_view() {
+        let config = Config::from_env(&env(&[
+            ("DATABASE_URL", "postgres://app:hunter2-db@db:5432/app"),
+            ("REDIS_URL", "redis://:hunter2-redis@cache:6379"),
+            (
+                "BOOTSTRAP_ADMIN_API_KEY",
+                "hunter2-key-hunter2-key-hunter2-key",
+            ),
+        ]))
+        .unwrap();
+        let debug = format!("{config:?}");
+        let shown = config.redacted().to_string();
+        for text in [debug, shown] {
+            assert!(!text.contains("hunter2"), "secret leaked: {text}");
+        }
+    }
+
+    #[test]
+    fn pg_variables_build_the_connection() {
+        let config = Config::from_env(&env(&[
+            ("PGHOST", "db.internal"),
+            ("PGPORT", "6543"),
+            ("PGPASSWORD", "s3cret-value"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.database.display,
+            "postgres://postgres@db.internal:6543/cloud_optimizer"
+        );
+        assert_eq!(config.database.options.get_port(), 6543);
+    }
+
+    #[test]
+    fn proxies_accept_cidrs_and_addresses() {
+        let config =
+            Config::from_env(&env(&[("TRUSTED_PROXY_CIDRS", "10.0.0.0/8, 127.0.0.1")])).unwrap();
+        assert_eq!(config.trusted_proxies.len(), 2);
+        let err = Config::from_env(&env(&[("TRUSTED_PROXY_CIDRS", "nope")])).unwrap_err();
+        assert_eq!(err.var, "TRUSTED_PROXY_CIDRS");
+    }
+}

@@ -1,0 +1,310 @@
+//! Start-up, serving and graceful shutdown of `cloud-optimizer serve`.
+//!
+//! [`Server::start`] does everything that can fail before traffic (database, migrations, Redis,
+//! KB, license); [`Server::run`] serves on listeners the caller bound, so tests can bind port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::ratelimit::RateLimiter;
+use crate::redis_conn::RedisHandle;
+use crate::state::{AppState, Components, Lifecycle};
+use crate::{db, http, telemetry};
+
+pub struct Server {
+    pub state: AppState,
+    tasks: JoinSet<&'static str>,
+}
+
+impl Server {
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        crate::ensure_crypto_provider();
+        let config = Arc::new(config);
+        let pool = db::connect(&config.database).await?;
+        if config.migrate_on_startup {
+            db::migrate(&pool).await?;
+        }
+        let redis = match &config.redis_url {
+            Some(url) => {
+                use secrecy::ExposeSecret;
+                let handle = RedisHandle::new(url.expose_secret()).context("REDIS_URL")?;
+                handle.refresh().await;
+                if !handle.is_healthy() {
+                    tracing::warn!(
+                        "redis is not reachable at start-up; serving with in-process fallbacks"
+                    );
+                }
+                Some(handle)
+            }
+            None => None,
+        };
+        let auth = Arc::new(Authenticator::new(
+            pool.clone(),
+            config.bootstrap_admin_api_key.as_ref(),
+        ));
+        let key_limiter = Arc::new(RateLimiter::new(
+            config.rate_limit_per_minute,
+            redis.clone(),
+            &format!("{}rl:key:", config.redis_key_prefix),
+        ));
+        let ip_limiter = Arc::new(RateLimiter::new(
+            config.rate_limit_ip_per_minute,
+            redis.clone(),
+            &format!("{}rl:ip:", config.redis_key_prefix),
+        ));
+        let components = Arc::new(Components::new(
+            config.neo4j.is_some(),
+            config.marketplace.enabled,
+        ));
+        let state = AppState {
+            config: config.clone(),
+            db: pool,
+            auth: auth.clone(),
+            key_limiter,
+            ip_limiter,
+            redis,
+            lifecycle: Lifecycle::default(),
+            components,
+        };
+
+        if !auth.has_bootstrap_key()
+            && !crate::auth::keys::any_active(&state.db)
+                .await
+                .unwrap_or(true)
+        {
+            tracing::warn!(
+                "no API key exists yet: create one with `cloud-optimizer keys create --name admin --scope admin` \
+                 (under compose: `docker compose exec app cloud-optimizer keys create --name admin --scope admin`) \
+                 or set BOOTSTRAP_ADMIN_API_KEY"
+            );
+        }
+
+        let mut server = Self {
+            state,
+            tasks: JoinSet::new(),
+        };
+        server.spawn_background();
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            version = %crate::version(),
+            "start-up complete"
+        );
+        Ok(server)
+    }
+
+    /// Every background task is spawned here, stops on `lifecycle.stop`, and is awaited at shutdown.
+    fn spawn_background(&mut self) {
+        let stop = self.state.lifecycle.stop.clone();
+        let auth = self.state.auth.clone();
+        self.tasks.spawn({
+            let stop = stop.clone();
+            async move {
+                auth.listen_for_revocations(stop).await;
+                "key revocation listener"
+            }
+        });
+        let auth = self.state.auth.clone();
+        self.tasks.spawn({
+            let stop = stop.clone();
+            async move {
+                auth.record_usage(stop).await;
+                "key usage recorder"
+            }
+        });
+        if let Some(redis) = self.state.redis.clone() {
+            self.tasks.spawn({
+                let stop = stop.clone();
+                async move {
+                    redis.supervise(Duration::from_secs(2), stop).await;
+                    "redis supervisor"
+                }
+            });
+        }
+        let limiters = [
+            self.state.key_limiter.clone(),
+            self.state.ip_limiter.clone(),
+        ];
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return "rate limiter pruning",
+                    _ = tick.tick() => limiters.iter().for_each(|l| l.prune()),
+                }
+            }
+        });
+    }
+
+    pub fn router(&self) -> Router {
+        http::app(self.state.clone())
+    }
+
+    /// Serves until `shutdown` resolves, then: readiness turns 503 at once; new connections are
+    /// still accepted for `SHUTDOWN_DRAIN_SECONDS` (so the load balancer sees the target leave
+    /// before it is gone); then listening stops, streams and background tasks are told to stop,
+    /// and in-flight requests get the rest of `SHUTDOWN_GRACE_SECONDS`.
+    pub async fn run(
+        mut self,
+        listener: TcpListener,
+        metrics_listener: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        let config = state.config.clone();
+        let addr = listener.local_addr()?;
+        if let Some(metrics_listener) = metrics_listener {
+            let metrics_addr = metrics_listener.local_addr()?;
+            let app = metrics_router(state.clone());
+            let stop = state.lifecycle.stop.clone();
+            self.tasks.spawn(async move {
+                let served = axum::serve(metrics_listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(err) = served {
+                    tracing::error!(error = %err, "metrics listener failed");
+                }
+                "metrics listener"
+            });
+            tracing::info!(%metrics_addr, "metrics listening");
+        }
+
+        let (stop_accepting_tx, stop_accepting_rx) = tokio::sync::oneshot::channel::<()>();
+        let lifecycle = state.lifecycle.clone();
+        let drain = config.shutdown_drain;
+        let shutdown_started = Arc::new(std::sync::OnceLock::<Instant>::new());
+        let started_marker = shutdown_started.clone();
+        let stop = state.lifecycle.stop.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = shutdown => {}
+                // The server ended on its own (an error): nothing left to drain.
+                () = stop.cancelled() => return "shutdown watcher",
+            }
+            let _ = started_marker.set(Instant::now());
+            lifecycle.begin_shutdown();
+            tracing::info!(
+                drain_secs = drain.as_secs(),
+                "shutdown requested; readiness is now 503"
+            );
+            tokio::time::sleep(drain).await;
+            lifecycle.stop.cancel();
+            let _ = stop_accepting_tx.send(());
+            "shutdown watcher"
+        });
+
+        tracing::info!(%addr, "listening");
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_accepting_rx.await;
+            })
+            .into_future();
+        tokio::pin!(serve);
+
+        // The grace period is counted from the shutdown signal, so wait for the server in two
+        // phases: unbounded until the signal, then bounded by what is left of the grace period.
+        let outcome = tokio::select! {
+            result = &mut serve => Some(result),
+            () = state.lifecycle.stop.cancelled() => None,
+        };
+        let result = match outcome {
+            Some(result) => result,
+            None => {
+                let since = shutdown_started.get().copied().unwrap_or_else(Instant::now);
+                let left = config.shutdown_grace.saturating_sub(since.elapsed());
+                match tokio::time::timeout(left, &mut serve).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!("grace period over; closing the remaining connections");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        state.lifecycle.begin_shutdown();
+        state.lifecycle.stop.cancel();
+        self.join_background(Duration::from_secs(5)).await;
+        state.db.close().await;
+        tracing::info!("shutdown complete");
+        result.context("HTTP server failed")
+    }
+
+    async fn join_background(&mut self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                Ok(Some(Ok(name))) => tracing::debug!(task = name, "background task stopped"),
+                Ok(Some(Err(err))) => tracing::error!(error = %err, "background task panicked"),
+                Ok(None) => return,
+                Err(_) => {
+                    tracing::warn!(
+                        left = self.tasks.len(),
+                        "background tasks did not stop in time; aborting them"
+                    );
+                    self.tasks.abort_all();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn metrics_router(state: AppState) -> Router {
+    let handle = telemetry::metrics_handle();
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let handle = handle.clone();
+            let state = state.clone();
+            async move {
+                let pool = &state.db;
+                let idle = pool.num_idle() as f64;
+                metrics::gauge!("db_pool_connections", "state" => "idle").set(idle);
+                metrics::gauge!("db_pool_connections", "state" => "active")
+                    .set(pool.size() as f64 - idle);
+                metrics::gauge!("db_pool_max_connections")
+                    .set(f64::from(state.config.database.max_connections));
+                let redis_up = state.redis.as_ref().map(|r| r.is_healthy());
+                if let Some(up) = redis_up {
+                    metrics::gauge!("redis_up").set(if up { 1.0 } else { 0.0 });
+                }
+                handle.render()
+            }
+        }),
+    )
+}
+
+/// Resolves on SIGTERM (ECS stop) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,119 @@
+//! Logs (JSON or pretty), OpenTelemetry traces over OTLP/HTTP, and the Prometheus recorder.
+
+use std::sync::OnceLock;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::{Config, LogFormat};
+
+/// Flushes buffered spans when dropped (at the end of `main`).
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(err) = provider.shutdown()
+        {
+            eprintln!("could not flush traces: {err}");
+        }
+    }
+}
+
+/// Installs the global subscriber. Called once by `main`; tests use [`init_for_tests`].
+pub fn init(config: &Config) -> anyhow::Result<TelemetryGuard> {
+    let filter = EnvFilter::try_new(&config.log_level).context("LOG_LEVEL")?;
+    let fmt_layer = match config.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_target(true)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().compact().boxed(),
+    };
+
+    let (otel_layer, provider) = match &config.otel_endpoint {
+        Some(base) => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(format!("{}/v1/traces", base.trim_end_matches('/')))
+                .build()
+                .context("OTEL_EXPORTER_OTLP_ENDPOINT: cannot build the OTLP exporter")?;
+            // The async-runtime processor exports on our tokio runtime, where the HTTP client lives.
+            let processor =
+                opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+                    exporter,
+                    opentelemetry_sdk::runtime::Tokio,
+                )
+                .build();
+            let provider = SdkTracerProvider::builder()
+                .with_span_processor(processor)
+                .with_resource(
+                    opentelemetry_sdk::Resource::builder()
+                        .with_service_name(config.otel_service_name.clone())
+                        .build(),
+                )
+                .build();
+            let tracer = provider.tracer("cloud-optimizer");
+            (
+                Some(tracing_opentelemetry::layer().with_tracer(tracer).boxed()),
+                Some(provider),
+            )
+        }
+        None => (None, None),
+    };
+
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt_layer)
+        .with(otel_layer)
+        .try_init()
+        .context("a global tracing subscriber is already installed")?;
+    Ok(TelemetryGuard { provider })
+}
+
+/// Logs for `cargo test`: shown only with `TEST_LOG=1`.
+pub fn init_for_tests() {
+    crate::ensure_crypto_provider();
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        if std::env::var("TEST_LOG").is_ok_and(|v| v != "0" && !v.is_empty()) {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(EnvFilter::new(
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                ))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// The process-wide Prometheus recorder (the `metrics` facade is global by design).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&buckets)
+                .expect("static buckets are valid")
+                .build_recorder();
+            let handle = recorder.handle();
+            // In tests another recorder may exist already; the handle still renders ours.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}

@@ -1,0 +1,405 @@
+//! Test harness: each test gets its own database, cloned from a migrated template, and the real
+//! server on `127.0.0.1:0`, against the machine's real PostgreSQL and Redis.
+//!
+//! `TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) names the
+//! maintenance database; `TEST_REDIS_URL` (default `redis://127.0.0.1:6379`) the Redis.
+//! `TEST_LOG=1` shows the server's logs.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cloud_optimizer::config::{Config, Env};
+use cloud_optimizer::server::Server;
+use sha2::Digest;
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const BOOTSTRAP_KEY: &str = "test-bootstrap-admin-key-0123456789abcdef";
+
+pub fn maintenance_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn database_url(name: &str) -> String {
+    let mut url = url::Url::parse(&maintenance_url()).expect("TEST_DATABASE_URL is a URL");
+    url.set_path(name);
+    url.to_string()
+}
+
+/// The template's name changes whenever a migration does, so a stale template is never used.
+fn template_name() -> String {
+    let mut hasher = sha2::Sha256::new();
+    for migration in cloud_optimizer::db::MIGRATOR.iter() {
+        hasher.update(migration.version.to_le_bytes());
+        hasher.update(&*migration.checksum);
+    }
+    format!("co_template_{}", &hex::encode(hasher.finalize())[..12])
+}
+
+/// Creates an empty database (no schema) and returns its name.
+pub async fn create_empty_database() -> String {
+    cloud_optimizer::telemetry::init_for_tests();
+    let name = unique_db_name();
+    let mut conn = PgConnection::connect(&maintenance_url())
+        .await
+        .expect("connect to PostgreSQL");
+    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .await
+        .expect("create database");
+    name
+}
+
+fn unique_db_name() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!(
+        "co_test_{secs}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// A fresh, migrated database cloned from the template (made once, under an advisory lock,
+/// since nextest runs every test in its own process).
+pub async fn create_migrated_database() -> String {
+    cloud_optimizer::telemetry::init_for_tests();
+    let template = template_name();
+    let mut conn = PgConnection::connect(&maintenance_url())
+        .await
+        .expect("connect to PostgreSQL");
+    conn.execute("SELECT pg_advisory_lock(727274)")
+        .await
+        .unwrap();
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&template)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    if !exists {
+        drop_stale_databases(&mut conn).await;
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE \"{template}\""
+        )))
+        .await
+        .unwrap();
+        let pool = PgPool::connect(&database_url(&template)).await.unwrap();
+        cloud_optimizer::db::migrate(&pool)
+            .await
+            .expect("migrate template");
+        pool.close().await;
+    }
+    let name = unique_db_name();
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+    )))
+    .await
+    .expect("clone template database");
+    conn.execute("SELECT pg_advisory_unlock(727274)")
+        .await
+        .unwrap();
+    name
+}
+
+/// Test databases older than two hours and old templates are dropped when a template is made.
+async fn drop_stale_databases(conn: &mut PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'co_test_%' OR datname LIKE 'co_template_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for name in names {
+        let stale = if let Some(rest) = name.strip_prefix("co_test_") {
+            rest.split('_')
+                .next()
+                .and_then(|s| s.parse::<u64>().ok())
+                .is_some_and(|t| now.saturating_sub(t) > 7200)
+        } else {
+            true
+        };
+        if stale {
+            let _ = conn
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .await;
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub metrics_address: String,
+    pub client: reqwest::Client,
+    pub db_name: String,
+    pub pool: PgPool,
+    /// An admin key (the bootstrap key) that works from the first request.
+    pub admin_key: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn base_env(db_name: &str) -> HashMap<String, String> {
+    HashMap::from([
+        ("DATABASE_URL".to_string(), database_url(db_name)),
+        (
+            "BOOTSTRAP_ADMIN_API_KEY".to_string(),
+            BOOTSTRAP_KEY.to_string(),
+        ),
+        ("LOG_FORMAT".to_string(), "pretty".to_string()),
+        (
+            "DATABASE_CONNECT_TIMEOUT_SECONDS".to_string(),
+            "10".to_string(),
+        ),
+        ("SHUTDOWN_DRAIN_SECONDS".to_string(), "0".to_string()),
+        ("SHUTDOWN_GRACE_SECONDS".to_string(), "5".to_string()),
+        (
+            "REDIS_KEY_PREFIX".to_string(),
+            format!("test:{}:", uuid::Uuid::new_v4().simple()),
+        ),
+    ])
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the real server in process with extra environment set by `customise`.
+pub async fn spawn_app_with(customise: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
+    let db_name = create_migrated_database().await;
+    spawn_on_database(db_name, customise).await
+}
+
+/// A second replica serving the same database as `app`.
+pub async fn spawn_replica(app: &TestApp) -> TestApp {
+    spawn_on_database(app.db_name.clone(), |_| {}).await
+}
+
+pub async fn spawn_on_database(
+    db_name: String,
+    customise: impl FnOnce(&mut HashMap<String, String>),
+) -> TestApp {
+    cloud_optimizer::telemetry::init_for_tests();
+    let mut vars = base_env(&db_name);
+    customise(&mut vars);
+    let config = Config::from_env(&Env::from_map(vars)).expect("test configuration is valid");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let metrics_address = format!("http://{}", metrics_listener.local_addr().unwrap());
+    let server = Server::start(config).await.expect("server starts");
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(server.run(listener, Some(metrics_listener), async move {
+        let _ = rx.await;
+    }));
+    let pool = PgPool::connect(&database_url(&db_name)).await.unwrap();
+    TestApp {
+        address,
+        metrics_address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        db_name,
+        pool,
+        admin_key: BOOTSTRAP_KEY.to_string(),
+        shutdown: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.url(path))
+    }
+
+    pub fn get_as(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.url(path)).bearer_auth(key)
+    }
+
+    pub fn post_as(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.client.post(self.url(path)).bearer_auth(key)
+    }
+
+    /// Creates a key through the API and returns (id, key).
+    pub async fn create_key(&self, name: &str, scope: &str) -> (String, String) {
+        let response = self
+            .post_as("/api/v1/keys", &self.admin_key)
+            .json(&serde_json::json!({"name": name, "scope": scope}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "creating a key");
+        let body: serde_json::Value = response.json().await.unwrap();
+        (
+            body["id"].as_str().unwrap().to_string(),
+            body["key"].as_str().unwrap().to_string(),
+        )
+    }
+
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.handle.take().unwrap().await.expect("server task")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Asserts a problem+json error and returns its body.
+pub async fn assert_problem(
+    response: reqwest::Response,
+    status: u16,
+    code: &str,
+) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/problem+json"),
+        "content type"
+    );
+    let has_request_id = response.headers().contains_key("x-request-id");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "problem code in {body}");
+    assert_eq!(body["status"], status);
+    assert!(
+        body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    assert!(body["request_id"].is_string(), "request id in body: {body}");
+    assert!(has_request_id, "X-Request-Id header");
+    body
+}
+
+/// Polls `check` every 25 ms until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A free loopback port (bound then released) for processes that need a fixed port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real binary, killed when dropped.
+pub struct Process {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Process {
+    pub fn spawn(vars: &HashMap<String, String>, args: &[&str]) -> Self {
+        let port: u16 = vars.get("PORT").and_then(|p| p.parse().ok()).unwrap_or(0);
+        let show_logs = std::env::var("TEST_LOG").is_ok_and(|v| !v.is_empty() && v != "0");
+        let child = Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))
+            .args(args)
+            .env_clear()
+            .envs(vars)
+            .stdin(Stdio::null())
+            .stdout(if show_logs {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .stderr(if show_logs {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("spawn the binary");
+        Self { child, port }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Waits (bounded) for the process to exit and returns its exit code.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `GET /health/ready` on the process answers 200.
+pub async fn wait_ready(addr: SocketAddr, within: Duration) -> bool {
+    let client = reqwest::Client::new();
+    eventually(within, || {
+        let client = client.clone();
+        async move {
+            matches!(client.get(format!("http://{addr}/health/ready")).send().await, Ok(r) if r.status() == 200)
+        }
+    })
+    .await
+}

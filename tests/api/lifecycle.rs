@@ -1,0 +1,286 @@
+//! The real binary: start-up, migrations across replicas, configuration errors, signals, traces.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::*;
+
+fn binary_env(db: &str, port: u16) -> std::collections::HashMap<String, String> {
+    let mut env = base_env(db);
+    env.insert("PORT".into(), port.to_string());
+    env.insert("METRICS_PORT".into(), "0".into());
+    env.insert("LOG_FORMAT".into(), "json".into());
+    env
+}
+
+fn run(env: &std::collections::HashMap<String, String>, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn three_replicas_started_together_on_an_empty_database_all_become_ready() {
+    let db = create_empty_database().await;
+    let mut processes: Vec<Process> = (0..3)
+        .map(|_| Process::spawn(&binary_env(&db, free_port()), &["serve"]))
+        .collect();
+    for process in &processes {
+        assert!(
+            wait_ready(process.addr(), Duration::from_secs(30)).await,
+            "replica on {} not ready",
+            process.port
+        );
+    }
+    let pool = sqlx::PgPool::connect(&database_url(&db)).await.unwrap();
+    let (applied, distinct): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT version) FROM _sqlx_migrations WHERE success",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let expected = cloud_optimizer::db::MIGRATOR.iter().count() as i64;
+    assert_eq!(
+        (applied, distinct),
+        (expected, expected),
+        "each migration applied exactly once"
+    );
+    for process in &mut processes {
+        process.signal("TERM");
+        assert_eq!(process.wait_exit(Duration::from_secs(15)).await, Some(0));
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_then_finishes_the_in_flight_request_and_exits_zero() {
+    let db = create_migrated_database().await;
+    let port = free_port();
+    let mut env = binary_env(&db, port);
+    env.insert("SHUTDOWN_DRAIN_SECONDS".into(), "1".into());
+    env.insert("SHUTDOWN_GRACE_SECONDS".into(), "20".into());
+    let mut process = Process::spawn(&env, &["serve"]);
+    assert!(wait_ready(process.addr(), Duration::from_secs(20)).await);
+
+    // A slow client: headers and half of the body now, the rest after the signal.
+    let body = r#"{"name": "made-during-shutdown", "scope": "user"}"#;
+    let (head, tail) = body.split_at(10);
+    let mut slow = tokio::net::TcpStream::connect(process.addr())
+        .await
+        .unwrap();
+    let request = format!(
+        "POST /api/v1/keys HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {BOOTSTRAP_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
+        body.len()
+    );
+    slow.write_all(request.as_bytes()).await.unwrap();
+
+    process.signal("TERM");
+    let client = reqwest::Client::new();
+    let ready_url = format!("http://{}/health/ready", process.addr());
+    let unready = eventually(Duration::from_secs(5), || {
+        let client = client.clone();
+        let url = ready_url.clone();
+        async move { matches!(client.get(&url).send().await, Ok(r) if r.status() == 503) }
+    })
+    .await;
+    assert!(unready, "readiness turns 503 as soon as shutdown starts");
+
+    let addr = process.addr();
+    let refusing = eventually(Duration::from_secs(10), || async move {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    assert!(refusing, "new connections are refused after the drain");
+    assert_eq!(
+        process.child.try_wait().unwrap(),
+        None,
+        "still running while a request is in flight"
+    );
+
+    slow.write_all(tail.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    slow.read_to_string(&mut response).await.unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 201"),
+        "in-flight request completes: {response}"
+    );
+    assert!(response.contains("made-during-shutdown"));
+
+    assert_eq!(
+        process.wait_exit(Duration::from_secs(15)).await,
+        Some(0),
+        "clean exit"
+    );
+    let pool = sqlx::PgPool::connect(&database_url(&db)).await.unwrap();
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE name = 'made-during-shutdown'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, 1);
+}
+
+#[tokio::test]
+async fn invalid_configuration_exits_2_with_one_line_naming_the_variable() {
+    for (var, value) in [
+        ("PORT", "eighty"),
+        ("LOG_FORMAT", "xml"),
+        ("RATE_LIMIT_PER_MINUTE", "-1"),
+        ("DATABASE_URL", "mysql://nope"),
+        ("TRUSTED_PROXY_CIDRS", "10.0.0.0/99"),
+        ("BOOTSTRAP_ADMIN_API_KEY", "too-short"),
+        ("MIGRATE_ON_STARTUP", "maybe"),
+        ("MARKETPLACE_ENABLED", "true"),
+    ] {
+        let mut env = std::collections::HashMap::new();
+        env.insert(var.to_string(), value.to_string());
+        let output = run(&env, &["serve"]);
+        assert_eq!(output.status.code(), Some(2), "{var}={value}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        let named = if var == "MARKETPLACE_ENABLED" {
+            "MARKETPLACE_PRODUCT_CODE"
+        } else {
+            var
+        };
+        assert!(stderr.contains(named), "{var}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn unreachable_database_fails_after_the_deadline_with_a_clear_message() {
+    let mut env = std::collections::HashMap::new();
+    env.insert(
+        "DATABASE_URL".into(),
+        format!(
+            "postgres://postgres:pw-secret-123@127.0.0.1:{}/x",
+            free_port()
+        ),
+    );
+    env.insert("DATABASE_CONNECT_TIMEOUT_SECONDS".into(), "1".into());
+    env.insert("PORT".into(), free_port().to_string());
+    env.insert("METRICS_PORT".into(), "0".into());
+    let output = run(&env, &["serve"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("cannot connect to PostgreSQL"), "{stderr}");
+    assert!(
+        !stderr.contains("pw-secret-123"),
+        "password leaked: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn version_config_check_and_healthcheck_commands() {
+    let version = run(&Default::default(), &["--version"]);
+    let text = String::from_utf8(version.stdout).unwrap();
+    assert!(text.trim().ends_with(&cloud_optimizer::version()), "{text}");
+    assert!(text.contains(&format!("v{}-ib", env!("CARGO_PKG_VERSION"))));
+
+    let db = create_migrated_database().await;
+    let port = free_port();
+    let mut env = binary_env(&db, port);
+    env.insert(
+        "REDIS_URL".into(),
+        "redis://:redis-pw-456@127.0.0.1:6379".into(),
+    );
+    let check = run(&env, &["config", "check"]);
+    assert!(check.status.success());
+    let shown = String::from_utf8(check.stdout).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(parsed["PORT"], port);
+    assert!(
+        !shown.contains(BOOTSTRAP_KEY) && !shown.contains("redis-pw-456"),
+        "secrets redacted: {shown}"
+    );
+
+    assert_eq!(
+        run(&env, &["healthcheck"]).status.code(),
+        Some(1),
+        "nothing is listening yet"
+    );
+    let process = Process::spawn(&env, &["serve"]);
+    assert!(wait_ready(process.addr(), Duration::from_secs(20)).await);
+    assert_eq!(run(&env, &["healthcheck"]).status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn migrate_command_applies_the_schema() {
+    let db = create_empty_database().await;
+    let env = binary_env(&db, free_port());
+    let output = run(&env, &["migrate"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let pool = sqlx::PgPool::connect(&database_url(&db)).await.unwrap();
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'api_keys'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(tables, 1);
+}
+
+#[tokio::test]
+async fn request_spans_are_exported_over_otlp_http() {
+    let received: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let sink = received.clone();
+    let receiver = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().extend_from_slice(&body);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, receiver).await });
+
+    let db = create_migrated_database().await;
+    let mut env = binary_env(&db, free_port());
+    env.insert(
+        "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+        format!("http://{otlp}"),
+    );
+    env.insert("OTEL_SERVICE_NAME".into(), "co-under-test".into());
+    env.insert("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into());
+    let mut process = Process::spawn(&env, &["serve"]);
+    assert!(wait_ready(process.addr(), Duration::from_secs(20)).await);
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/keys/self", process.addr()))
+        .bearer_auth(BOOTSTRAP_KEY)
+        .header("x-request-id", "otel-trace-check")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    process.signal("TERM");
+    assert_eq!(process.wait_exit(Duration::from_secs(15)).await, Some(0));
+
+    let bytes = received.lock().unwrap().clone();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        text.contains("co-under-test"),
+        "service name in the resource"
+    );
+    assert!(
+        text.contains("GET /api/v1/keys/self"),
+        "span named by method and route: {text:?}"
+    );
+    assert!(
+        text.contains("otel-trace-check"),
+        "request id recorded on the span"
+    );
+    server.abort();
+}
