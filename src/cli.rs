@@ -49,6 +49,34 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Knowledge base: verify, load, stats, manifest.
+    Kb {
+        #[command(subcommand)]
+        command: KbCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KbCommand {
+    /// Validate a KB directory without a database (schema, checksums, ids, references, counts).
+    Verify {
+        /// Defaults to KB_PATH.
+        path: Option<std::path::PathBuf>,
+    },
+    /// Load a KB (directory, https:// or s3:// .tar.gz bundle) into the database; no-op when unchanged.
+    Load {
+        /// Defaults to KB_PATH.
+        path: Option<String>,
+    },
+    /// Counts per framework and relationship type of the loaded KB.
+    Stats,
+    /// Rewrite manifest.json from the files (checksums, sizes, counts) after editing data.
+    Manifest {
+        path: Option<std::path::PathBuf>,
+        /// Set a new kb_version.
+        #[arg(long)]
+        kb_version: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -98,6 +126,36 @@ pub fn main() -> ExitCode {
         }
     };
     let command = cli.command.unwrap_or(Command::Serve);
+    // Commands that need no configuration or database.
+    match &command {
+        Command::Kb {
+            command: KbCommand::Verify { path },
+        } => {
+            let path = path.clone().unwrap_or_else(|| config.kb_path.clone());
+            return kb_verify(&path);
+        }
+        Command::Kb {
+            command: KbCommand::Manifest { path, kb_version },
+        } => {
+            let path = path.clone().unwrap_or_else(|| config.kb_path.clone());
+            return match crate::kb::model::write_manifest(&path, kb_version.as_deref()) {
+                Ok(m) => {
+                    println!(
+                        "wrote {} ({} files, kb_version {})",
+                        path.join("manifest.json").display(),
+                        m.files.len(),
+                        m.kb_version
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     let result = runtime.block_on(async move {
         match command {
             Command::Serve => serve(config).await,
@@ -110,6 +168,7 @@ pub fn main() -> ExitCode {
                 Ok(())
             }
             Command::Keys { command } => keys_command(config, command).await,
+            Command::Kb { command } => kb_command(config, command).await,
         }
     });
     match result {
@@ -223,6 +282,104 @@ async fn keys_command(config: Config, command: KeysCommand) -> anyhow::Result<()
             Some(_) => eprintln!("Revoked key {id}."),
             None => anyhow::bail!("no API key with id {id}"),
         },
+    }
+    Ok(())
+}
+
+fn kb_verify(path: &std::path::Path) -> ExitCode {
+    match crate::kb::model::read_and_verify(path) {
+        Ok(kb) => {
+            println!(
+                "{}: kb_version {} OK — {} frameworks, {} controls, {} checks, {} remediations, {} services, {} relationships",
+                path.display(),
+                kb.kb_version,
+                kb.frameworks.len(),
+                kb.controls.len(),
+                kb.checks.len(),
+                kb.remediations.len(),
+                kb.services.len(),
+                kb.relationships.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            for issue in &err.issues {
+                eprintln!("{issue}");
+            }
+            eprintln!("{}: {} problem(s)", path.display(), err.issues.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn kb_command(config: Config, command: KbCommand) -> anyhow::Result<()> {
+    let pool = db::connect(&config.database).await?;
+    db::migrate(&pool).await?;
+    match command {
+        KbCommand::Load { path } => {
+            let raw = path.unwrap_or_else(|| config.kb_path.display().to_string());
+            let source = crate::kb::source::Source::parse(&raw)?;
+            let materialized = crate::kb::source::materialize(&source).await?;
+            match crate::kb::load::load_dir(&pool, &materialized.dir, &source.describe()).await? {
+                crate::kb::load::Outcome::Unchanged { kb_version } => {
+                    println!("unchanged: kb_version {kb_version} is already active")
+                }
+                crate::kb::load::Outcome::Loaded {
+                    kb_version,
+                    entities,
+                    relationships,
+                    elapsed,
+                } => println!(
+                    "loaded kb_version {kb_version}: {entities} entities, {relationships} relationships in {} ms",
+                    elapsed.as_millis()
+                ),
+            }
+        }
+        KbCommand::Stats => {
+            let version: Option<(String, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+                "SELECT kb_version, source, loaded_at FROM kb_versions WHERE active",
+            )
+            .fetch_optional(&pool)
+            .await?;
+            let Some((kb_version, source, loaded_at)) = version else {
+                anyhow::bail!("no knowledge base is loaded; run `cloud-optimizer kb load`");
+            };
+            println!("kb_version {kb_version} from {source}, loaded {loaded_at}");
+            let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT framework, kind, count(*) FROM kb_controls WHERE version_id = (SELECT id FROM kb_versions WHERE active)
+                 GROUP BY 1, 2 ORDER BY 1, 2",
+            )
+            .fetch_all(&pool)
+            .await?;
+            println!("\n{:<28} {:<30} {:>6}", "FRAMEWORK", "KIND", "COUNT");
+            for (framework, kind, n) in rows {
+                println!("{framework:<28} {kind:<30} {n:>6}");
+            }
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT 'checks', count(*) FROM kb_checks WHERE version_id = (SELECT id FROM kb_versions WHERE active)
+                 UNION ALL SELECT 'remediations', count(*) FROM kb_remediations WHERE version_id = (SELECT id FROM kb_versions WHERE active)
+                 UNION ALL SELECT 'aws services', count(*) FROM kb_services WHERE version_id = (SELECT id FROM kb_versions WHERE active)",
+            )
+            .fetch_all(&pool)
+            .await?;
+            println!();
+            for (what, n) in rows {
+                println!("{what:<59} {n:>6}");
+            }
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT type, count(*) FROM kb_relationships WHERE version_id = (SELECT id FROM kb_versions WHERE active)
+                 GROUP BY 1 ORDER BY 1",
+            )
+            .fetch_all(&pool)
+            .await?;
+            println!("\n{:<59} {:>6}", "RELATIONSHIP", "COUNT");
+            for (kind, n) in rows {
+                println!("{kind:<59} {n:>6}");
+            }
+        }
+        KbCommand::Verify { .. } | KbCommand::Manifest { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
     }
     Ok(())
 }

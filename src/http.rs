@@ -27,7 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::config::Environment;
 use crate::error::{ApiError, InternalCause, PROBLEM_JSON, Problem, problem_for_status};
 use crate::state::AppState;
-use crate::{auth, health, ratelimit};
+use crate::{auth, health, kb, ratelimit};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -55,6 +55,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     tags(
         (name = "health", description = "Liveness, readiness and component health (no key needed)"),
         (name = "keys", description = "API keys"),
+        (name = "knowledge base", description = "Compliance frameworks, controls, checks, AWS services and search"),
     )
 )]
 struct ApiDoc;
@@ -74,7 +75,9 @@ impl Modify for BearerAuth {
 /// Every `/api/v1` router, before the auth layer: `tests/` walks this list to prove that each
 /// route asks for a key.
 pub fn api_v1() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().merge(auth::router())
+    OpenApiRouter::new()
+        .merge(auth::router())
+        .merge(kb::router())
 }
 
 /// The whole application: routes, OpenAPI document and middleware.

@@ -5,12 +5,14 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod kb;
 pub mod ratelimit;
 pub mod redis_conn;
 pub mod server;

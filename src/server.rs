@@ -67,6 +67,16 @@ impl Server {
             config.neo4j.is_some(),
             config.marketplace.enabled,
         ));
+        let kb_graph = match &config.neo4j {
+            Some(neo4j) => match crate::kb::graph::KbGraph::connect(neo4j).await {
+                Ok(graph) => Some(Arc::new(graph)),
+                Err(err) => {
+                    tracing::warn!(error = %err, "neo4j unreachable; graph queries use PostgreSQL");
+                    None
+                }
+            },
+            None => None,
+        };
         let state = AppState {
             config: config.clone(),
             db: pool,
@@ -76,7 +86,9 @@ impl Server {
             redis,
             lifecycle: Lifecycle::default(),
             components,
+            kb_graph,
         };
+        crate::kb::refresh(&state).await;
 
         if !auth.has_bootstrap_key()
             && !crate::auth::keys::any_active(&state.db)

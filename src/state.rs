@@ -29,6 +29,8 @@ pub struct AppState {
     pub lifecycle: Lifecycle,
     /// Component states reported by `/health` that the components update themselves.
     pub components: Arc<Components>,
+    /// The Neo4j mirror of the KB when `NEO4J_URI` is set.
+    pub kb_graph: crate::kb::SharedGraph,
 }
 
 /// Health states set by long-lived components (KB loader, Neo4j mirror, licensing).

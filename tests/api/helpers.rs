@@ -35,13 +35,19 @@ pub fn database_url(name: &str) -> String {
     url.to_string()
 }
 
-/// The template's name changes whenever a migration does, so a stale template is never used.
+pub const KB_DIR: &str = "data/compliance";
+
+/// The template's name changes whenever a migration or the shipped KB does, so a stale template
+/// is never used.
 fn template_name() -> String {
     let mut hasher = sha2::Sha256::new();
     for migration in cloud_optimizer::db::MIGRATOR.iter() {
         hasher.update(migration.version.to_le_bytes());
         hasher.update(&*migration.checksum);
     }
+    hasher.update(
+        cloud_optimizer::kb::load::manifest_checksum(std::path::Path::new(KB_DIR)).unwrap(),
+    );
     format!("co_template_{}", &hex::encode(hasher.finalize())[..12])
 }
 
@@ -97,6 +103,10 @@ pub async fn create_migrated_database() -> String {
         cloud_optimizer::db::migrate(&pool)
             .await
             .expect("migrate template");
+        // The shipped KB is in the template, so a server starting on a clone finds it unchanged.
+        cloud_optimizer::kb::load::load_dir(&pool, std::path::Path::new(KB_DIR), KB_DIR)
+            .await
+            .expect("the shipped KB loads");
         pool.close().await;
     }
     let name = unique_db_name();

@@ -5,5 +5,8 @@ mod deployment;
 mod errors;
 mod health;
 mod helpers;
+mod kb_api;
+mod kb_data;
+mod kb_load;
 mod lifecycle;
 mod ratelimit;

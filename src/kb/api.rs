@@ -1,0 +1,696 @@
+//! `/api/v1/kb/*`: frameworks, controls, checks, services, search. Every query reads the active
+//! KB version only, so a load in progress is invisible until it commits.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::search;
+use crate::error::{ApiError, Problem};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_frameworks))
+        .routes(routes!(framework_controls))
+        .routes(routes!(get_control))
+        .routes(routes!(list_checks))
+        .routes(routes!(get_check))
+        .routes(routes!(list_services))
+        .routes(routes!(get_service))
+        .routes(routes!(search_kb))
+}
+
+const ACTIVE: &str = "(SELECT id FROM kb_versions WHERE active)";
+
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct FrameworkInfo {
+    /// Stable id, e.g. `cis-aws`.
+    pub id: String,
+    pub version: String,
+    /// `id@version`, the prefix of its control ids.
+    pub key: String,
+    pub name: String,
+    pub publisher: String,
+    pub url: String,
+    pub summary: String,
+    pub kinds: Vec<String>,
+    /// Controls per kind.
+    #[sqlx(skip)]
+    pub counts: BTreeMap<String, i64>,
+    pub controls: i64,
+    pub technical_controls: i64,
+}
+
+/// Frameworks in the knowledge base with control counts.
+#[utoipa::path(get, path = "/kb/frameworks", tag = "knowledge base",
+    responses((status = 200, body = Vec<FrameworkInfo>)), security(("api_key" = [])))]
+async fn list_frameworks(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<FrameworkInfo>>, ApiError> {
+    let mut frameworks: Vec<FrameworkInfo> = sqlx::query_as(sql!(
+        "SELECT f.id, f.version, f.key, f.name, f.publisher, f.url, f.summary, f.kinds,
+                count(c.id) AS controls, count(c.id) FILTER (WHERE c.technical) AS technical_controls
+         FROM kb_frameworks f LEFT JOIN kb_controls c ON c.version_id = f.version_id AND c.framework = f.key
+         WHERE f.version_id = {ACTIVE} GROUP BY f.version_id, f.key ORDER BY f.id"
+    ))
+    .fetch_all(&state.db)
+    .await?;
+    let counts: Vec<(String, String, i64)> = sqlx::query_as(sql!(
+        "SELECT framework, kind, count(*) FROM kb_controls WHERE version_id = {ACTIVE} GROUP BY 1, 2"
+    ))
+    .fetch_all(&state.db)
+    .await?;
+    for (framework, kind, n) in counts {
+        if let Some(f) = frameworks.iter_mut().find(|f| f.key == framework) {
+            f.counts.insert(kind, n);
+        }
+    }
+    Ok(Json(frameworks))
+}
+
+async fn framework_keys(db: &PgPool) -> Result<Vec<String>, ApiError> {
+    Ok(sqlx::query_scalar(sql!(
+        "SELECT key FROM kb_frameworks WHERE version_id = {ACTIVE} ORDER BY key"
+    ))
+    .fetch_all(db)
+    .await?)
+}
+
+fn match_framework(keys: &[String], raw: &str) -> Option<String> {
+    let wanted = raw.trim().to_ascii_lowercase();
+    keys.iter()
+        .find(|k| k.to_ascii_lowercase() == wanted || k.split('@').next() == Some(wanted.as_str()))
+        .cloned()
+}
+
+/// Resolves `cis-aws` or `cis-aws@3.0.0` in a path to the active framework key, or 404 naming the choices.
+pub async fn framework_key(db: &PgPool, raw: &str) -> Result<String, ApiError> {
+    let keys = framework_keys(db).await?;
+    match_framework(&keys, raw).ok_or_else(|| {
+        ApiError::problem(
+            Problem::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "unknown_framework",
+                format!("no framework {raw:?}"),
+            )
+            .with("allowed", &keys),
+        )
+    })
+}
+
+/// The same for a `framework=` filter: an unknown value is a 400 listing the allowed ones.
+pub async fn framework_filter(db: &PgPool, raw: &str) -> Result<String, ApiError> {
+    let keys = framework_keys(db).await?;
+    match_framework(&keys, raw).ok_or_else(|| invalid_filter("framework", raw, &keys))
+}
+
+fn invalid_filter(name: &str, value: &str, allowed: &[String]) -> ApiError {
+    ApiError::problem(
+        Problem::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_filter",
+            format!("{name}={value:?} is not allowed; use one of the listed values"),
+        )
+        .with("parameter", name)
+        .with("allowed", allowed),
+    )
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ControlFilter {
+    /// Control kind, e.g. `requirement`, `implementation_specification`, `recommendation`.
+    kind: Option<String>,
+    /// HIPAA: `required` or `addressable`.
+    obligation: Option<String>,
+    /// CIS: `1` or `2`.
+    level: Option<String>,
+    /// AWS service id (see `/kb/services`): controls that concern it or map to its checks.
+    service: Option<String>,
+    /// Only controls that AWS configuration can evidence.
+    technical: Option<bool>,
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<i64>,
+    #[param(minimum = 0)]
+    offset: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct ControlSummary {
+    pub id: String,
+    pub framework: String,
+    pub native_id: String,
+    pub kind: String,
+    pub parent_id: Option<String>,
+    pub title: String,
+    pub summary: String,
+    pub url: String,
+    pub technical: bool,
+    pub services: Vec<String>,
+    #[schema(value_type = Object)]
+    pub attributes: serde_json::Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+fn page_bounds(limit: Option<i64>, offset: Option<i64>, max: i64) -> Result<(i64, i64), ApiError> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            format!("limit must be between 1 and {max}"),
+        ));
+    }
+    let offset = offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::invalid(
+            "invalid_offset",
+            "offset must not be negative",
+        ));
+    }
+    Ok((limit, offset))
+}
+
+async fn service_ids(db: &PgPool) -> Result<Vec<String>, ApiError> {
+    Ok(sqlx::query_scalar(sql!(
+        "SELECT id FROM kb_services WHERE version_id = {ACTIVE} ORDER BY id"
+    ))
+    .fetch_all(db)
+    .await?)
+}
+
+pub async fn check_service(db: &PgPool, service: &str) -> Result<(), ApiError> {
+    let known = service_ids(db).await?;
+    if known.iter().any(|s| s == service) {
+        Ok(())
+    } else {
+        Err(invalid_filter("service", service, &known))
+    }
+}
+
+const CONTROL_COLUMNS: &str = "c.id, c.framework, c.native_id, c.kind, c.parent_id, c.title, c.summary, c.url, c.technical, c.services, c.attributes";
+
+/// Controls of a framework, paged and filtered.
+#[utoipa::path(get, path = "/kb/frameworks/{id}/controls", tag = "knowledge base",
+    params(("id" = String, Path, description = "framework id (`pci-dss`) or key (`pci-dss@4.0.1`)"), ControlFilter),
+    responses((status = 200, body = Page<ControlSummary>), (status = 400, body = Problem), (status = 404, body = Problem)),
+    security(("api_key" = [])))]
+async fn framework_controls(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    filter: Result<Query<ControlFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Page<ControlSummary>>, ApiError> {
+    let Query(filter) = filter.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
+    let key = framework_key(&state.db, &id).await?;
+    let (limit, offset) = page_bounds(filter.limit, filter.offset, 500)?;
+    let kinds: Vec<String> = sqlx::query_scalar(sql!(
+        "SELECT unnest(kinds) FROM kb_frameworks WHERE version_id = {ACTIVE} AND key = $1"
+    ))
+    .bind(&key)
+    .fetch_all(&state.db)
+    .await?;
+    if let Some(kind) = &filter.kind
+        && !kinds.contains(kind)
+    {
+        return Err(invalid_filter("kind", kind, &kinds));
+    }
+    let allowed = |name: &str, value: &Option<String>, choices: &[&str]| -> Result<(), ApiError> {
+        match value {
+            Some(v) if !choices.contains(&v.as_str()) => Err(invalid_filter(
+                name,
+                v,
+                &choices.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )),
+            _ => Ok(()),
+        }
+    };
+    allowed(
+        "obligation",
+        &filter.obligation,
+        &["required", "addressable"],
+    )?;
+    allowed("level", &filter.level, &["1", "2"])?;
+    if let Some(service) = &filter.service {
+        check_service(&state.db, service).await?;
+    }
+    let where_clause = format!(
+        "c.version_id = {ACTIVE} AND c.framework = $1
+         AND ($2::text IS NULL OR c.kind = $2)
+         AND ($3::text IS NULL OR c.attributes->>'obligation' = $3)
+         AND ($4::text IS NULL OR c.attributes->>'level' = $4)
+         AND ($5::text IS NULL OR $5 = ANY(c.services) OR EXISTS (
+               SELECT 1 FROM kb_relationships r JOIN kb_checks k ON k.version_id = r.version_id AND k.id = r.to_id
+               WHERE r.version_id = c.version_id AND r.type = 'maps_to' AND r.from_id = c.id AND $5 = ANY(k.services)))
+         AND ($6::bool IS NULL OR c.technical = $6)"
+    );
+    let total: i64 = sqlx::query_scalar(sql!(
+        "SELECT count(*) FROM kb_controls c WHERE {where_clause}"
+    ))
+    .bind(&key)
+    .bind(&filter.kind)
+    .bind(&filter.obligation)
+    .bind(&filter.level)
+    .bind(&filter.service)
+    .bind(filter.technical)
+    .fetch_one(&state.db)
+    .await?;
+    // Natural order of ids (8.4.2 before 8.4.10) via a numeric-aware sort key.
+    let items: Vec<ControlSummary> = sqlx::query_as(sql!(
+        "SELECT {CONTROL_COLUMNS} FROM kb_controls c WHERE {where_clause}
+         ORDER BY c.native_id COLLATE kb_natural
+         LIMIT $7 OFFSET $8"
+    ))
+    .bind(&key)
+    .bind(&filter.kind)
+    .bind(&filter.obligation)
+    .bind(&filter.level)
+    .bind(&filter.service)
+    .bind(filter.technical)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(Page {
+        items,
+        total,
+        limit,
+        offset,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ControlDetail {
+    #[serde(flatten)]
+    pub control: ControlSummary,
+    pub parent: Option<ControlSummary>,
+    pub children: Vec<ControlSummary>,
+    /// Checks that evidence this control, with the basis of each mapping.
+    pub checks: Vec<MappedCheck>,
+    /// AWS services the control concerns directly or through its checks.
+    pub services: Vec<String>,
+    /// Remediations of its checks.
+    pub remediations: Vec<RemediationInfo>,
+    /// Controls of other frameworks with the same objective.
+    pub related: Vec<RelatedControl>,
+    /// Where the graph answers came from: `postgres` or `neo4j`.
+    pub graph_source: &'static str,
+}
+
+#[derive(Serialize, ToSchema, sqlx::FromRow, Clone)]
+pub struct MappedCheck {
+    pub id: String,
+    pub title: String,
+    pub severity: String,
+    pub services: Vec<String>,
+    pub basis: String,
+}
+
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct RemediationInfo {
+    pub id: String,
+    pub title: String,
+    pub steps: Vec<String>,
+    pub cli: Option<String>,
+    pub cloudformation: Option<String>,
+    pub terraform: Option<String>,
+}
+
+#[derive(Serialize, ToSchema, sqlx::FromRow, Clone)]
+pub struct RelatedControl {
+    pub id: String,
+    pub framework: String,
+    pub native_id: String,
+    pub title: String,
+    /// `official-crosswalk`/`editorial` for curated links, `shared-checks` when derived.
+    pub basis: String,
+    /// For derived links: how many checks the two controls share.
+    pub shared_checks: i64,
+}
+
+/// Resolves `control:pci-dss@4.0.1:8.4.2`, `pci-dss@4.0.1:8.4.2` or `pci-dss:8.4.2`.
+pub async fn resolve_control(db: &PgPool, raw: &str) -> Result<ControlSummary, ApiError> {
+    let trimmed = raw.trim();
+    let rest = trimmed.strip_prefix("control:").unwrap_or(trimmed);
+    let Some((framework, native)) = rest.split_once(':') else {
+        return Err(ApiError::invalid(
+            "invalid_control_id",
+            format!(
+                "{raw:?} is not a control id; use control:<framework>@<version>:<id>, e.g. control:pci-dss@4.0.1:8.4.2, or pci-dss:8.4.2"
+            ),
+        ));
+    };
+    let found: Option<ControlSummary> = sqlx::query_as(sql!(
+        "SELECT {CONTROL_COLUMNS} FROM kb_controls c
+         WHERE c.version_id = {ACTIVE} AND lower(c.native_id) = lower($2)
+           AND (lower(c.framework) = lower($1) OR lower(split_part(c.framework, '@', 1)) = lower($1))
+         LIMIT 1"
+    ))
+    .bind(framework)
+    .bind(native)
+    .fetch_optional(db)
+    .await?;
+    found.ok_or_else(|| ApiError::not_found(format!("no control {raw:?} in the knowledge base")))
+}
+
+/// One control with its parent, children, checks, services, remediation and related controls.
+#[utoipa::path(get, path = "/kb/controls/{id}", tag = "knowledge base",
+    params(("id" = String, Path, description = "`control:pci-dss@4.0.1:8.4.2`, or the short `pci-dss:8.4.2`")),
+    responses((status = 200, body = ControlDetail), (status = 400, body = Problem), (status = 404, body = Problem)),
+    security(("api_key" = [])))]
+async fn get_control(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ControlDetail>, ApiError> {
+    let control = resolve_control(&state.db, &id).await?;
+    let db = &state.db;
+    let parent = match &control.parent_id {
+        Some(parent) => sqlx::query_as(sql!("SELECT {CONTROL_COLUMNS} FROM kb_controls c WHERE c.version_id = {ACTIVE} AND c.id = $1"))
+            .bind(parent)
+            .fetch_optional(db)
+            .await?,
+        None => None,
+    };
+    let children: Vec<ControlSummary> = sqlx::query_as(sql!(
+        "SELECT {CONTROL_COLUMNS} FROM kb_controls c WHERE c.version_id = {ACTIVE} AND c.parent_id = $1
+         ORDER BY c.native_id COLLATE kb_natural"
+    ))
+    .bind(&control.id)
+    .fetch_all(db)
+    .await?;
+
+    let (checks, related, graph_source) = match state.kb_graph.as_ref() {
+        Some(graph) if graph.is_available() => match graph.control_links(&control.id).await {
+            Ok((checks, related)) => (checks, related, "neo4j"),
+            Err(err) => {
+                tracing::warn!(error = %err, "neo4j query failed; answering from PostgreSQL");
+                let (c, r) = super::graph::control_links_pg(db, &control.id).await?;
+                (c, r, "postgres")
+            }
+        },
+        _ => {
+            let (c, r) = super::graph::control_links_pg(db, &control.id).await?;
+            (c, r, "postgres")
+        }
+    };
+
+    let mut services: Vec<String> = control.services.clone();
+    for check in &checks {
+        services.extend(check.services.iter().cloned());
+    }
+    services.sort();
+    services.dedup();
+    let check_ids: Vec<String> = checks.iter().map(|c| c.id.clone()).collect();
+    let remediations: Vec<RemediationInfo> = sqlx::query_as(sql!(
+        "SELECT DISTINCT m.id, m.title, m.steps, m.cli, m.cloudformation, m.terraform
+         FROM kb_checks k JOIN kb_remediations m ON m.version_id = k.version_id AND m.id = k.remediation_id
+         WHERE k.version_id = {ACTIVE} AND k.id = ANY($1) ORDER BY m.id"
+    ))
+    .bind(&check_ids)
+    .fetch_all(db)
+    .await?;
+    Ok(Json(ControlDetail {
+        control,
+        parent,
+        children,
+        checks,
+        services,
+        remediations,
+        related,
+        graph_source,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CheckFilter {
+    /// AWS service id.
+    service: Option<String>,
+    /// `low`, `medium`, `high` or `critical`.
+    severity: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<i64>,
+    #[param(minimum = 0)]
+    offset: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct CheckSummary {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub services: Vec<String>,
+    pub resource_type: String,
+    pub severity: String,
+    #[schema(value_type = Object)]
+    pub refs: serde_json::Value,
+    pub remediation_id: String,
+}
+
+const CHECK_COLUMNS: &str = "k.id, k.title, k.description, k.services, k.resource_type, k.severity, k.refs, k.remediation_id";
+
+/// The check catalogue, paged and filtered.
+#[utoipa::path(get, path = "/kb/checks", tag = "knowledge base", params(CheckFilter),
+    responses((status = 200, body = Page<CheckSummary>), (status = 400, body = Problem)), security(("api_key" = [])))]
+async fn list_checks(
+    State(state): State<AppState>,
+    filter: Result<Query<CheckFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Page<CheckSummary>>, ApiError> {
+    let Query(filter) = filter.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
+    let (limit, offset) = page_bounds(filter.limit, filter.offset, 500)?;
+    if let Some(severity) = &filter.severity
+        && !super::model::SEVERITIES.contains(&severity.as_str())
+    {
+        return Err(invalid_filter(
+            "severity",
+            severity,
+            &super::model::SEVERITIES.map(String::from),
+        ));
+    }
+    if let Some(service) = &filter.service {
+        check_service(&state.db, service).await?;
+    }
+    let where_clause = format!(
+        "k.version_id = {ACTIVE} AND ($1::text IS NULL OR $1 = ANY(k.services)) AND ($2::text IS NULL OR k.severity = $2)"
+    );
+    let total: i64 = sqlx::query_scalar(sql!(
+        "SELECT count(*) FROM kb_checks k WHERE {where_clause}"
+    ))
+    .bind(&filter.service)
+    .bind(&filter.severity)
+    .fetch_one(&state.db)
+    .await?;
+    let items = sqlx::query_as(sql!("SELECT {CHECK_COLUMNS} FROM kb_checks k WHERE {where_clause} ORDER BY k.id LIMIT $3 OFFSET $4"))
+        .bind(&filter.service)
+        .bind(&filter.severity)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&state.db)
+        .await?;
+    Ok(Json(Page {
+        items,
+        total,
+        limit,
+        offset,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CheckDetail {
+    #[serde(flatten)]
+    pub check: CheckSummary,
+    pub remediation: Option<RemediationInfo>,
+    /// Controls (of every framework) that this check evidences.
+    pub controls: Vec<ControlSummary>,
+}
+
+/// One check with its remediation and the controls it evidences.
+#[utoipa::path(get, path = "/kb/checks/{id}", tag = "knowledge base",
+    params(("id" = String, Path, description = "`check:kb:s3-bucket-public-access-blocked` or just the slug")),
+    responses((status = 200, body = CheckDetail), (status = 404, body = Problem)), security(("api_key" = [])))]
+async fn get_check(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<CheckDetail>, ApiError> {
+    let full = if id.starts_with("check:") {
+        id.clone()
+    } else {
+        format!("check:kb:{id}")
+    };
+    let check: CheckSummary = sqlx::query_as(sql!(
+        "SELECT {CHECK_COLUMNS} FROM kb_checks k WHERE k.version_id = {ACTIVE} AND k.id = $1"
+    ))
+    .bind(&full)
+    .fetch_optional(&state.db)
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("no check {id:?} in the knowledge base")))?;
+    let remediation = sqlx::query_as(sql!(
+        "SELECT id, title, steps, cli, cloudformation, terraform FROM kb_remediations WHERE version_id = {ACTIVE} AND id = $1"
+    ))
+    .bind(&check.remediation_id)
+    .fetch_optional(&state.db)
+    .await?;
+    let controls = sqlx::query_as(sql!(
+        "SELECT {CONTROL_COLUMNS} FROM kb_relationships r
+         JOIN kb_controls c ON c.version_id = r.version_id AND c.id = r.from_id
+         WHERE r.version_id = {ACTIVE} AND r.type = 'maps_to' AND r.to_id = $1 ORDER BY c.framework, c.native_id"
+    ))
+    .bind(&full)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(CheckDetail {
+        check,
+        remediation,
+        controls,
+    }))
+}
+
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct ServiceInfo {
+    pub id: String,
+    pub name: String,
+    pub category: String,
+    pub checks: i64,
+    pub controls: i64,
+}
+
+const SERVICE_COUNTS: &str = "
+    SELECT s.id, s.name, s.category,
+           (SELECT count(*) FROM kb_checks k WHERE k.version_id = s.version_id AND s.id = ANY(k.services)) AS checks,
+           (SELECT count(DISTINCT c.id) FROM kb_controls c
+              WHERE c.version_id = s.version_id AND (s.id = ANY(c.services) OR EXISTS (
+                SELECT 1 FROM kb_relationships r JOIN kb_checks k ON k.version_id = r.version_id AND k.id = r.to_id
+                WHERE r.version_id = c.version_id AND r.type = 'maps_to' AND r.from_id = c.id AND s.id = ANY(k.services)))) AS controls
+    FROM kb_services s";
+
+/// AWS services with how many checks and controls touch each.
+#[utoipa::path(get, path = "/kb/services", tag = "knowledge base",
+    responses((status = 200, body = Vec<ServiceInfo>)), security(("api_key" = [])))]
+async fn list_services(State(state): State<AppState>) -> Result<Json<Vec<ServiceInfo>>, ApiError> {
+    let services = sqlx::query_as(sql!(
+        "{SERVICE_COUNTS} WHERE s.version_id = {ACTIVE} ORDER BY s.id"
+    ))
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(services))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ServiceDetail {
+    #[serde(flatten)]
+    pub service: ServiceInfo,
+    pub checks: Vec<CheckSummary>,
+    /// Controls that concern the service directly or through one of its checks.
+    pub controls: Vec<ControlSummary>,
+}
+
+/// One AWS service with its checks and the controls that touch it.
+#[utoipa::path(get, path = "/kb/services/{name}", tag = "knowledge base",
+    params(("name" = String, Path, description = "service id, e.g. `s3`")),
+    responses((status = 200, body = ServiceDetail), (status = 404, body = Problem)), security(("api_key" = [])))]
+async fn get_service(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceDetail>, ApiError> {
+    let name = name.to_ascii_lowercase();
+    let service: ServiceInfo = sqlx::query_as(sql!(
+        "{SERVICE_COUNTS} WHERE s.version_id = {ACTIVE} AND s.id = $1"
+    ))
+    .bind(&name)
+    .fetch_optional(&state.db)
+    .await?
+    .ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no AWS service {name:?} in the knowledge base; see /api/v1/kb/services"
+        ))
+    })?;
+    let checks = sqlx::query_as(sql!("SELECT {CHECK_COLUMNS} FROM kb_checks k WHERE k.version_id = {ACTIVE} AND $1 = ANY(k.services) ORDER BY k.id"))
+        .bind(&name)
+        .fetch_all(&state.db)
+        .await?;
+    let controls = sqlx::query_as(sql!(
+        "SELECT {CONTROL_COLUMNS} FROM kb_controls c WHERE c.version_id = {ACTIVE} AND ($1 = ANY(c.services) OR EXISTS (
+            SELECT 1 FROM kb_relationships r JOIN kb_checks k ON k.version_id = r.version_id AND k.id = r.to_id
+            WHERE r.version_id = c.version_id AND r.type = 'maps_to' AND r.from_id = c.id AND $1 = ANY(k.services)))
+         ORDER BY c.framework, c.native_id"
+    ))
+    .bind(&name)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(ServiceDetail {
+        service,
+        checks,
+        controls,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    /// Words, or a control id such as `PCI DSS 8.4.2` or `HIPAA 164.312(a)(2)(iv)`.
+    q: Option<String>,
+    /// Framework id or key.
+    framework: Option<String>,
+    /// AWS service id.
+    service: Option<String>,
+    #[param(minimum = 1, maximum = 50)]
+    limit: Option<i64>,
+}
+
+/// Full-text search over controls, checks and remediation, ranked, with snippets.
+#[utoipa::path(get, path = "/kb/search", tag = "knowledge base", params(SearchParams),
+    responses((status = 200, body = Vec<search::Hit>), (status = 400, body = Problem)), security(("api_key" = [])))]
+async fn search_kb(
+    State(state): State<AppState>,
+    params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<search::Hit>>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
+    let q = params.q.as_deref().map(str::trim).unwrap_or_default();
+    if q.is_empty() {
+        return Err(ApiError::invalid(
+            "missing_query",
+            "q is required, e.g. ?q=encryption at rest",
+        ));
+    }
+    if q.chars().count() > 500 {
+        return Err(ApiError::invalid(
+            "query_too_long",
+            "q must be at most 500 characters",
+        ));
+    }
+    let limit = params.limit.unwrap_or(10);
+    if !(1..=50).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            "limit must be between 1 and 50",
+        ));
+    }
+    let framework = match &params.framework {
+        Some(f) => Some(framework_filter(&state.db, f).await?),
+        None => None,
+    };
+    if let Some(service) = &params.service {
+        check_service(&state.db, service).await?;
+    }
+    let hits = search::search(
+        &state.db,
+        q,
+        framework.as_deref(),
+        params.service.as_deref(),
+        limit,
+    )
+    .await?;
+    Ok(Json(hits))
+}

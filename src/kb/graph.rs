@@ -1,0 +1,269 @@
+//! Graph traversals of the KB: control → checks, control ↔ related controls. PostgreSQL answers
+//! by default; with `NEO4J_URI` the KB is mirrored into Neo4j at load time and traversals go
+//! there, falling back to PostgreSQL whenever Neo4j fails. All Neo4j code is in this file.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use neo4rs::{BoltType, Graph, query};
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+
+use super::api::{MappedCheck, RelatedControl};
+use super::model::Kb;
+use crate::config::Neo4jConfig;
+
+const ACTIVE: &str = "(SELECT id FROM kb_versions WHERE active)";
+const RELATED_LIMIT: i64 = 25;
+
+/// Checks mapped to a control and controls of other frameworks related to it (curated links
+/// first, then those derived from shared checks, most shared first).
+pub async fn control_links_pg(
+    db: &PgPool,
+    control_id: &str,
+) -> sqlx::Result<(Vec<MappedCheck>, Vec<RelatedControl>)> {
+    let checks: Vec<MappedCheck> = sqlx::query_as(sql!(
+        "SELECT k.id, k.title, k.severity, k.services, r.basis
+         FROM kb_relationships r JOIN kb_checks k ON k.version_id = r.version_id AND k.id = r.to_id
+         WHERE r.version_id = {ACTIVE} AND r.type = 'maps_to' AND r.from_id = $1 ORDER BY k.id"
+    ))
+    .bind(control_id)
+    .fetch_all(db)
+    .await?;
+    let related: Vec<RelatedControl> = sqlx::query_as(sql!(
+        "WITH me AS (SELECT framework FROM kb_controls WHERE version_id = {ACTIVE} AND id = $1),
+         curated AS (
+            SELECT CASE WHEN r.from_id = $1 THEN r.to_id ELSE r.from_id END AS id, r.basis, 0::bigint AS shared, 0 AS rank
+            FROM kb_relationships r
+            WHERE r.version_id = {ACTIVE} AND r.type = 'related_to' AND (r.from_id = $1 OR r.to_id = $1)
+         ),
+         derived AS (
+            SELECT b.from_id AS id, 'shared-checks' AS basis, count(*) AS shared, 1 AS rank
+            FROM kb_relationships a
+            JOIN kb_relationships b ON b.version_id = a.version_id AND b.type = 'maps_to' AND b.to_id = a.to_id
+            WHERE a.version_id = {ACTIVE} AND a.type = 'maps_to' AND a.from_id = $1 AND b.from_id <> $1
+            GROUP BY b.from_id
+         ),
+         merged AS (
+            SELECT DISTINCT ON (id) id, basis, shared, rank FROM (SELECT * FROM curated UNION ALL SELECT * FROM derived) u
+            ORDER BY id, rank
+         )
+         SELECT c.id, c.framework, c.native_id, c.title, m.basis, m.shared AS shared_checks
+         FROM merged m JOIN kb_controls c ON c.version_id = {ACTIVE} AND c.id = m.id, me
+         WHERE c.framework <> me.framework
+         ORDER BY m.rank, m.shared DESC, c.framework, c.native_id
+         LIMIT {RELATED_LIMIT}"
+    ))
+    .bind(control_id)
+    .fetch_all(db)
+    .await?;
+    Ok((checks, related))
+}
+
+/// The Neo4j mirror.
+pub struct KbGraph {
+    graph: Graph,
+    available: AtomicBool,
+}
+
+impl KbGraph {
+    pub async fn connect(config: &Neo4jConfig) -> anyhow::Result<Self> {
+        let graph = Graph::new(&config.uri, &config.user, config.password.expose_secret()).await?;
+        let this = Self {
+            graph,
+            available: AtomicBool::new(false),
+        };
+        this.ping().await;
+        Ok(this)
+    }
+
+    pub fn is_available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
+    }
+
+    /// Updates availability; `/health` reports it as `neo4j`.
+    pub async fn ping(&self) -> bool {
+        let ok = self.graph.run(query("RETURN 1")).await.is_ok();
+        self.available.store(ok, Ordering::Relaxed);
+        ok
+    }
+
+    /// The checksum of the KB the mirror holds, if any.
+    pub async fn mirrored_checksum(&self) -> anyhow::Result<Option<String>> {
+        let mut rows = self
+            .graph
+            .execute(query("MATCH (m:KbMeta) RETURN m.checksum AS checksum"))
+            .await?;
+        Ok(match rows.next().await? {
+            Some(row) => row.get::<String>("checksum").ok(),
+            None => None,
+        })
+    }
+
+    /// Replaces the mirror with `kb` in one Neo4j transaction.
+    pub async fn mirror(&self, kb: &Kb) -> anyhow::Result<()> {
+        let mut txn = self.graph.start_txn().await?;
+        txn.run(query(
+            "MATCH (n) WHERE n:Control OR n:Check OR n:KbMeta DETACH DELETE n",
+        ))
+        .await?;
+        txn.run(query(
+            "CREATE INDEX kb_control_id IF NOT EXISTS FOR (c:Control) ON (c.id)",
+        ))
+        .await
+        .ok();
+        for chunk in kb.controls.chunks(2000) {
+            let rows: Vec<HashMap<String, BoltType>> = chunk
+                .iter()
+                .map(|c| {
+                    HashMap::from([
+                        ("id".to_string(), c.id.clone().into()),
+                        ("framework".to_string(), c.framework.clone().into()),
+                        ("native_id".to_string(), c.native_id.clone().into()),
+                        ("title".to_string(), c.file.title.clone().into()),
+                    ])
+                })
+                .collect();
+            txn.run(
+                query("UNWIND $rows AS row CREATE (c:Control) SET c = row").param("rows", rows),
+            )
+            .await?;
+        }
+        for chunk in kb.checks.chunks(2000) {
+            let rows: Vec<HashMap<String, BoltType>> = chunk
+                .iter()
+                .map(|k| {
+                    HashMap::from([
+                        ("id".to_string(), format!("check:kb:{}", k.id).into()),
+                        ("title".to_string(), k.title.clone().into()),
+                        ("severity".to_string(), k.severity.clone().into()),
+                        ("services".to_string(), k.services.clone().into()),
+                    ])
+                })
+                .collect();
+            txn.run(query("UNWIND $rows AS row CREATE (k:Check) SET k = row").param("rows", rows))
+                .await?;
+        }
+        for (kind, cypher) in [
+            (
+                "maps_to",
+                "UNWIND $rows AS row MATCH (c:Control {id: row.from}), (k:Check {id: row.to}) CREATE (c)-[:MAPS_TO {basis: row.basis}]->(k)",
+            ),
+            (
+                "related_to",
+                "UNWIND $rows AS row MATCH (a:Control {id: row.from}), (b:Control {id: row.to}) CREATE (a)-[:RELATED_TO {basis: row.basis}]->(b)",
+            ),
+        ] {
+            let edges: Vec<HashMap<String, BoltType>> = kb
+                .relationships
+                .iter()
+                .filter(|r| r.kind == kind)
+                .map(|r| {
+                    HashMap::from([
+                        ("from".to_string(), r.from.clone().into()),
+                        ("to".to_string(), r.to.clone().into()),
+                        ("basis".to_string(), r.basis.clone().into()),
+                    ])
+                })
+                .collect();
+            for chunk in edges.chunks(5000) {
+                txn.run(query(cypher).param("rows", chunk.to_vec())).await?;
+            }
+        }
+        txn.run(
+            query("CREATE (:KbMeta {checksum: $checksum, kb_version: $version})")
+                .param("checksum", kb.checksum.clone())
+                .param("version", kb.kb_version.clone()),
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The same answers as [`control_links_pg`], from the mirror.
+    pub async fn control_links(
+        &self,
+        control_id: &str,
+    ) -> anyhow::Result<(Vec<MappedCheck>, Vec<RelatedControl>)> {
+        let result = self.control_links_inner(control_id).await;
+        if result.is_err() {
+            self.available.store(false, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn control_links_inner(
+        &self,
+        control_id: &str,
+    ) -> anyhow::Result<(Vec<MappedCheck>, Vec<RelatedControl>)> {
+        let mut checks = Vec::new();
+        let mut rows = self
+            .graph
+            .execute(
+                query(
+                    "MATCH (:Control {id: $id})-[r:MAPS_TO]->(k:Check)
+                     RETURN k.id AS id, k.title AS title, k.severity AS severity, k.services AS services, r.basis AS basis
+                     ORDER BY k.id",
+                )
+                .param("id", control_id),
+            )
+            .await?;
+        while let Some(row) = rows.next().await? {
+            checks.push(MappedCheck {
+                id: row.get("id")?,
+                title: row.get("title")?,
+                severity: row.get("severity")?,
+                services: row.get("services")?,
+                basis: row.get("basis")?,
+            });
+        }
+        let mut related: Vec<RelatedControl> = Vec::new();
+        let mut rows = self
+            .graph
+            .execute(
+                query(
+                    "MATCH (c:Control {id: $id})-[r:RELATED_TO]-(o:Control) WHERE o.framework <> c.framework
+                     RETURN o.id AS id, o.framework AS framework, o.native_id AS native_id, o.title AS title, r.basis AS basis,
+                            0 AS shared
+                     UNION
+                     MATCH (c:Control {id: $id})-[:MAPS_TO]->(k:Check)<-[:MAPS_TO]-(o:Control) WHERE o.framework <> c.framework
+                     RETURN o.id AS id, o.framework AS framework, o.native_id AS native_id, o.title AS title,
+                            'shared-checks' AS basis, count(k) AS shared",
+                )
+                .param("id", control_id),
+            )
+            .await?;
+        while let Some(row) = rows.next().await? {
+            let id: String = row.get("id")?;
+            let shared: i64 = row.get("shared")?;
+            let basis: String = row.get("basis")?;
+            if related.iter().any(|r| r.id == id) {
+                continue;
+            }
+            related.push(RelatedControl {
+                id,
+                framework: row.get("framework")?,
+                native_id: row.get("native_id")?,
+                title: row.get("title")?,
+                basis,
+                shared_checks: shared,
+            });
+        }
+        related.sort_by(|a, b| {
+            (
+                a.basis == "shared-checks",
+                std::cmp::Reverse(a.shared_checks),
+                &a.framework,
+                &a.native_id,
+            )
+                .cmp(&(
+                    b.basis == "shared-checks",
+                    std::cmp::Reverse(b.shared_checks),
+                    &b.framework,
+                    &b.native_id,
+                ))
+        });
+        related.truncate(RELATED_LIMIT as usize);
+        Ok((checks, related))
+    }
+}

@@ -1,0 +1,153 @@
+//! The compliance knowledge base: data files and their verification (`model`), where they come
+//! from (`source`), loading into PostgreSQL (`load`), the Neo4j mirror and graph traversals
+//! (`graph`), search (`search`) and the `/api/v1/kb` routes (`api`).
+
+/// SQL assembled from this module's constants only (never from request input, which is always
+/// bound as a parameter), so it is safe to pass where sqlx wants audited strings.
+macro_rules! sql {
+    ($($t:tt)*) => {
+        sqlx::AssertSqlSafe(format!($($t)*))
+    };
+}
+
+pub mod api;
+pub mod graph;
+pub mod load;
+pub mod model;
+pub mod search;
+pub mod source;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::state::AppState;
+pub use api::router;
+
+/// Loads the configured KB if its checksum differs from the active one. A failure leaves the
+/// previous version serving and is reported by `/health` as `ib: "failed: …"`.
+pub async fn refresh(state: &AppState) {
+    let source_text = state.config.kb_path.display().to_string();
+    let result = async {
+        let source = source::Source::parse(&source_text)?;
+        // A directory whose manifest matches the active version needs no further work.
+        if let source::Source::Dir(dir) = &source
+            && let Some((active, _)) = load::active_checksum(&state.db).await?
+            && load::manifest_checksum(dir)? == active
+        {
+            return Ok::<_, anyhow::Error>((
+                load::Outcome::Unchanged {
+                    kb_version: String::new(),
+                },
+                None,
+            ));
+        }
+        let materialized = source::materialize(&source).await?;
+        let outcome = load::load_dir(&state.db, &materialized.dir, &source.describe()).await?;
+        // The mirror needs the parsed KB: read it again only when the graph needs it.
+        let kb = match (&outcome, &state.kb_graph) {
+            (load::Outcome::Loaded { .. }, Some(_)) => {
+                let dir = materialized.dir.clone();
+                Some(tokio::task::spawn_blocking(move || model::read_and_verify(&dir)).await??)
+            }
+            _ => None,
+        };
+        Ok((outcome, kb))
+    }
+    .await;
+    match result {
+        Ok((outcome, kb)) => {
+            match &outcome {
+                load::Outcome::Loaded {
+                    kb_version,
+                    entities,
+                    relationships,
+                    elapsed,
+                } => tracing::info!(
+                    kb_version,
+                    entities,
+                    relationships,
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    source = %source_text,
+                    "knowledge base loaded"
+                ),
+                load::Outcome::Unchanged { .. } => tracing::debug!("knowledge base unchanged"),
+            }
+            *state.components.ib.write().await = "ok".into();
+            sync_graph(state, kb).await;
+        }
+        Err(err) => {
+            let active = load::active_checksum(&state.db).await.ok().flatten();
+            tracing::error!(error = format!("{err:#}"), source = %source_text, "knowledge base load failed");
+            let previous = if active.is_some() {
+                "previous version serving"
+            } else {
+                "no version loaded"
+            };
+            *state.components.ib.write().await =
+                format!("failed: {} ({previous})", first_line(&format!("{err:#}")));
+        }
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect()
+}
+
+/// Brings the Neo4j mirror up to the active version (or reports it down).
+async fn sync_graph(state: &AppState, kb: Option<model::Kb>) {
+    let Some(graph) = &state.kb_graph else { return };
+    if !graph.ping().await {
+        *state.components.neo4j.write().await = "down".into();
+        return;
+    }
+    let active = load::active_checksum(&state.db)
+        .await
+        .ok()
+        .flatten()
+        .map(|(c, _)| c);
+    let mirrored = graph.mirrored_checksum().await.ok().flatten();
+    let kb = match kb {
+        Some(kb) => Some(kb),
+        None if active.is_some() && active != mirrored => {
+            let dir = state.config.kb_path.clone();
+            tokio::task::spawn_blocking(move || model::read_and_verify(&dir).ok())
+                .await
+                .ok()
+                .flatten()
+        }
+        None => None,
+    };
+    if let Some(kb) = kb
+        && Some(&kb.checksum) != mirrored.as_ref()
+        && let Err(err) = graph.mirror(&kb).await
+    {
+        tracing::warn!(error = %err, "neo4j mirror failed; graph queries use PostgreSQL");
+        *state.components.neo4j.write().await = "down".into();
+        return;
+    }
+    *state.components.neo4j.write().await = "ok".into();
+}
+
+/// Re-checks the source every `interval` (`KB_REFRESH_INTERVAL`) and Neo4j every minute.
+pub async fn refresh_loop(state: AppState, interval: Option<Duration>, stop: CancellationToken) {
+    let mut kb_tick = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600)));
+    let mut graph_tick = tokio::time::interval(Duration::from_secs(60));
+    kb_tick.tick().await;
+    graph_tick.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = kb_tick.tick(), if interval.is_some() => refresh(&state).await,
+            _ = graph_tick.tick(), if state.kb_graph.is_some() => sync_graph(&state, None).await,
+        }
+    }
+}
+
+pub type SharedGraph = Option<Arc<graph::KbGraph>>;

@@ -1,0 +1,398 @@
+//! Verifying and loading the KB: errors that name what to fix, one transaction, idempotence,
+//! failure isolation, replicas, bundles and the `kb.updated` event.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::helpers::*;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A copy of the shipped KB with one control retitled and a new kb_version, manifest rewritten.
+fn changed_kb(kb_version: &str) -> (tempfile::TempDir, PathBuf) {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("compliance");
+    copy_dir(Path::new(KB_DIR), &dir);
+    edit_json(&dir.join("pci-dss/controls.json"), |items| {
+        let item = items.iter_mut().find(|c| c["id"] == "8.4.2").unwrap();
+        item["title"] = serde_json::json!("Retitled for the reload test");
+    });
+    cloud_optimizer::kb::model::write_manifest(&dir, Some(kb_version)).unwrap();
+    (temp, dir)
+}
+
+fn edit_json(path: &Path, edit: impl FnOnce(&mut Vec<serde_json::Value>)) {
+    let mut items: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    edit(&mut items);
+    std::fs::write(path, serde_json::to_string_pretty(&items).unwrap()).unwrap();
+}
+
+fn verify_cli(dir: &Path) -> (i32, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))
+        .args(["kb", "verify", dir.to_str().unwrap()])
+        .env_clear()
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap(),
+        String::from_utf8_lossy(&output.stderr).to_string()
+            + &String::from_utf8_lossy(&output.stdout),
+    )
+}
+
+#[test]
+fn verify_accepts_the_shipped_kb() {
+    let (code, out) = verify_cli(Path::new(KB_DIR));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("OK"));
+}
+
+#[test]
+fn verify_names_file_item_and_field_of_each_problem() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("kb");
+    copy_dir(Path::new(KB_DIR), &dir);
+    // Each problem below is one the loader must refuse.
+    edit_json(&dir.join("soc2/controls.json"), |items| {
+        let copy = items.iter().find(|c| c["id"] == "CC6.1").unwrap().clone();
+        items.push(copy); // duplicate id
+        let cc62 = items.iter_mut().find(|c| c["id"] == "CC6.2").unwrap();
+        cc62["parent"] = serde_json::json!("CC99"); // dangling parent
+        cc62.as_object_mut().unwrap().remove("title"); // missing field
+    });
+    edit_json(&dir.join("crosswalk/relationships.json"), |items| {
+        items[0]["type"] = serde_json::json!("depends_on"); // disallowed type
+        items[1]["to"] = serde_json::json!("control:pci-dss@4.0.1:99.99"); // dangling reference
+    });
+    cloud_optimizer::kb::model::write_manifest(&dir, None).unwrap();
+    // After the manifest: a changed file (checksum) and a wrong count.
+    let hipaa = dir.join("hipaa/framework.json");
+    let text = std::fs::read_to_string(&hipaa)
+        .unwrap()
+        .replace("HIPAA", "HIPAA ");
+    std::fs::write(&hipaa, text).unwrap();
+    let manifest_path = dir.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    let gdpr = manifest["files"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|f| f["path"] == "gdpr/controls.json")
+        .unwrap();
+    gdpr["items"] = serde_json::json!(98);
+    std::fs::write(
+        &manifest_path,
+        serde_json::to_string_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+
+    let (code, out) = verify_cli(&dir);
+    assert_eq!(code, 1, "{out}");
+    for expected in [
+        "soc2/controls.json [CC6.1] .id: duplicate id",
+        "soc2/controls.json [#",
+        ".title: missing field `title`",
+        "crosswalk/relationships.json [#0",
+        ".type: \"depends_on\" is not an allowed type",
+        ".to: no such control",
+        "hipaa/framework.json .sha256: checksum does not match",
+        "gdpr/controls.json .items: 110 items, manifest says 98",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    let dangling_parent = out
+        .lines()
+        .any(|l| l.contains("soc2/controls.json") && l.contains(".parent: no control \"CC99\""));
+    // CC6.2 lost its title, so it fails to parse and its parent is not checked; the duplicate and
+    // the others still are. Both outcomes name the item.
+    assert!(dangling_parent || out.contains("CC6.2"), "{out}");
+}
+
+#[tokio::test]
+async fn an_unchanged_kb_is_not_loaded_again() {
+    let app = spawn_app().await;
+    let before: (i64, i64) = sqlx::query_as(
+        "SELECT id, (SELECT last_value FROM kb_versions_id_seq) FROM kb_versions WHERE active",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let replica = spawn_replica(&app).await;
+    let after: (i64, i64) = sqlx::query_as(
+        "SELECT id, (SELECT last_value FROM kb_versions_id_seq) FROM kb_versions WHERE active",
+    )
+    .fetch_one(&replica.pool)
+    .await
+    .unwrap();
+    assert_eq!(before, after, "no new version row was even attempted");
+    let health: serde_json::Value = replica
+        .get("/health")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["components"]["ib"], "ok");
+}
+
+#[tokio::test]
+async fn a_changed_kb_loads_at_start_in_one_version_and_announces_kb_updated() {
+    let db = create_migrated_database().await;
+    let pool = sqlx::PgPool::connect(&database_url(&db)).await.unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .unwrap();
+    listener.listen("co_events").await.unwrap();
+    let (_temp, dir) = changed_kb("2099.1.0");
+    let dir_text = dir.display().to_string();
+    let app = spawn_on_database(db, |env| {
+        env.insert("KB_PATH".into(), dir_text);
+    })
+    .await;
+
+    let note = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("event in time")
+        .unwrap();
+    let event: serde_json::Value = serde_json::from_str(note.payload()).unwrap();
+    assert_eq!(event["type"], "kb.updated");
+    assert_eq!(event["data"]["kb_version"], "2099.1.0");
+
+    let control: serde_json::Value = app
+        .get_as("/api/v1/kb/controls/pci-dss:8.4.2", &app.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(control["title"], "Retitled for the reload test");
+    let versions: Vec<(String, bool)> =
+        sqlx::query_as("SELECT kb_version, active FROM kb_versions")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        versions,
+        vec![("2099.1.0".to_string(), true)],
+        "the previous version is gone once the new one commits"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_load_leaves_the_previous_version_serving_and_says_so() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("kb");
+    copy_dir(Path::new(KB_DIR), &dir);
+    std::fs::write(dir.join("gdpr/controls.json"), "[{ not json").unwrap();
+    // A new manifest checksum makes the server try the load (which must then fail verification).
+    let manifest = dir.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap().replacen(
+        "\"kb_version\": \"",
+        "\"kb_version\": \"broken-",
+        1,
+    );
+    std::fs::write(&manifest, text).unwrap();
+    let dir_text = dir.display().to_string();
+    let app = spawn_app_with(|env| {
+        env.insert("KB_PATH".into(), dir_text);
+    })
+    .await;
+    let health: serde_json::Value = app
+        .get("/health")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ib = health["components"]["ib"].as_str().unwrap();
+    assert!(
+        ib.starts_with("failed:") && ib.contains("previous version serving"),
+        "{ib}"
+    );
+    assert_eq!(health["status"], "degraded");
+    let frameworks: serde_json::Value = app
+        .get_as("/api/v1/kb/frameworks", &app.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        frameworks.as_array().unwrap().len(),
+        7,
+        "the previous KB still answers"
+    );
+}
+
+#[tokio::test]
+async fn replicas_starting_together_load_a_new_kb_once() {
+    let db = create_migrated_database().await;
+    let pool = sqlx::PgPool::connect(&database_url(&db)).await.unwrap();
+    let before: i64 = sqlx::query_scalar("SELECT id FROM kb_versions WHERE active")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let (_temp, dir) = changed_kb("2099.2.0");
+    let dir_text = dir.display().to_string();
+    let (a, b) = tokio::join!(
+        spawn_on_database(db.clone(), |env| {
+            env.insert("KB_PATH".into(), dir_text.clone());
+        }),
+        spawn_on_database(db.clone(), |env| {
+            env.insert("KB_PATH".into(), dir_text.clone());
+        }),
+    );
+    // Ids come from one sequence: a second load would have taken before + 2 and replaced the first.
+    let after: Vec<(i64, String)> = sqlx::query_as("SELECT id, kb_version FROM kb_versions")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        after,
+        vec![(before + 1, "2099.2.0".to_string())],
+        "exactly one replica wrote a version"
+    );
+    for app in [&a, &b] {
+        let health: serde_json::Value = app
+            .get("/health")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(health["components"]["ib"], "ok");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kb_load_accepts_a_tar_gz_bundle_url() {
+    let (temp, dir) = changed_kb("2099.3.0");
+    let bundle = temp.path().join("kb.tar.gz");
+    let status = std::process::Command::new("tar")
+        .args([
+            "-czf",
+            bundle.to_str().unwrap(),
+            "-C",
+            temp.path().to_str().unwrap(),
+            dir.file_name().unwrap().to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(&bundle).unwrap();
+    let server = axum::Router::new().route(
+        "/kb.tar.gz",
+        axum::routing::get(move || {
+            let bytes = bytes.clone();
+            async move { bytes }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = tokio::spawn(async move { axum::serve(listener, server).await });
+
+    let db = create_migrated_database().await;
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))
+            .args(args)
+            .env_clear()
+            .env("DATABASE_URL", database_url(&db))
+            .output()
+            .unwrap()
+    };
+    let url = format!("http://{addr}/kb.tar.gz");
+    let output = run(&["kb", "load", &url]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("loaded kb_version 2099.3.0"));
+    let again = run(&["kb", "load", &url]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("unchanged"));
+    let missing = run(&["kb", "load", &format!("http://{addr}/missing.tar.gz")]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
+
+    let stats = run(&["kb", "stats"]);
+    let text = String::from_utf8_lossy(&stats.stdout);
+    assert!(
+        text.contains("kb_version 2099.3.0")
+            && text.contains("pci-dss@4.0.1")
+            && text.contains("maps_to"),
+        "{text}"
+    );
+    serving.abort();
+}
+
+/// Runs only where a Neo4j server is reachable (compose's `graph` profile): no Neo4j server can
+/// run on the CI machines.
+#[tokio::test]
+async fn neo4j_mirror_answers_like_postgres_when_configured() {
+    let Ok(uri) = std::env::var("NEO4J_URI") else {
+        eprintln!("skipped: NEO4J_URI is not set (run with the compose graph profile)");
+        return;
+    };
+    let password = std::env::var("NEO4J_PASSWORD").unwrap_or_default();
+    let pg = spawn_app().await;
+    let neo = spawn_app_with(|env| {
+        env.insert("NEO4J_URI".into(), uri);
+        env.insert("NEO4J_PASSWORD".into(), password);
+    })
+    .await;
+    let health: serde_json::Value = neo
+        .get("/health")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["components"]["neo4j"], "ok");
+    for id in ["pci-dss:8.4.2", "hipaa-sr:164.312(a)(2)(iv)", "cis-aws:1.5"] {
+        let a: serde_json::Value = pg
+            .get_as(&format!("/api/v1/kb/controls/{id}"), &pg.admin_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let b: serde_json::Value = neo
+            .get_as(&format!("/api/v1/kb/controls/{id}"), &neo.admin_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(b["graph_source"], "neo4j");
+        assert_eq!(a["checks"], b["checks"], "{id}");
+        let ids = |v: &serde_json::Value| {
+            v["related"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].to_string())
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        assert_eq!(ids(&a), ids(&b), "{id}");
+    }
+}
