@@ -49,10 +49,31 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Usage ledger and AWS Marketplace metering.
+    Usage {
+        #[command(subcommand)]
+        command: UsageCommand,
+    },
     /// Knowledge base: verify, load, stats, manifest.
     Kb {
         #[command(subcommand)]
         command: KbCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsageCommand {
+    /// Report pending usage to AWS now (closed hours; clears stops caused by permanent errors).
+    Flush {
+        /// Also report the current, unfinished hour (AWS then takes no more records for it).
+        #[arg(long)]
+        include_current_hour: bool,
+    },
+    /// Print the ledger by hour and dimension with what was reported.
+    Report {
+        /// How many hours back.
+        #[arg(long, default_value_t = 48)]
+        hours: i64,
     },
 }
 
@@ -169,6 +190,7 @@ pub fn main() -> ExitCode {
             }
             Command::Keys { command } => keys_command(config, command).await,
             Command::Kb { command } => kb_command(config, command).await,
+            Command::Usage { command } => usage_command(config, command).await,
         }
     });
     match result {
@@ -379,6 +401,83 @@ async fn kb_command(config: Config, command: KbCommand) -> anyhow::Result<()> {
         }
         KbCommand::Verify { .. } | KbCommand::Manifest { .. } => {
             unreachable!("handled before the runtime starts")
+        }
+    }
+    Ok(())
+}
+
+/// Hour, dimension, events, refunded, reported, reports they went into.
+type LedgerRow = (
+    chrono::DateTime<chrono::Utc>,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+);
+
+async fn usage_command(config: Config, command: UsageCommand) -> anyhow::Result<()> {
+    let pool = db::connect(&config.database).await?;
+    db::migrate(&pool).await?;
+    match command {
+        UsageCommand::Flush {
+            include_current_hour,
+        } => {
+            if !config.marketplace.enabled {
+                anyhow::bail!(
+                    "MARKETPLACE_ENABLED is false: usage is recorded locally and never sent to AWS"
+                );
+            }
+            let unblocked = crate::marketplace::reporter::unblock_all(&pool).await?;
+            if unblocked > 0 {
+                eprintln!("cleared {unblocked} reporting stop(s) caused by permanent errors");
+            }
+            let market =
+                crate::marketplace::Marketplace::new(config.marketplace.clone(), pool.clone())
+                    .await?;
+            let scope = if include_current_hour {
+                crate::marketplace::reporter::Scope::IncludingCurrentHour
+            } else {
+                crate::marketplace::reporter::Scope::ClosedHours
+            };
+            let summary = market.report(scope, true).await?;
+            println!(
+                "sent {}, retrying later {}, failed {}, folded into a later hour {}",
+                summary.sent, summary.retried_later, summary.failed, summary.folded
+            );
+            if summary.failed > 0 || summary.retried_later > 0 {
+                anyhow::bail!("some usage was not reported; see `cloud-optimizer usage report`");
+            }
+        }
+        UsageCommand::Report { hours } => {
+            let rows: Vec<LedgerRow> = sqlx::query_as(
+                "SELECT date_trunc('hour', e.occurred_at) AS hour, e.dimension,
+                        count(*) FILTER (WHERE e.refunded_at IS NULL) AS events,
+                        count(*) FILTER (WHERE e.refunded_at IS NOT NULL) AS refunded,
+                        count(*) FILTER (WHERE r.status = 'sent' AND e.refunded_at IS NULL) AS reported,
+                        string_agg(DISTINCT r.status || ' ' || to_char(r.hour, 'MM-DD HH24:00'), ', ') AS reports
+                 FROM usage_events e LEFT JOIN usage_reports r ON r.id = e.report_id
+                 WHERE e.occurred_at > now() - make_interval(hours => $1::int)
+                 GROUP BY 1, 2 ORDER BY 1, 2",
+            )
+            .bind(hours)
+            .fetch_all(&pool)
+            .await?;
+            println!(
+                "{:<17} {:<17} {:>7} {:>9} {:>9}  REPORTED IN",
+                "HOUR (UTC)", "DIMENSION", "EVENTS", "REFUNDED", "REPORTED"
+            );
+            for (hour, dimension, events, refunded, reported, reports) in rows {
+                println!(
+                    "{:<17} {:<17} {:>7} {:>9} {:>9}  {}",
+                    hour.format("%Y-%m-%d %H:00"),
+                    dimension,
+                    events,
+                    refunded,
+                    reported,
+                    reports.unwrap_or_else(|| "-".into())
+                );
+            }
         }
     }
     Ok(())

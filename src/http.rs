@@ -27,7 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::config::Environment;
 use crate::error::{ApiError, InternalCause, PROBLEM_JSON, Problem, problem_for_status};
 use crate::state::AppState;
-use crate::{auth, health, kb, ratelimit};
+use crate::{auth, health, kb, marketplace, ratelimit};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -56,6 +56,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         (name = "health", description = "Liveness, readiness and component health (no key needed)"),
         (name = "keys", description = "API keys"),
         (name = "knowledge base", description = "Compliance frameworks, controls, checks, AWS services and search"),
+        (name = "usage", description = "License, trial and billable usage"),
     )
 )]
 struct ApiDoc;
@@ -78,6 +79,7 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(auth::router())
         .merge(kb::router())
+        .merge(marketplace::router())
 }
 
 /// The whole application: routes, OpenAPI document and middleware.

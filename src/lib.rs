@@ -13,6 +13,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod kb;
+pub mod marketplace;
 pub mod ratelimit;
 pub mod redis_conn;
 pub mod server;

@@ -23,9 +23,9 @@ use crate::error::{Problem, problem_response};
 use crate::redis_conn::RedisHandle;
 use crate::state::AppState;
 
-type KeyedLimiter = Governor<
-    String,
-    governor::state::keyed::DefaultKeyedStateStore<String>,
+type KeyedLimiter<K> = Governor<
+    K,
+    governor::state::keyed::DefaultKeyedStateStore<K>,
     DefaultClock,
     StateInformationMiddleware,
 >;
@@ -42,10 +42,11 @@ pub struct Decision {
     pub retry_after_secs: u64,
 }
 
-pub struct RateLimiter {
+/// Keyed by what is limited (a key id, an IP address): no allocation per check in process.
+pub struct RateLimiter<K: std::hash::Hash + Eq + Clone + std::fmt::Display> {
     per_minute: u32,
     redis_prefix: String,
-    local: KeyedLimiter,
+    local: KeyedLimiter<K>,
     redis: Option<RedisHandle>,
 }
 
@@ -67,7 +68,7 @@ redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now) + 1000)
 return {1, math.floor((now - allow_at) / emission), 0, new_tat - now}
 "#;
 
-impl RateLimiter {
+impl<K: std::hash::Hash + Eq + Clone + std::fmt::Display> RateLimiter<K> {
     pub fn new(per_minute: u32, redis: Option<RedisHandle>, redis_prefix: &str) -> Self {
         let burst = NonZeroU32::new(per_minute.max(1)).expect("non-zero");
         let quota = Quota::per_minute(burst).allow_burst(burst);
@@ -79,7 +80,7 @@ impl RateLimiter {
         }
     }
 
-    pub async fn check(&self, bucket: &str) -> Decision {
+    pub async fn check(&self, bucket: &K) -> Decision {
         if let Some(redis) = &self.redis
             && let Some(decision) = self.check_redis(redis, bucket).await
         {
@@ -88,7 +89,7 @@ impl RateLimiter {
         self.check_local(bucket)
     }
 
-    async fn check_redis(&self, redis: &RedisHandle, bucket: &str) -> Option<Decision> {
+    async fn check_redis(&self, redis: &RedisHandle, bucket: &K) -> Option<Decision> {
         let emission_ms = 60_000.0 / f64::from(self.per_minute);
         let script = redis::Script::new(GCRA_SCRIPT);
         let mut invocation = script.key(format!("{}{bucket}", self.redis_prefix));
@@ -112,9 +113,9 @@ impl RateLimiter {
         })
     }
 
-    fn check_local(&self, bucket: &str) -> Decision {
+    fn check_local(&self, bucket: &K) -> Decision {
         let emission = Duration::from_secs_f64(60.0 / f64::from(self.per_minute));
-        match self.local.check_key(&bucket.to_string()) {
+        match self.local.check_key(bucket) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
                 let used = self.per_minute.saturating_sub(remaining);
@@ -218,7 +219,7 @@ pub async fn limit_by_ip(State(state): State<AppState>, request: Request, next: 
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let ip = client_ip(peer, request.headers(), &state.config.trusted_proxies);
-    let decision = state.ip_limiter.check(&ip.to_string()).await;
+    let decision = state.ip_limiter.check(&ip).await;
     if !decision.allowed {
         metrics::counter!("http_rate_limited_total", "by" => "ip").increment(1);
         return too_many_requests(&decision, "this client address");
@@ -226,7 +227,7 @@ pub async fn limit_by_ip(State(state): State<AppState>, request: Request, next: 
     next.run(request).await.into_response()
 }
 
-pub type SharedRateLimiter = Arc<RateLimiter>;
+pub type SharedRateLimiter<K> = Arc<RateLimiter<K>>;
 
 #[cfg(test)]
 mod tests {
@@ -258,13 +259,14 @@ mod tests {
 
     #[test]
     fn local_limiter_refuses_after_the_budget() {
-        let limiter = RateLimiter::new(3, None, "t:");
-        let results: Vec<bool> = (0..4).map(|_| limiter.check_local("k").allowed).collect();
+        let limiter: RateLimiter<String> = RateLimiter::new(3, None, "t:");
+        let k = "k".to_string();
+        let results: Vec<bool> = (0..4).map(|_| limiter.check_local(&k).allowed).collect();
         assert_eq!(results, vec![true, true, true, false]);
-        let refused = limiter.check_local("k");
+        let refused = limiter.check_local(&k);
         assert!(refused.retry_after_secs >= 1);
         assert!(
-            limiter.check_local("other").allowed,
+            limiter.check_local(&"other".to_string()).allowed,
             "buckets are independent"
         );
     }

@@ -77,6 +77,8 @@ impl Server {
             },
             None => None,
         };
+        let marketplace =
+            crate::marketplace::Marketplace::new(config.marketplace.clone(), pool.clone()).await?;
         let state = AppState {
             config: config.clone(),
             db: pool,
@@ -87,7 +89,19 @@ impl Server {
             lifecycle: Lifecycle::default(),
             components,
             kb_graph,
+            marketplace,
         };
+        // The first license check finishes before serving when it can; transient AWS errors keep
+        // retrying in the background (status `pending`, trial limits) as AWS advises.
+        if let Some(check) = crate::marketplace::license::check_with_retries(
+            &state.marketplace,
+            Duration::from_secs(10),
+            &state.lifecycle.stop,
+        )
+        .await
+        {
+            crate::marketplace::license::apply(&state, check).await;
+        }
         crate::kb::refresh(&state).await;
 
         if !auth.has_bootstrap_key()
@@ -143,16 +157,33 @@ impl Server {
                 }
             });
         }
-        let limiters = [
-            self.state.key_limiter.clone(),
-            self.state.ip_limiter.clone(),
-        ];
+        let state = self.state.clone();
+        self.tasks.spawn({
+            let stop = stop.clone();
+            async move {
+                crate::marketplace::license::recheck_loop(state, stop).await;
+                "license re-check"
+            }
+        });
+        if self.state.marketplace.client.is_some() {
+            let market = self.state.marketplace.clone();
+            let stop = stop.clone();
+            self.tasks.spawn(async move {
+                crate::marketplace::reporter::run(market, stop).await;
+                "metering reporter"
+            });
+        }
+        let key_limiter = self.state.key_limiter.clone();
+        let ip_limiter = self.state.ip_limiter.clone();
         self.tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tokio::select! {
                     () = stop.cancelled() => return "rate limiter pruning",
-                    _ = tick.tick() => limiters.iter().for_each(|l| l.prune()),
+                    _ = tick.tick() => {
+                        key_limiter.prune();
+                        ip_limiter.prune();
+                    }
                 }
             }
         });

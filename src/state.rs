@@ -21,8 +21,8 @@ pub struct AppState {
     /// API key validation with its revocation-aware cache.
     pub auth: Arc<Authenticator>,
     /// Shared (Redis) or in-process request budgets, per API key and per client IP.
-    pub key_limiter: Arc<RateLimiter>,
-    pub ip_limiter: Arc<RateLimiter>,
+    pub key_limiter: Arc<RateLimiter<uuid::Uuid>>,
+    pub ip_limiter: Arc<RateLimiter<std::net::IpAddr>>,
     /// `None` when `REDIS_URL` is unset; may be down at any moment when set.
     pub redis: Option<RedisHandle>,
     /// Shutdown signal and readiness.
@@ -31,6 +31,8 @@ pub struct AppState {
     pub components: Arc<Components>,
     /// The Neo4j mirror of the KB when `NEO4J_URI` is set.
     pub kb_graph: crate::kb::SharedGraph,
+    /// License, trial and usage ledger; the AWS client when Marketplace is enabled.
+    pub marketplace: Arc<crate::marketplace::Marketplace>,
 }
 
 /// Health states set by long-lived components (KB loader, Neo4j mirror, licensing).

@@ -271,7 +271,7 @@ pub async fn require_api_key(
             return response;
         }
     };
-    let decision = state.key_limiter.check(&principal.key_id.to_string()).await;
+    let decision = state.key_limiter.check(&principal.key_id).await;
     if !decision.allowed {
         metrics::counter!("http_rate_limited_total", "by" => "key").increment(1);
         return ratelimit::too_many_requests(&decision, "this API key");

@@ -115,6 +115,10 @@ pub async fn load(pool: &PgPool, kb: &Kb, source: &str) -> anyhow::Result<Outcom
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    // Fresh statistics, or the planner guesses one row per table and traversals go quadratic.
+    sqlx::query("ANALYZE kb_frameworks, kb_controls, kb_checks, kb_remediations, kb_services, kb_relationships")
+        .execute(pool)
+        .await?;
     Ok(Outcome::Loaded {
         kb_version: kb.kb_version.clone(),
         entities: kb.entity_count(),

@@ -3,10 +3,13 @@
 mod auth;
 mod deployment;
 mod errors;
+#[path = "../support/fake_marketplace.rs"]
+mod fake_marketplace;
 mod health;
 mod helpers;
 mod kb_api;
 mod kb_data;
 mod kb_load;
 mod lifecycle;
+mod marketplace;
 mod ratelimit;

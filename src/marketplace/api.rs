@@ -1,0 +1,264 @@
+//! `/api/v1/license`, `/api/v1/usage` and `/api/v1/billable-actions` (the small billable action
+//! that exercises the ledger end to end until chat, documents and scans exist).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::ledger::{self, Idempotency, UsageEvent};
+use super::{Dimension, LicenseStatus, Marketplace};
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::http::ApiJson;
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_license))
+        .routes(routes!(get_usage))
+        .routes(routes!(create_billable_action))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct License {
+    pub status: LicenseStatus,
+    pub reason: String,
+    pub marketplace_enabled: bool,
+    pub product_code: Option<String>,
+    pub trial_started_at: DateTime<Utc>,
+    pub trial_ends_at: DateTime<Utc>,
+    /// Whole days left in the trial (0 when over).
+    pub trial_days_left: i64,
+    /// Whether trial limits apply to billable actions now.
+    pub limits_apply: bool,
+    pub last_check_at: Option<DateTime<Utc>>,
+}
+
+/// The license status, why, and the trial period.
+#[utoipa::path(get, path = "/license", tag = "usage", responses((status = 200, body = License)), security(("api_key" = [])))]
+async fn get_license(State(state): State<AppState>, Auth(_caller): Auth) -> Json<License> {
+    let market = &state.marketplace;
+    let license = market.license().await;
+    let left = (market.trial_ends_at() - Utc::now()).num_seconds().max(0);
+    Json(License {
+        status: license.status,
+        reason: license.reason,
+        marketplace_enabled: market.config.enabled,
+        product_code: market.config.product_code.clone(),
+        trial_started_at: market.trial_started_at,
+        trial_ends_at: market.trial_ends_at(),
+        trial_days_left: (left + 86_399) / 86_400,
+        limits_apply: Marketplace::limits_apply(license.status, market.config.trial_mode),
+        last_check_at: license.last_check,
+    })
+}
+
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct LastReport {
+    pub hour: DateTime<Utc>,
+    pub quantity: i32,
+    /// `pending`, `sent`, `failed` or `expired`.
+    pub status: String,
+    pub metering_record_id: Option<String>,
+    pub last_error: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DimensionUsage {
+    pub dimension: Dimension,
+    /// Units recorded and not refunded, all time.
+    pub used: i64,
+    /// Trial limit, when limits apply.
+    pub limit: Option<i64>,
+    /// Trial units left, when limits apply.
+    pub remaining: Option<i64>,
+    /// Units of the current clock hour, not yet reported.
+    pub current_hour_pending: i64,
+    /// Units not yet confirmed by AWS (any hour).
+    pub unreported: i64,
+    /// Units AWS has confirmed.
+    pub reported: i64,
+    pub last_report: Option<LastReport>,
+    /// Why reporting is stopped for this dimension (a permanent AWS error), if it is.
+    pub reporting_blocked: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Usage {
+    pub license_status: LicenseStatus,
+    pub dimensions: Vec<DimensionUsage>,
+}
+
+/// Usage per dimension: used, trial limit and remaining, pending and reported.
+#[utoipa::path(get, path = "/usage", tag = "usage", responses((status = 200, body = Usage)), security(("api_key" = [])))]
+async fn get_usage(
+    State(state): State<AppState>,
+    Auth(_caller): Auth,
+) -> Result<Json<Usage>, ApiError> {
+    let market = &state.marketplace;
+    let license = market.license().await;
+    let limited = Marketplace::limits_apply(license.status, market.config.trial_mode);
+    let mut dimensions = Vec::new();
+    for dimension in Dimension::ALL {
+        let (used, current, unreported, reported): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT coalesce(sum(e.quantity), 0)::bigint,
+                    coalesce(sum(e.quantity) FILTER (WHERE e.occurred_at >= date_trunc('hour', now()) AND coalesce(r.status, '') <> 'sent'), 0)::bigint,
+                    coalesce(sum(e.quantity) FILTER (WHERE coalesce(r.status, '') <> 'sent'), 0)::bigint,
+                    coalesce(sum(e.quantity) FILTER (WHERE r.status = 'sent'), 0)::bigint
+             FROM usage_events e LEFT JOIN usage_reports r ON r.id = e.report_id
+             WHERE e.dimension = $1 AND e.refunded_at IS NULL",
+        )
+        .bind(dimension.as_str())
+        .fetch_one(&state.db)
+        .await?;
+        let counter: i64 =
+            sqlx::query_scalar("SELECT used FROM usage_counters WHERE dimension = $1")
+                .bind(dimension.as_str())
+                .fetch_one(&state.db)
+                .await?;
+        let last_report: Option<LastReport> = sqlx::query_as(
+            "SELECT hour, quantity, status, metering_record_id, last_error, coalesce(sent_at, claimed_at) AS at
+             FROM usage_reports WHERE dimension = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(dimension.as_str())
+        .fetch_optional(&state.db)
+        .await?;
+        let blocked: Option<String> =
+            sqlx::query_scalar("SELECT reason FROM usage_dimension_blocks WHERE dimension = $1")
+                .bind(dimension.as_str())
+                .fetch_optional(&state.db)
+                .await?;
+        let limit = limited.then(|| dimension.trial_limit(&market.config));
+        dimensions.push(DimensionUsage {
+            dimension,
+            used,
+            limit,
+            remaining: limit.map(|l| (l - counter).max(0)),
+            current_hour_pending: current,
+            unreported,
+            reported,
+            last_report,
+            reporting_blocked: blocked,
+        });
+    }
+    Ok(Json(Usage {
+        license_status: license.status,
+        dimensions,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BillableActionRequest {
+    /// `SecurityScans`, `ChatQuestions` or `DocumentAnalysis`.
+    pub dimension: String,
+    /// Any text, 1-10,000 characters; stored with the action.
+    pub input: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BillableAction {
+    pub id: Uuid,
+    pub dimension: Dimension,
+    pub input: String,
+    pub created_at: DateTime<Utc>,
+    pub usage: UsageEvent,
+}
+
+/// Perform a small billable action: the action and its usage record commit together.
+/// Send `Idempotency-Key` to make retries safe: a retry returns the first result, uncharged.
+#[utoipa::path(post, path = "/billable-actions", tag = "usage", request_body = BillableActionRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry return the first result without a second charge")),
+    responses((status = 201, body = BillableAction), (status = 402, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("api_key" = [])))]
+async fn create_billable_action(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<BillableActionRequest>,
+) -> Result<Response, ApiError> {
+    let dimension = Dimension::parse(&body.dimension).ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_dimension",
+            "dimension must be one of SecurityScans, ChatQuestions, DocumentAnalysis",
+        )
+    })?;
+    if body.input.is_empty() || body.input.chars().count() > 10_000 {
+        return Err(ApiError::invalid(
+            "invalid_input",
+            "input must be 1 to 10,000 characters",
+        ));
+    }
+    let idempotency_key = match headers.get("idempotency-key") {
+        Some(value) => {
+            let key = value.to_str().map_err(|_| {
+                ApiError::invalid("invalid_idempotency_key", "Idempotency-Key must be ASCII")
+            })?;
+            ledger::validate_key(key)?;
+            Some(key.to_string())
+        }
+        None => None,
+    };
+    let market = &state.marketplace;
+    let mut tx = state.db.begin().await?;
+    if let Some(key) = &idempotency_key {
+        let hash = ledger::request_hash(&[
+            b"billable-actions",
+            dimension.as_str().as_bytes(),
+            body.input.as_bytes(),
+        ]);
+        if let Idempotency::Replay(status, stored) =
+            ledger::begin(&mut tx, caller.key_id, key, &hash).await?
+        {
+            tx.rollback().await?;
+            let mut response = (status, Json(stored)).into_response();
+            response
+                .headers_mut()
+                .insert("idempotency-replayed", HeaderValue::from_static("true"));
+            return Ok(response);
+        }
+    }
+    let id = Uuid::new_v4();
+    let usage = market
+        .charge(
+            &mut tx,
+            dimension,
+            "billable-action",
+            Some(caller.key_id),
+            Some(&id.to_string()),
+        )
+        .await?;
+    let created_at: DateTime<Utc> = sqlx::query_scalar(
+        "INSERT INTO billable_actions (id, dimension, input, api_key_id) VALUES ($1, $2, $3, $4) RETURNING created_at",
+    )
+    .bind(id)
+    .bind(dimension.as_str())
+    .bind(&body.input)
+    .bind(caller.key_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let action = BillableAction {
+        id,
+        dimension,
+        input: body.input,
+        created_at,
+        usage: usage.clone(),
+    };
+    let json = serde_json::to_value(&action).map_err(anyhow::Error::from)?;
+    if let Some(key) = &idempotency_key {
+        ledger::finish(&mut tx, caller.key_id, key, StatusCode::CREATED, &json).await?;
+    }
+    tx.commit().await?;
+    metrics::counter!("cloud_optimizer_usage_events_total", "dimension" => dimension.as_str())
+        .increment(1);
+    market.announce_thresholds(&usage).await;
+    Ok((StatusCode::CREATED, Json(json)).into_response())
+}

@@ -1,0 +1,249 @@
+//! The usage ledger: a billable action and its usage record commit in one transaction; trial
+//! limits are enforced atomically; `Idempotency-Key` replays the first result without a second
+//! charge; a charged action that later fails is refunded before anything is reported.
+
+use axum::http::StatusCode;
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Dimension, LicenseStatus, Marketplace};
+use crate::error::{ApiError, Problem};
+
+/// A charged unit, returned so the caller can refund it if the action fails later.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct UsageEvent {
+    pub id: Uuid,
+    pub dimension: Dimension,
+    /// Trial units left after this one (`None` when no limit applies).
+    pub remaining: Option<i64>,
+}
+
+fn refused(code: &str, dimension: Dimension, detail: String, next: &str) -> ApiError {
+    ApiError::problem(
+        Problem::new(StatusCode::PAYMENT_REQUIRED, code, detail)
+            .with("dimension", dimension)
+            .with("next_step", next),
+    )
+}
+
+impl Marketplace {
+    /// Checks the license and records one unit of `dimension` inside the caller's transaction.
+    /// The trial counter row is locked until that transaction ends, so concurrent requests can
+    /// never exceed a limit.
+    pub async fn charge(
+        &self,
+        tx: &mut PgConnection,
+        dimension: Dimension,
+        action: &str,
+        api_key_id: Option<Uuid>,
+        resource_id: Option<&str>,
+    ) -> Result<UsageEvent, ApiError> {
+        let license = self.license().await;
+        match license.status {
+            LicenseStatus::Expired => {
+                return Err(refused(
+                    "license_expired",
+                    dimension,
+                    format!(
+                        "{}; subscribe in AWS Marketplace to continue",
+                        license.reason
+                    ),
+                    "Subscribe to Cloud Optimizer in AWS Marketplace; the license turns valid within the next license check, without a redeploy.",
+                ));
+            }
+            LicenseStatus::Invalid => {
+                return Err(refused(
+                    "license_invalid",
+                    dimension,
+                    format!("the license is invalid: {}", license.reason),
+                    "Check MARKETPLACE_PRODUCT_CODE and MARKETPLACE_PUBLIC_KEY and that the task runs on ECS, EKS or Fargate; GET /api/v1/license shows the reason.",
+                ));
+            }
+            _ => {}
+        }
+        let limited = Marketplace::limits_apply(license.status, self.config.trial_mode);
+        let mut remaining = None;
+        if limited {
+            let limit = dimension.trial_limit(&self.config);
+            let used: Option<i64> = sqlx::query_scalar(
+                "UPDATE usage_counters SET used = used + 1 WHERE dimension = $1 AND used + 1 <= $2 RETURNING used",
+            )
+            .bind(dimension.as_str())
+            .bind(limit)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(used) = used else {
+                return Err(ApiError::problem(
+                    Problem::new(
+                        StatusCode::PAYMENT_REQUIRED,
+                        "trial_limit_reached",
+                        format!("the trial allows {limit} {dimension} and all have been used"),
+                    )
+                    .with("dimension", dimension)
+                    .with("limit", limit)
+                    .with("next_step", "Subscribe to Cloud Optimizer in AWS Marketplace to lift trial limits; GET /api/v1/usage shows what is left."),
+                ));
+            };
+            remaining = Some(limit - used);
+        }
+        let id = Uuid::new_v4();
+        sqlx::query(
+            "INSERT INTO usage_events (id, dimension, task_id, api_key_id, action, resource_id, counted)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id)
+        .bind(dimension.as_str())
+        .bind(&self.config.task_id)
+        .bind(api_key_id)
+        .bind(action)
+        .bind(resource_id)
+        .bind(limited)
+        .execute(&mut *tx)
+        .await?;
+        Ok(UsageEvent {
+            id,
+            dimension,
+            remaining,
+        })
+    }
+
+    /// Gives a charged unit back when its action failed after committing. Only unreported units
+    /// can be refunded (AWS takes no negative records); returns whether it was refunded.
+    pub async fn refund(&self, event_id: Uuid) -> Result<bool, ApiError> {
+        let mut tx = self.db.begin().await?;
+        let refunded: Option<(String, bool)> = sqlx::query_as(
+            "UPDATE usage_events SET refunded_at = now()
+             WHERE id = $1 AND refunded_at IS NULL AND report_id IS NULL RETURNING dimension, counted",
+        )
+        .bind(event_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((dimension, true)) = &refunded {
+            sqlx::query(
+                "UPDATE usage_counters SET used = greatest(used - 1, 0) WHERE dimension = $1",
+            )
+            .bind(dimension)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(refunded.is_some())
+    }
+
+    /// Announces `usage.threshold` once when a trial dimension crosses 80 % and 100 %.
+    pub async fn announce_thresholds(&self, event: &UsageEvent) {
+        let Some(remaining) = event.remaining else {
+            return;
+        };
+        let limit = event.dimension.trial_limit(&self.config);
+        if limit <= 0 {
+            return;
+        }
+        let used = limit - remaining;
+        for percent in [80i64, 100] {
+            if used * 100 < limit * percent {
+                continue;
+            }
+            let inserted = sqlx::query(
+                "INSERT INTO usage_thresholds (dimension, percent) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(event.dimension.as_str())
+            .bind(percent as i32)
+            .execute(&self.db)
+            .await;
+            if matches!(inserted, Ok(r) if r.rows_affected() == 1) {
+                super::notify(
+                    &self.db,
+                    "usage.threshold",
+                    serde_json::json!({"dimension": event.dimension, "percent": percent, "used": used, "limit": limit}),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// What `Idempotency-Key` found at the start of a request.
+pub enum Idempotency {
+    /// First time: go ahead, then call [`finish`] in the same transaction.
+    Proceed,
+    /// Seen before with the same request: return this response again.
+    Replay(StatusCode, serde_json::Value),
+}
+
+pub fn request_hash(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    hex::encode(hasher.finalize())
+}
+
+pub fn validate_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::invalid(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1-255 visible ASCII characters (a UUID is a good choice)",
+        ));
+    }
+    Ok(())
+}
+
+/// Claims `key` for this request inside `tx`. A concurrent request with the same key waits for
+/// the first to commit and then replays its response.
+pub async fn begin(
+    tx: &mut PgConnection,
+    api_key_id: Uuid,
+    key: &str,
+    hash: &str,
+) -> Result<Idempotency, ApiError> {
+    let claimed = sqlx::query(
+        "INSERT INTO idempotency_keys (api_key_id, key, request_hash, response_status, response_body)
+         VALUES ($1, $2, $3, 0, 'null') ON CONFLICT DO NOTHING",
+    )
+    .bind(api_key_id)
+    .bind(key)
+    .bind(hash)
+    .execute(&mut *tx)
+    .await?;
+    if claimed.rows_affected() == 1 {
+        return Ok(Idempotency::Proceed);
+    }
+    let (stored_hash, status, body): (String, i32, serde_json::Value) = sqlx::query_as(
+        "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE api_key_id = $1 AND key = $2",
+    )
+    .bind(api_key_id)
+    .bind(key)
+    .fetch_one(&mut *tx)
+    .await?;
+    if stored_hash != hash {
+        return Err(ApiError::problem(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request; use a new key for a new request",
+        )));
+    }
+    Ok(Idempotency::Replay(
+        StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK),
+        body,
+    ))
+}
+
+pub async fn finish(
+    tx: &mut PgConnection,
+    api_key_id: Uuid,
+    key: &str,
+    status: StatusCode,
+    body: &serde_json::Value,
+) -> Result<(), ApiError> {
+    sqlx::query("UPDATE idempotency_keys SET response_status = $3, response_body = $4 WHERE api_key_id = $1 AND key = $2")
+        .bind(api_key_id)
+        .bind(key)
+        .bind(i32::from(status.as_u16()))
+        .bind(body)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}

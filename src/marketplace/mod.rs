@@ -1,0 +1,228 @@
+//! AWS Marketplace: the license (RegisterUsage and its signature), the trial, the usage ledger
+//! that every billable action writes in its own transaction, and the hourly MeterUsage reporter.
+//! The AWS facts this rests on are in `../shared/MARKETPLACE.md`.
+
+pub mod api;
+pub mod ledger;
+pub mod license;
+pub mod reporter;
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use tokio::sync::RwLock;
+use utoipa::ToSchema;
+
+use crate::config::MarketplaceConfig;
+pub use api::router;
+
+/// The product's billing dimensions (one MeterUsage record per dimension per hour).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+pub enum Dimension {
+    SecurityScans,
+    ChatQuestions,
+    DocumentAnalysis,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 3] = [
+        Self::SecurityScans,
+        Self::ChatQuestions,
+        Self::DocumentAnalysis,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SecurityScans => "SecurityScans",
+            Self::ChatQuestions => "ChatQuestions",
+            Self::DocumentAnalysis => "DocumentAnalysis",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.as_str().eq_ignore_ascii_case(raw))
+    }
+
+    pub fn trial_limit(self, config: &MarketplaceConfig) -> i64 {
+        match self {
+            Self::SecurityScans => config.trial_limit_scans,
+            Self::ChatQuestions => config.trial_limit_chat,
+            Self::DocumentAnalysis => config.trial_limit_documents,
+        }
+    }
+}
+
+impl fmt::Display for Dimension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LicenseStatus {
+    /// Subscribed: RegisterUsage succeeded and its signature verified.
+    Valid,
+    /// Trial limits apply (TRIAL_MODE, or the customer is not subscribed yet).
+    Trial,
+    /// The trial period is over and there is no subscription.
+    Expired,
+    /// The license cannot be trusted (bad signature, wrong product, unsupported platform…).
+    Invalid,
+    /// Marketplace disabled: nothing is sent to AWS; usage is still recorded.
+    Disabled,
+    /// The first check has not finished; trial limits apply meanwhile.
+    Pending,
+}
+
+impl LicenseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Valid => "valid",
+            Self::Trial => "trial",
+            Self::Expired => "expired",
+            Self::Invalid => "invalid",
+            Self::Disabled => "disabled",
+            Self::Pending => "pending",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LicenseState {
+    pub status: LicenseStatus,
+    pub reason: String,
+    pub last_check: Option<DateTime<Utc>>,
+}
+
+/// Shared licensing and metering state of this replica.
+pub struct Marketplace {
+    pub config: MarketplaceConfig,
+    pub db: PgPool,
+    /// `None` when Marketplace is disabled: no AWS client is ever built.
+    pub client: Option<aws_sdk_marketplacemetering::Client>,
+    /// The license as last determined (before trial expiry is applied; see [`Self::license`]).
+    state: RwLock<LicenseState>,
+    pub trial_started_at: DateTime<Utc>,
+}
+
+impl Marketplace {
+    /// Reads the deployment's first start (the trial start), creating it on the very first run.
+    pub async fn new(config: MarketplaceConfig, db: PgPool) -> anyhow::Result<Arc<Self>> {
+        let first_start = async {
+            sqlx::query("INSERT INTO deployment (singleton) VALUES (true) ON CONFLICT DO NOTHING")
+                .execute(&db)
+                .await?;
+            sqlx::query_scalar::<_, DateTime<Utc>>("SELECT first_started_at FROM deployment")
+                .fetch_one(&db)
+                .await
+        };
+        // Without migrations (MIGRATE_ON_STARTUP=false before `migrate` ran) the server still
+        // starts and reports not-ready; the trial start is then read again at the next start.
+        let trial_started_at = first_start.await.unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "cannot read the deployment's first start; assuming now");
+            Utc::now()
+        });
+        let client = if config.enabled {
+            let sdk = crate::aws::sdk_config().await;
+            let conf = aws_sdk_marketplacemetering::config::Builder::from(&sdk)
+                .timeout_config(
+                    aws_config::timeout::TimeoutConfig::builder()
+                        .operation_attempt_timeout(std::time::Duration::from_secs(10))
+                        .operation_timeout(std::time::Duration::from_secs(30))
+                        .build(),
+                )
+                .build();
+            Some(aws_sdk_marketplacemetering::Client::from_conf(conf))
+        } else {
+            None
+        };
+        let initial = if !config.enabled {
+            LicenseState {
+                status: if config.trial_mode {
+                    LicenseStatus::Trial
+                } else {
+                    LicenseStatus::Disabled
+                },
+                reason: if config.trial_mode {
+                    "TRIAL_MODE=true".into()
+                } else {
+                    "MARKETPLACE_ENABLED=false: usage is recorded locally, nothing is sent to AWS"
+                        .into()
+                },
+                last_check: None,
+            }
+        } else {
+            LicenseState {
+                status: LicenseStatus::Pending,
+                reason: "license check in progress".into(),
+                last_check: None,
+            }
+        };
+        Ok(Arc::new(Self {
+            config,
+            db,
+            client,
+            state: RwLock::new(initial),
+            trial_started_at,
+        }))
+    }
+
+    pub fn trial_ends_at(&self) -> DateTime<Utc> {
+        self.trial_started_at + chrono::Duration::days(self.config.trial_days)
+    }
+
+    /// The effective license now: a trial past its end is `expired`.
+    pub async fn license(&self) -> LicenseState {
+        let mut state = self.state.read().await.clone();
+        if matches!(state.status, LicenseStatus::Trial | LicenseStatus::Pending)
+            && Utc::now() >= self.trial_ends_at()
+        {
+            state.status = LicenseStatus::Expired;
+            state.reason = format!(
+                "the {}-day trial ended on {}",
+                self.config.trial_days,
+                self.trial_ends_at().format("%Y-%m-%d")
+            );
+        }
+        state
+    }
+
+    /// Records a new determination; returns true when the status changed.
+    pub async fn set_license(&self, status: LicenseStatus, reason: String) -> bool {
+        let mut state = self.state.write().await;
+        let changed = state.status != status;
+        *state = LicenseState {
+            status,
+            reason,
+            last_check: Some(Utc::now()),
+        };
+        changed
+    }
+
+    /// Whether trial limits apply to billable actions now.
+    pub fn limits_apply(status: LicenseStatus, trial_mode: bool) -> bool {
+        match status {
+            LicenseStatus::Trial | LicenseStatus::Pending => true,
+            LicenseStatus::Disabled => trial_mode,
+            LicenseStatus::Valid | LicenseStatus::Expired | LicenseStatus::Invalid => false,
+        }
+    }
+}
+
+/// Sends an event to the notification channel every replica listens to.
+pub async fn notify(db: &PgPool, kind: &str, data: serde_json::Value) {
+    let event = serde_json::json!({"type": kind, "data": data});
+    if let Err(err) = sqlx::query("SELECT pg_notify('co_events', $1)")
+        .bind(event.to_string())
+        .execute(db)
+        .await
+    {
+        tracing::warn!(error = %err, event = kind, "could not publish event");
+    }
+}
