@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Start-up time to /health/ready = 200 (migrated and empty database) and idle resident memory.
 
-Usage: bench/startup.py [runs]   (needs target/release/cloud-optimizer and PostgreSQL on 127.0.0.1)
+Loopback PostgreSQL without TLS, so sslmode=disable (compose's setting); the default sslmode=prefer
+is measured too. Usage: bench/startup.py [runs]   (needs target/release/cloud-optimizer and PostgreSQL on 127.0.0.1)
 """
 import os, socket, statistics, subprocess, sys, time, urllib.request
 
@@ -26,9 +27,9 @@ def ready(port):
         return False
 
 
-def start(db):
+def start(db, params=""):
     port = free_port()
-    env = {"DATABASE_URL": f"{PG}/{db}", "PORT": str(port), "METRICS_PORT": "0", "LOG_LEVEL": "warn",
+    env = {"DATABASE_URL": f"{PG}/{db}{params}", "PORT": str(port), "METRICS_PORT": "0", "LOG_LEVEL": "warn",
            "KB_PATH": os.path.join(os.path.dirname(__file__), "..", "data", "compliance")}
     t0 = time.perf_counter()
     proc = subprocess.Popen([BIN, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -46,12 +47,13 @@ def rss_mb(pid):
 
 
 def main():
-    empty, migrated, rss = [], [], []
+    empty, migrated, prefer, rss = [], [], [], []
     for i in range(RUNS):
         db = f"bench_startup_{os.getpid()}_{i}"
         psql(f"DROP DATABASE IF EXISTS {db}"); psql(f"CREATE DATABASE {db}")
-        proc, t = start(db); empty.append(t); proc.terminate(); proc.wait()
-        proc, t = start(db); migrated.append(t)
+        proc, t = start(db, "?sslmode=disable"); empty.append(t); proc.terminate(); proc.wait()
+        proc, t = start(db); prefer.append(t); proc.terminate(); proc.wait()
+        proc, t = start(db, "?sslmode=disable"); migrated.append(t)
         time.sleep(2)  # idle, then measure
         rss.append(rss_mb(proc.pid)); proc.terminate(); proc.wait()
         psql(f"DROP DATABASE {db}")
@@ -59,6 +61,7 @@ def main():
     print(f"runs: {RUNS}")
     print(f"ready on an empty database (migrations + KB load): {f(empty)}")
     print(f"ready on a migrated database with the KB loaded:   {f(migrated)}")
+    print(f"  the same with sslmode=prefer (TLS attempt refused): {f(prefer)}")
     print(f"idle RSS after start: median {statistics.median(rss):.1f} MB (max {max(rss):.1f})")
 
 

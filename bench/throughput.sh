@@ -9,35 +9,48 @@ DUR=${DUR:-10s}; CONN=${CONN:-50}; THREADS=${THREADS:-2}
 PG=${BENCH_PG:-postgres://postgres@127.0.0.1:5432}
 KEY=bench-bootstrap-key-0123456789abcdefghijklmnop
 db=bench_tp_$$
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+HELLO=$(port); LOCAL=$(port); REDIS=$(port)
 psql "$PG/postgres" -qc "CREATE DATABASE $db" >/dev/null
-trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.5; psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null' EXIT
 
 wait_ready() { for _ in $(seq 1 500); do curl -fs "http://127.0.0.1:$1$2" >/dev/null && return 0; sleep 0.02; done; echo "not ready: $1" >&2; exit 1; }
+set -o pipefail
 run_wrk() { # url [header]
   wrk -t"$THREADS" -c"$CONN" -d"$DUR" --latency ${2:+-H "$2"} "$1" \
     | awk '/Requests\/sec/ {rps=$2} /^ +99%/ {p99=$2} END {print rps, p99}'
 }
 
-target/release/examples/hello 127.0.0.1:9100 & wait_ready 9100 /hello
+target/release/examples/hello 127.0.0.1:$HELLO & wait_ready $HELLO /hello
 serve() { # port extra-env...
-  env DATABASE_URL="$PG/$db" PORT="$1" METRICS_PORT=0 LOG_LEVEL=warn BOOTSTRAP_ADMIN_API_KEY=$KEY \
+  env DATABASE_URL="$PG/$db?sslmode=disable" PORT="$1" METRICS_PORT=0 LOG_LEVEL=error DATABASE_MAX_CONNECTIONS=20 BOOTSTRAP_ADMIN_API_KEY=$KEY \
       RATE_LIMIT_PER_MINUTE=100000000 RATE_LIMIT_IP_PER_MINUTE=100000000 "${@:2}" target/release/cloud-optimizer serve &
   wait_ready "$1" /health/ready
 }
-serve 9101
-serve 9102 REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX="bench$$:"
+serve $LOCAL
+serve $REDIS REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX="bench$$:"
 
-read -r hello_rps hello_p99 < <(run_wrk http://127.0.0.1:9100/hello)
-read -r local_rps local_p99 < <(run_wrk http://127.0.0.1:9101/api/v1/keys/self "Authorization: Bearer $KEY")
-read -r redis_rps redis_p99 < <(run_wrk http://127.0.0.1:9102/api/v1/keys/self "Authorization: Bearer $KEY")
+read -r hello_rps hello_p99 < <(run_wrk http://127.0.0.1:$HELLO/hello)
+read -r local_rps local_p99 < <(run_wrk http://127.0.0.1:$LOCAL/api/v1/keys/self "Authorization: Bearer $KEY")
+read -r redis_rps redis_p99 < <(run_wrk http://127.0.0.1:$REDIS/api/v1/keys/self "Authorization: Bearer $KEY")
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 echo "wrk -t$THREADS -c$CONN -d$DUR on loopback"
 echo "hello world (bare axum):                 $hello_rps req/s, p99 $hello_p99"
 echo "GET /api/v1/keys/self, in-process limits: $local_rps req/s, p99 $local_p99, ratio $(ratio "$local_rps" "$hello_rps")"
 echo "GET /api/v1/keys/self, Redis limits:      $redis_rps req/s, p99 $redis_p99, ratio $(ratio "$redis_rps" "$hello_rps")"
-read -r s_rps s_p99 < <(run_wrk "http://127.0.0.1:9101/api/v1/kb/search?q=encrypt%20s3%20buckets%20at%20rest" "Authorization: Bearer $KEY")
-read -r i_rps i_p99 < <(run_wrk "http://127.0.0.1:9101/api/v1/kb/search?q=PCI%20DSS%208.4.2" "Authorization: Bearer $KEY")
-read -r c_rps c_p99 < <(run_wrk "http://127.0.0.1:9101/api/v1/kb/controls/pci-dss:8.4.2" "Authorization: Bearer $KEY")
+read -r s_rps s_p99 < <(run_wrk "http://127.0.0.1:$LOCAL/api/v1/kb/search?q=encrypt%20s3%20buckets%20at%20rest" "Authorization: Bearer $KEY")
+read -r i_rps i_p99 < <(run_wrk "http://127.0.0.1:$LOCAL/api/v1/kb/search?q=PCI%20DSS%208.4.2" "Authorization: Bearer $KEY")
+read -r c_rps c_p99 < <(run_wrk "http://127.0.0.1:$LOCAL/api/v1/kb/controls/pci-dss:8.4.2" "Authorization: Bearer $KEY")
 echo "KB search (text):        $s_rps req/s, p99 $s_p99"
 echo "KB search (control id):  $i_rps req/s, p99 $i_p99"
 echo "KB control detail:       $c_rps req/s, p99 $c_p99"
+# Billable actions through the ledger (action write + usage record in one transaction).
+cat > "/tmp/co_bench_post_$$.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"dimension": "ChatQuestions", "input": "benchmark question"}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+read -r b_rps b_p99 < <(wrk -t"$THREADS" -c"$CONN" -d"$DUR" --latency -s "/tmp/co_bench_post_$$.lua" -H "Authorization: Bearer $KEY" \
+  http://127.0.0.1:$LOCAL/api/v1/billable-actions | awk '/Requests\/sec/ {rps=$2} /^ +99%/ {p99=$2} END {print rps, p99}')
+rm -f "/tmp/co_bench_post_$$.lua"
+echo "POST /api/v1/billable-actions (ledger): $b_rps req/s, p99 $b_p99"

@@ -18,7 +18,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::ratelimit::RateLimiter;
 use crate::redis_conn::RedisHandle;
-use crate::state::{AppState, Components, Lifecycle};
+use crate::state::{AppState, AppStateInner, Components, Lifecycle};
 use crate::{db, http, telemetry};
 
 pub struct Server {
@@ -79,7 +79,7 @@ impl Server {
         };
         let marketplace =
             crate::marketplace::Marketplace::new(config.marketplace.clone(), pool.clone()).await?;
-        let state = AppState {
+        let state = AppState::new(AppStateInner {
             config: config.clone(),
             db: pool,
             auth: auth.clone(),
@@ -89,8 +89,9 @@ impl Server {
             lifecycle: Lifecycle::default(),
             components,
             kb_graph,
+            kb_cache: Arc::default(),
             marketplace,
-        };
+        });
         // The first license check finishes before serving when it can; transient AWS errors keep
         // retrying in the background (status `pending`, trial limits) as AWS advises.
         if let Some(check) = crate::marketplace::license::check_with_retries(
@@ -132,6 +133,15 @@ impl Server {
     /// Every background task is spawned here, stops on `lifecycle.stop`, and is awaited at shutdown.
     fn spawn_background(&mut self) {
         let stop = self.state.lifecycle.stop.clone();
+        let cache = self.state.kb_cache.clone();
+        let pool = self.state.db.clone();
+        self.tasks.spawn({
+            let stop = stop.clone();
+            async move {
+                cache.listen(pool, stop).await;
+                "KB cache listener"
+            }
+        });
         let auth = self.state.auth.clone();
         self.tasks.spawn({
             let stop = stop.clone();

@@ -12,8 +12,26 @@ use crate::config::Config;
 use crate::ratelimit::RateLimiter;
 use crate::redis_conn::RedisHandle;
 
+/// Cheap to clone: one reference count. Middleware and extractors clone it for every request,
+/// so everything lives behind a single `Arc`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl AppState {
+    pub fn new(inner: AppStateInner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+pub struct AppStateInner {
     /// Validated once at start-up; never changes while serving.
     pub config: Arc<Config>,
     /// The source of truth for everything we persist.
@@ -29,6 +47,8 @@ pub struct AppState {
     pub lifecycle: Lifecycle,
     /// Component states reported by `/health` that the components update themselves.
     pub components: Arc<Components>,
+    /// Responses of expensive KB reads, valid until the next KB version.
+    pub kb_cache: Arc<crate::kb::cache::KbCache>,
     /// The Neo4j mirror of the KB when `NEO4J_URI` is set.
     pub kb_graph: crate::kb::SharedGraph,
     /// License, trial and usage ledger; the AWS client when Marketplace is enabled.

@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
@@ -373,8 +376,23 @@ pub async fn resolve_control(db: &PgPool, raw: &str) -> Result<ControlSummary, A
 async fn get_control(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<ControlDetail>, ApiError> {
-    let control = resolve_control(&state.db, &id).await?;
+) -> Result<Response, ApiError> {
+    let cache_key = format!("control\u{0}{id}");
+    if let Some(hit) = state.kb_cache.get(&cache_key).await {
+        return Ok(json_bytes(hit));
+    }
+    let detail = control_detail(&state, &id).await?;
+    let bytes = Bytes::from(serde_json::to_vec(&detail).map_err(anyhow::Error::from)?);
+    state.kb_cache.put(cache_key, bytes.clone()).await;
+    Ok(json_bytes(bytes))
+}
+
+fn json_bytes(bytes: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+async fn control_detail(state: &AppState, id: &str) -> Result<ControlDetail, ApiError> {
+    let control = resolve_control(&state.db, id).await?;
     let db = &state.db;
     let parent = match &control.parent_id {
         Some(parent) => sqlx::query_as(sql!("SELECT {CONTROL_COLUMNS} FROM kb_controls c WHERE c.version_id = {ACTIVE} AND c.id = $1"))
@@ -421,7 +439,7 @@ async fn get_control(
     .bind(&check_ids)
     .fetch_all(db)
     .await?;
-    Ok(Json(ControlDetail {
+    Ok(ControlDetail {
         control,
         parent,
         children,
@@ -430,7 +448,7 @@ async fn get_control(
         remediations,
         related,
         graph_source,
-    }))
+    })
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -655,7 +673,7 @@ pub struct SearchParams {
 async fn search_kb(
     State(state): State<AppState>,
     params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<search::Hit>>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
     let q = params.q.as_deref().map(str::trim).unwrap_or_default();
     if q.is_empty() {
@@ -684,6 +702,15 @@ async fn search_kb(
     if let Some(service) = &params.service {
         check_service(&state.db, service).await?;
     }
+    let cache_key = format!(
+        "search\u{0}{}\u{0}{}\u{0}{}\u{0}{limit}",
+        q.to_lowercase(),
+        framework.as_deref().unwrap_or_default(),
+        params.service.as_deref().unwrap_or_default()
+    );
+    if let Some(hit) = state.kb_cache.get(&cache_key).await {
+        return Ok(json_bytes(hit));
+    }
     let hits = search::search(
         &state.db,
         q,
@@ -692,5 +719,7 @@ async fn search_kb(
         limit,
     )
     .await?;
-    Ok(Json(hits))
+    let bytes = Bytes::from(serde_json::to_vec(&hits).map_err(anyhow::Error::from)?);
+    state.kb_cache.put(cache_key, bytes.clone()).await;
+    Ok(json_bytes(bytes))
 }

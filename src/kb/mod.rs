@@ -11,6 +11,7 @@ macro_rules! sql {
 }
 
 pub mod api;
+pub mod cache;
 pub mod graph;
 pub mod load;
 pub mod model;
@@ -73,6 +74,10 @@ pub async fn refresh(state: &AppState) {
                     "knowledge base loaded"
                 ),
                 load::Outcome::Unchanged { .. } => tracing::debug!("knowledge base unchanged"),
+            }
+            if matches!(outcome, load::Outcome::Loaded { .. }) {
+                // Our own load: do not wait for the notification to come back.
+                state.kb_cache.flush().await;
             }
             *state.components.ib.write().await = "ok".into();
             sync_graph(state, kb).await;

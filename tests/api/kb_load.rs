@@ -396,3 +396,66 @@ async fn neo4j_mirror_answers_like_postgres_when_configured() {
         assert_eq!(ids(&a), ids(&b), "{id}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cached_answers_follow_a_new_version_loaded_by_another_process() {
+    let app = spawn_app().await;
+    let path = "/api/v1/kb/controls/pci-dss:8.4.2";
+    let before: serde_json::Value = app
+        .get_as(path, &app.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let search_path = "/api/v1/kb/search?q=Retitled%20reload";
+    let _ = app
+        .get_as(search_path, &app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(before["title"], "Retitled for the reload test");
+
+    let (_temp, dir) = changed_kb("2099.4.0");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))
+        .args(["kb", "load", dir.to_str().unwrap()])
+        .env_clear()
+        .env("DATABASE_URL", database_url(&app.db_name))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let updated = eventually(Duration::from_secs(5), || async {
+        let now: serde_json::Value = app
+            .get_as(path, &app.admin_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        now["title"] == "Retitled for the reload test"
+    })
+    .await;
+    assert!(
+        updated,
+        "the cached control answer must follow the new version"
+    );
+    let hits: serde_json::Value = app
+        .get_as(search_path, &app.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        hits[0]["id"], "control:pci-dss@4.0.1:8.4.2",
+        "search answers follow too: {hits}"
+    );
+}
