@@ -10,7 +10,7 @@ PG=${BENCH_PG:-postgres://postgres@127.0.0.1:5432}
 KEY=bench-bootstrap-key-0123456789abcdefghijklmnop
 db=bench_tp_$$
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-HELLO=$(port); LOCAL=$(port); REDIS=$(port)
+HELLO=$(port); LOCAL=$(port); REDIS=$(port); COLD=$(port)
 psql "$PG/postgres" -qc "CREATE DATABASE $db" >/dev/null
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null' EXIT
 
@@ -28,6 +28,7 @@ serve() { # port extra-env...
   wait_ready "$1" /health/ready
 }
 serve $LOCAL
+serve $COLD KB_CACHE_ENTRIES=0
 serve $REDIS REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX="bench$$:"
 
 read -r hello_rps hello_p99 < <(run_wrk http://127.0.0.1:$HELLO/hello)
@@ -41,9 +42,15 @@ echo "GET /api/v1/keys/self, Redis limits:      $redis_rps req/s, p99 $redis_p99
 read -r s_rps s_p99 < <(run_wrk "http://127.0.0.1:$LOCAL/api/v1/kb/search?q=encrypt%20s3%20buckets%20at%20rest" "Authorization: Bearer $KEY")
 read -r i_rps i_p99 < <(run_wrk "http://127.0.0.1:$LOCAL/api/v1/kb/search?q=PCI%20DSS%208.4.2" "Authorization: Bearer $KEY")
 read -r c_rps c_p99 < <(run_wrk "http://127.0.0.1:$LOCAL/api/v1/kb/controls/pci-dss:8.4.2" "Authorization: Bearer $KEY")
-echo "KB search (text):        $s_rps req/s, p99 $s_p99"
-echo "KB search (control id):  $i_rps req/s, p99 $i_p99"
-echo "KB control detail:       $c_rps req/s, p99 $c_p99"
+read -r s2_rps s2_p99 < <(run_wrk "http://127.0.0.1:$COLD/api/v1/kb/search?q=encrypt%20s3%20buckets%20at%20rest" "Authorization: Bearer $KEY")
+read -r i2_rps i2_p99 < <(run_wrk "http://127.0.0.1:$COLD/api/v1/kb/search?q=PCI%20DSS%208.4.2" "Authorization: Bearer $KEY")
+read -r c2_rps c2_p99 < <(run_wrk "http://127.0.0.1:$COLD/api/v1/kb/controls/pci-dss:8.4.2" "Authorization: Bearer $KEY")
+echo "KB search (text), cached answers:        $s_rps req/s, p99 $s_p99"
+echo "KB search (control id), cached answers:  $i_rps req/s, p99 $i_p99"
+echo "KB control detail, cached answers:       $c_rps req/s, p99 $c_p99"
+echo "KB search (text), KB_CACHE_ENTRIES=0:        $s2_rps req/s, p99 $s2_p99"
+echo "KB search (control id), KB_CACHE_ENTRIES=0:  $i2_rps req/s, p99 $i2_p99"
+echo "KB control detail, KB_CACHE_ENTRIES=0:       $c2_rps req/s, p99 $c2_p99"
 # Billable actions through the ledger (action write + usage record in one transaction).
 cat > "/tmp/co_bench_post_$$.lua" <<'LUA'
 wrk.method = "POST"

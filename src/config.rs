@@ -195,6 +195,8 @@ pub struct Config {
     pub otel_service_name: String,
     pub kb_path: PathBuf,
     pub kb_refresh_interval: Option<Duration>,
+    /// Cached KB answers per replica; 0 turns the cache off.
+    pub kb_cache_entries: usize,
     pub marketplace: MarketplaceConfig,
 }
 
@@ -363,6 +365,11 @@ impl Config {
             None => None,
             Some(_) => Some(env.seconds("KB_REFRESH_INTERVAL", 0, 60)?),
         };
+        let kb_cache_entries: usize = env.parse(
+            "KB_CACHE_ENTRIES",
+            4096,
+            "a number of entries (0 disables the cache)",
+        )?;
         let marketplace = marketplace_config(env)?;
 
         Ok(Self {
@@ -390,6 +397,7 @@ impl Config {
             otel_service_name,
             kb_path,
             kb_refresh_interval,
+            kb_cache_entries,
             marketplace,
         })
     }
@@ -426,6 +434,7 @@ impl Config {
             "OTEL_SERVICE_NAME": self.otel_service_name,
             "KB_PATH": self.kb_path.display().to_string(),
             "KB_REFRESH_INTERVAL": self.kb_refresh_interval.map(|d| d.as_secs()),
+            "KB_CACHE_ENTRIES": self.kb_cache_entries,
             "MARKETPLACE_ENABLED": self.marketplace.enabled,
             "MARKETPLACE_PRODUCT_CODE": self.marketplace.product_code,
             "MARKETPLACE_PUBLIC_KEY_VERSION": self.marketplace.public_key_version,

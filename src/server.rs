@@ -89,7 +89,7 @@ impl Server {
             lifecycle: Lifecycle::default(),
             components,
             kb_graph,
-            kb_cache: Arc::default(),
+            kb_cache: Arc::new(crate::kb::cache::KbCache::new(config.kb_cache_entries)),
             marketplace,
         });
         // The first license check finishes before serving when it can; transient AWS errors keep

@@ -15,16 +15,22 @@ use sqlx::postgres::PgListener;
 use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
-/// Bounded: past this many entries the cache starts over (the KB has ~2,000 controls).
-const MAX_ENTRIES: usize = 4096;
-
-#[derive(Default)]
 pub struct KbCache {
     entries: RwLock<HashMap<String, Bytes>>,
     enabled: AtomicBool,
+    /// Bounded (`KB_CACHE_ENTRIES`): when full the cache starts over (the KB has ~2,000 controls).
+    max_entries: usize,
 }
 
 impl KbCache {
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            entries: RwLock::default(),
+            enabled: AtomicBool::new(false),
+            max_entries,
+        }
+    }
+
     pub async fn get(&self, key: &str) -> Option<Bytes> {
         if !self.enabled.load(Ordering::Acquire) {
             return None;
@@ -33,11 +39,11 @@ impl KbCache {
     }
 
     pub async fn put(&self, key: String, value: Bytes) {
-        if !self.enabled.load(Ordering::Acquire) {
+        if !self.enabled.load(Ordering::Acquire) || self.max_entries == 0 {
             return;
         }
         let mut entries = self.entries.write().await;
-        if entries.len() >= MAX_ENTRIES {
+        if entries.len() >= self.max_entries {
             entries.clear();
         }
         entries.insert(key, value);

@@ -459,3 +459,123 @@ async fn cached_answers_follow_a_new_version_loaded_by_another_process() {
         "search answers follow too: {hits}"
     );
 }
+
+/// moto's S3 (the AWS wire protocol) stands in for a customer bucket; scripts/test installs it.
+struct Moto {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Moto {
+    async fn start() -> Self {
+        let port = free_port();
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server is installed (pip install 'moto[server]'; scripts/test does it)");
+        let up = eventually(Duration::from_secs(20), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+        assert!(up, "moto_server listening");
+        Self { child, port }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kb_load_accepts_an_s3_bundle() {
+    let moto = Moto::start().await;
+    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let (temp, dir) = changed_kb("2099.5.0");
+    let bundle = temp.path().join("kb.tar.gz");
+    let status = std::process::Command::new("tar")
+        .args([
+            "-czf",
+            bundle.to_str().unwrap(),
+            "-C",
+            dir.to_str().unwrap(),
+            ".",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    cloud_optimizer::ensure_crypto_provider();
+    let credentials =
+        aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "test");
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(credentials)
+            .endpoint_url(&endpoint)
+            .force_path_style(true)
+            .http_client(
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                    ))
+                    .build_https(),
+            )
+            .build(),
+    );
+    s3.create_bucket()
+        .bucket("kb-bundles")
+        .send()
+        .await
+        .unwrap();
+    s3.put_object()
+        .bucket("kb-bundles")
+        .key("releases/kb.tar.gz")
+        .body(std::fs::read(&bundle).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+
+    let db = create_migrated_database().await;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))
+        .args(["kb", "load", "s3://kb-bundles/releases/kb.tar.gz"])
+        .env_clear()
+        .env("DATABASE_URL", database_url(&db))
+        .env("AWS_ENDPOINT_URL_S3", &endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("loaded kb_version 2099.5.0"));
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))
+        .args(["kb", "load", "s3://kb-bundles/nope.tar.gz"])
+        .env_clear()
+        .env("DATABASE_URL", database_url(&db))
+        .env("AWS_ENDPOINT_URL_S3", &endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("NoSuchKey"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+}

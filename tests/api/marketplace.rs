@@ -608,3 +608,33 @@ async fn sigterm_on_the_last_replica_reports_the_current_hour() {
     assert_eq!(fake.total("SecurityScans"), 1);
     assert_eq!(sent_total(&pool, "SecurityScans").await, 1);
 }
+
+#[tokio::test]
+async fn subscribing_turns_the_trial_valid_without_a_redeploy() {
+    let fake = FakeMarketplace::start(PRODUCT, &DIMENSIONS).await;
+    fake.set_entitled(false);
+    let (db, pool) = db_and_pool().await;
+    let mut env = marketplace_env(&db, &fake, "t1");
+    env.insert("MARKETPLACE_LICENSE_CHECK_SECONDS".into(), "10".into());
+    let server = serve(&env).await;
+    assert_eq!(get(&server, "/api/v1/license").await["status"], "trial");
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .unwrap();
+    listener.listen("co_events").await.unwrap();
+
+    fake.set_entitled(true); // the customer subscribes in AWS Marketplace
+    let note = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let note = listener.recv().await.unwrap();
+            if note.payload().contains("license.changed") {
+                return note;
+            }
+        }
+    })
+    .await
+    .expect("license.changed within the re-check interval");
+    let event: serde_json::Value = serde_json::from_str(note.payload()).unwrap();
+    assert_eq!(event["data"]["status"], "valid");
+    assert_eq!(get(&server, "/api/v1/license").await["status"], "valid");
+}
