@@ -260,6 +260,13 @@ impl Server {
         let app = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
+        // Without TCP_NODELAY a response written in two segments waits for the client's delayed
+        // ACK (~40 ms): measured as the p99 of every response larger than a few kilobytes.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+            }
+        });
         let serve = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = stop_accepting_rx.await;
