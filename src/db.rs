@@ -99,3 +99,55 @@ pub async fn migrations_applied(pool: &PgPool) -> anyhow::Result<bool> {
             .unwrap_or(None);
     Ok(applied.unwrap_or(0) >= latest)
 }
+
+/// Something that follows a PostgreSQL `NOTIFY` channel: told when the listener connects or is
+/// lost (so it can stop trusting a cache), and given every notification.
+pub trait Follower: Send + Sync {
+    fn connected(&self, up: bool) -> impl std::future::Future<Output = ()> + Send;
+    fn notified(&self, payload: &str) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// Follows `channel` until `stop`, reconnecting with capped backoff. Used by every replica-local
+/// cache that must drop what another replica changed.
+pub async fn follow(
+    pool: &PgPool,
+    channel: &'static str,
+    follower: &impl Follower,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let connected = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+            listener.listen(channel).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match connected.await {
+            Ok(mut listener) => {
+                delay = Duration::from_millis(200);
+                follower.connected(true).await;
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        note = listener.recv() => match note {
+                            Ok(note) => follower.notified(note.payload()).await,
+                            Err(err) => {
+                                tracing::warn!(error = %err, channel, "notification listener lost; reconnecting");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, channel, "cannot listen for notifications; retrying")
+            }
+        }
+        follower.connected(false).await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}

@@ -22,7 +22,6 @@ use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use subtle::ConstantTimeEq;
 use tokio::sync::{RwLock, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -150,43 +149,8 @@ impl Authenticator {
     /// Keeps the cache honest: flushes it on every `api_keys_changed` notification, and turns
     /// caching off whenever the listener is not connected.
     pub async fn listen_for_revocations(self: Arc<Self>, stop: CancellationToken) {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            let listener = async {
-                let mut listener = PgListener::connect_with(&self.pool).await?;
-                listener.listen("api_keys_changed").await?;
-                Ok::<_, sqlx::Error>(listener)
-            };
-            match listener.await {
-                Ok(mut listener) => {
-                    delay = Duration::from_millis(200);
-                    self.flush().await;
-                    self.cache_enabled.store(true, Ordering::Release);
-                    loop {
-                        tokio::select! {
-                            () = stop.cancelled() => return,
-                            note = listener.recv() => match note {
-                                Ok(_) => self.flush().await,
-                                Err(err) => {
-                                    tracing::warn!(error = %err, "key revocation listener lost; bypassing key cache");
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot listen for key revocations; bypassing key cache")
-                }
-            }
-            self.cache_enabled.store(false, Ordering::Release);
-            self.flush().await;
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(10));
-        }
+        let pool = self.pool.clone();
+        crate::db::follow(&pool, "api_keys_changed", self.as_ref(), stop).await;
     }
 
     /// Writes `last_used_at` in batches, at most once a minute per key.
@@ -227,6 +191,21 @@ impl Authenticator {
             let ids: Vec<Uuid> = pending.into_iter().collect();
             let _ = keys::touch(&self.pool, &ids).await;
         }
+    }
+}
+
+impl crate::db::Follower for Authenticator {
+    async fn connected(&self, up: bool) {
+        // Never serve from the cache while notifications might be missed.
+        if !up {
+            self.cache_enabled.store(false, Ordering::Release);
+        }
+        self.flush().await;
+        self.cache_enabled.store(up, Ordering::Release);
+    }
+
+    async fn notified(&self, _payload: &str) {
+        self.flush().await;
     }
 }
 

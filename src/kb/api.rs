@@ -249,14 +249,13 @@ async fn framework_controls(
     if let Some(service) = &filter.service {
         check_service(&state.db, service).await?;
     }
+    let touches_5 = super::touches_service("$5");
     let where_clause = format!(
         "c.version_id = {ACTIVE} AND c.framework = $1
          AND ($2::text IS NULL OR c.kind = $2)
          AND ($3::text IS NULL OR c.attributes->>'obligation' = $3)
          AND ($4::text IS NULL OR c.attributes->>'level' = $4)
-         AND ($5::text IS NULL OR $5 = ANY(c.services) OR EXISTS (
-               SELECT 1 FROM kb_relationships r JOIN kb_checks k ON k.version_id = r.version_id AND k.id = r.to_id
-               WHERE r.version_id = c.version_id AND r.type = 'maps_to' AND r.from_id = c.id AND $5 = ANY(k.services)))
+         AND ($5::text IS NULL OR {touches_5})
          AND ($6::bool IS NULL OR c.technical = $6)"
     );
     let total: i64 = sqlx::query_scalar(sql!(
@@ -584,21 +583,23 @@ pub struct ServiceInfo {
     pub controls: i64,
 }
 
-const SERVICE_COUNTS: &str = "
+fn service_counts() -> String {
+    let touches_s = super::touches_service("s.id");
+    format!("
     SELECT s.id, s.name, s.category,
            (SELECT count(*) FROM kb_checks k WHERE k.version_id = s.version_id AND s.id = ANY(k.services)) AS checks,
            (SELECT count(DISTINCT c.id) FROM kb_controls c
-              WHERE c.version_id = s.version_id AND (s.id = ANY(c.services) OR EXISTS (
-                SELECT 1 FROM kb_relationships r JOIN kb_checks k ON k.version_id = r.version_id AND k.id = r.to_id
-                WHERE r.version_id = c.version_id AND r.type = 'maps_to' AND r.from_id = c.id AND s.id = ANY(k.services)))) AS controls
-    FROM kb_services s";
+              WHERE c.version_id = s.version_id AND ({touches_s})) AS controls
+    FROM kb_services s")
+}
 
 /// AWS services with how many checks and controls touch each.
 #[utoipa::path(get, path = "/kb/services", tag = "knowledge base",
     responses((status = 200, body = Vec<ServiceInfo>)), security(("api_key" = [])))]
 async fn list_services(State(state): State<AppState>) -> Result<Json<Vec<ServiceInfo>>, ApiError> {
+    let service_counts = service_counts();
     let services = sqlx::query_as(sql!(
-        "{SERVICE_COUNTS} WHERE s.version_id = {ACTIVE} ORDER BY s.id"
+        "{service_counts} WHERE s.version_id = {ACTIVE} ORDER BY s.id"
     ))
     .fetch_all(&state.db)
     .await?;
@@ -623,8 +624,10 @@ async fn get_service(
     Path(name): Path<String>,
 ) -> Result<Json<ServiceDetail>, ApiError> {
     let name = name.to_ascii_lowercase();
+    let service_counts = service_counts();
+    let touches_1 = super::touches_service("$1");
     let service: ServiceInfo = sqlx::query_as(sql!(
-        "{SERVICE_COUNTS} WHERE s.version_id = {ACTIVE} AND s.id = $1"
+        "{service_counts} WHERE s.version_id = {ACTIVE} AND s.id = $1"
     ))
     .bind(&name)
     .fetch_optional(&state.db)
@@ -639,9 +642,7 @@ async fn get_service(
         .fetch_all(&state.db)
         .await?;
     let controls = sqlx::query_as(sql!(
-        "SELECT {CONTROL_COLUMNS} FROM kb_controls c WHERE c.version_id = {ACTIVE} AND ($1 = ANY(c.services) OR EXISTS (
-            SELECT 1 FROM kb_relationships r JOIN kb_checks k ON k.version_id = r.version_id AND k.id = r.to_id
-            WHERE r.version_id = c.version_id AND r.type = 'maps_to' AND r.from_id = c.id AND $1 = ANY(k.services)))
+        "SELECT {CONTROL_COLUMNS} FROM kb_controls c WHERE c.version_id = {ACTIVE} AND ({touches_1})
          ORDER BY c.framework, c.native_id"
     ))
     .bind(&name)

@@ -7,11 +7,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
@@ -55,43 +53,23 @@ impl KbCache {
 
     /// Listens for `kb.updated` and keeps the cache consistent with the active version.
     pub async fn listen(&self, pool: PgPool, stop: CancellationToken) {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            let connected = async {
-                let mut listener = PgListener::connect_with(&pool).await?;
-                listener.listen("co_events").await?;
-                Ok::<_, sqlx::Error>(listener)
-            };
-            match connected.await {
-                Ok(mut listener) => {
-                    delay = Duration::from_millis(200);
-                    self.flush().await;
-                    self.enabled.store(true, Ordering::Release);
-                    loop {
-                        tokio::select! {
-                            () = stop.cancelled() => return,
-                            note = listener.recv() => match note {
-                                Ok(note) if note.payload().contains("\"kb.updated\"") => self.flush().await,
-                                Ok(_) => {}
-                                Err(err) => {
-                                    tracing::warn!(error = %err, "KB event listener lost; KB cache off until it reconnects");
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot listen for KB events; KB cache off")
-                }
-            }
+        crate::db::follow(&pool, "co_events", self, stop).await;
+    }
+}
+
+impl crate::db::Follower for KbCache {
+    async fn connected(&self, up: bool) {
+        // Never serve from the cache while notifications might be missed.
+        if !up {
             self.enabled.store(false, Ordering::Release);
+        }
+        self.flush().await;
+        self.enabled.store(up, Ordering::Release);
+    }
+
+    async fn notified(&self, payload: &str) {
+        if payload.contains("\"kb.updated\"") {
             self.flush().await;
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(10));
         }
     }
 }

@@ -89,6 +89,8 @@ pub async fn search(
 ) -> sqlx::Result<Vec<Hit>> {
     let candidates = id_candidates(q);
     let hints = framework_hints(q);
+    let touches_4 = super::touches_service("$4");
+    let touches_3 = super::touches_service("$3");
     let mut hits: Vec<Hit> = if candidates.is_empty() {
         Vec::new()
     } else {
@@ -99,9 +101,7 @@ pub async fn search(
              WHERE c.version_id = {ACTIVE} AND lower(c.native_id) = ANY($1)
                AND ($2::text IS NULL OR c.framework = $2)
                AND (cardinality($3::text[]) = 0 OR split_part(c.framework, '@', 1) = ANY($3))
-               AND ($4::text IS NULL OR $4 = ANY(c.services) OR EXISTS (
-                     SELECT 1 FROM kb_relationships r JOIN kb_checks k ON k.version_id = r.version_id AND k.id = r.to_id
-                     WHERE r.version_id = c.version_id AND r.type = 'maps_to' AND r.from_id = c.id AND $4 = ANY(k.services)))
+               AND ($4::text IS NULL OR {touches_4})
              ORDER BY array_position($1, lower(c.native_id)), c.framework
              LIMIT $5"
         ))
@@ -129,9 +129,7 @@ pub async fn search(
             FROM kb_controls c, q
             WHERE c.version_id = {ACTIVE} AND c.search @@ q.tsq
               AND ($2::text IS NULL OR c.framework = $2)
-              AND ($3::text IS NULL OR $3 = ANY(c.services) OR EXISTS (
-                    SELECT 1 FROM kb_relationships r JOIN kb_checks k ON k.version_id = r.version_id AND k.id = r.to_id
-                    WHERE r.version_id = c.version_id AND r.type = 'maps_to' AND r.from_id = c.id AND $3 = ANY(k.services)))
+              AND ($3::text IS NULL OR {touches_3})
             UNION ALL
             SELECT 'check', k.id, k.title, NULL, NULL, k.title || '. ' || k.description, ts_rank_cd(k.search, q.tsq, 32)
             FROM kb_checks k, q
