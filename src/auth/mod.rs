@@ -22,8 +22,10 @@ use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use std::sync::RwLock;
 use subtle::ConstantTimeEq;
-use tokio::sync::{RwLock, mpsc};
+
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -106,7 +108,7 @@ impl Authenticator {
             });
         }
         if self.cache_enabled.load(Ordering::Acquire)
-            && let Some(hit) = self.cache.read().await.get(&hash)
+            && let Some(hit) = self.cache.read().expect("key cache lock").get(&hash)
             && hit.at.elapsed() < CACHE_TTL
         {
             return Ok(hit.principal.clone());
@@ -119,7 +121,7 @@ impl Authenticator {
                     scope,
                 };
                 if self.cache_enabled.load(Ordering::Acquire) {
-                    self.cache.write().await.insert(
+                    self.cache.write().expect("key cache lock").insert(
                         hash,
                         Cached {
                             principal: principal.clone(),
@@ -143,7 +145,7 @@ impl Authenticator {
     }
 
     async fn flush(&self) {
-        self.cache.write().await.clear();
+        self.cache.write().expect("key cache lock").clear();
     }
 
     /// Keeps the cache honest: flushes it on every `api_keys_changed` notification, and turns

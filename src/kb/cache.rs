@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::body::Bytes;
 use sqlx::PgPool;
-use tokio::sync::RwLock;
+use std::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
 pub struct KbCache {
@@ -33,14 +33,18 @@ impl KbCache {
         if !self.enabled.load(Ordering::Acquire) {
             return None;
         }
-        self.entries.read().await.get(key).cloned()
+        self.entries
+            .read()
+            .expect("KB cache lock")
+            .get(key)
+            .cloned()
     }
 
     pub async fn put(&self, key: String, value: Bytes) {
         if !self.enabled.load(Ordering::Acquire) || self.max_entries == 0 {
             return;
         }
-        let mut entries = self.entries.write().await;
+        let mut entries = self.entries.write().expect("KB cache lock");
         if entries.len() >= self.max_entries {
             entries.clear();
         }
@@ -48,7 +52,7 @@ impl KbCache {
     }
 
     pub async fn flush(&self) {
-        self.entries.write().await.clear();
+        self.entries.write().expect("KB cache lock").clear();
     }
 
     /// Listens for `kb.updated` and keeps the cache consistent with the active version.

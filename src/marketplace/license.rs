@@ -16,8 +16,6 @@ struct SignatureClaims {
     product_code: String,
     #[serde(default)]
     nonce: Option<String>,
-    #[serde(default)]
-    public_key_version: Option<i64>,
 }
 
 /// What one RegisterUsage attempt concluded.
@@ -52,7 +50,6 @@ pub fn verify_signature(
     if data.claims.nonce.as_deref() != Some(nonce) {
         return Err("signature does not echo our nonce (possible replay)".into());
     }
-    let _ = data.claims.public_key_version;
     Ok(())
 }
 
@@ -195,9 +192,13 @@ pub async fn apply(state: &crate::state::AppState, check: Check) {
 pub async fn recheck_loop(state: crate::state::AppState, stop: CancellationToken) {
     let interval = state.marketplace.config.license_check_interval;
     loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
+        // A start-up check that only met transient errors keeps retrying now, not in an hour.
+        let pending = state.marketplace.license().await.status == LicenseStatus::Pending;
+        if !pending {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
         }
         if state.marketplace.client.is_none() {
             apply(
