@@ -68,13 +68,7 @@ impl Server {
             config.marketplace.enabled,
         ));
         let kb_graph = match &config.neo4j {
-            Some(neo4j) => match crate::kb::graph::KbGraph::connect(neo4j).await {
-                Ok(graph) => Some(Arc::new(graph)),
-                Err(err) => {
-                    tracing::warn!(error = %err, "neo4j unreachable; graph queries use PostgreSQL");
-                    None
-                }
-            },
+            Some(neo4j) => Some(Arc::new(crate::kb::graph::KbGraph::connect(neo4j).await)),
             None => None,
         };
         let marketplace =

@@ -62,28 +62,62 @@ pub async fn control_links_pg(
 
 /// The Neo4j mirror.
 pub struct KbGraph {
-    graph: Graph,
+    config: Neo4jConfig,
+    /// `None` until a connection succeeds: Neo4j may come up after us.
+    graph: tokio::sync::Mutex<Option<Graph>>,
     available: AtomicBool,
 }
 
 impl KbGraph {
-    pub async fn connect(config: &Neo4jConfig) -> anyhow::Result<Self> {
-        let graph = Graph::new(&config.uri, &config.user, config.password.expose_secret()).await?;
-        let this = Self {
-            graph,
+    /// Never fails and does not connect yet: the first KB refresh pings (and mirrors), and an
+    /// unreachable Neo4j is retried every minute.
+    pub async fn connect(config: &Neo4jConfig) -> Self {
+        Self {
+            config: config.clone(),
+            graph: tokio::sync::Mutex::new(None),
             available: AtomicBool::new(false),
-        };
-        this.ping().await;
-        Ok(this)
+        }
+    }
+
+    async fn graph(&self) -> anyhow::Result<Graph> {
+        let mut slot = self.graph.lock().await;
+        if let Some(graph) = slot.as_ref() {
+            return Ok(graph.clone());
+        }
+        let graph = Graph::new(
+            &self.config.uri,
+            &self.config.user,
+            self.config.password.expose_secret(),
+        )
+        .await?;
+        *slot = Some(graph.clone());
+        Ok(graph)
     }
 
     pub fn is_available(&self) -> bool {
         self.available.load(Ordering::Relaxed)
     }
 
-    /// Updates availability; `/health` reports it as `neo4j`.
+    /// Connects if needed and updates availability; `/health` reports it as `neo4j`.
     pub async fn ping(&self) -> bool {
-        let ok = self.graph.run(query("RETURN 1")).await.is_ok();
+        // neo4rs retries a refused connection with its own long backoff: never let that hold up
+        // start-up or a health check.
+        let attempt = async {
+            let graph = self.graph().await?;
+            graph.run(query("RETURN 1")).await?;
+            Ok::<_, anyhow::Error>(())
+        };
+        let ok = match tokio::time::timeout(std::time::Duration::from_secs(3), attempt).await {
+            Ok(Ok(())) => true,
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "neo4j not reachable");
+                false
+            }
+            Err(_) => {
+                tracing::debug!("neo4j did not answer within 3 s");
+                false
+            }
+        };
         self.available.store(ok, Ordering::Relaxed);
         ok
     }
@@ -91,7 +125,8 @@ impl KbGraph {
     /// The checksum of the KB the mirror holds, if any.
     pub async fn mirrored_checksum(&self) -> anyhow::Result<Option<String>> {
         let mut rows = self
-            .graph
+            .graph()
+            .await?
             .execute(query("MATCH (m:KbMeta) RETURN m.checksum AS checksum"))
             .await?;
         Ok(match rows.next().await? {
@@ -102,7 +137,7 @@ impl KbGraph {
 
     /// Replaces the mirror with `kb` in one Neo4j transaction.
     pub async fn mirror(&self, kb: &Kb) -> anyhow::Result<()> {
-        let mut txn = self.graph.start_txn().await?;
+        let mut txn = self.graph().await?.start_txn().await?;
         txn.run(query(
             "MATCH (n) WHERE n:Control OR n:Check OR n:KbMeta DETACH DELETE n",
         ))
@@ -198,7 +233,8 @@ impl KbGraph {
     ) -> anyhow::Result<(Vec<MappedCheck>, Vec<RelatedControl>)> {
         let mut checks = Vec::new();
         let mut rows = self
-            .graph
+            .graph()
+            .await?
             .execute(
                 query(
                     "MATCH (:Control {id: $id})-[r:MAPS_TO]->(k:Check)
@@ -219,7 +255,8 @@ impl KbGraph {
         }
         let mut related: Vec<RelatedControl> = Vec::new();
         let mut rows = self
-            .graph
+            .graph()
+            .await?
             .execute(
                 query(
                     "MATCH (c:Control {id: $id})-[r:RELATED_TO]-(o:Control) WHERE o.framework <> c.framework

@@ -579,3 +579,35 @@ async fn kb_load_accepts_an_s3_bundle() {
         String::from_utf8_lossy(&missing.stderr)
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_neo4j_degrades_health_and_graph_queries_use_postgres() {
+    let app = spawn_app_with(|env| {
+        env.insert(
+            "NEO4J_URI".into(),
+            format!("bolt://127.0.0.1:{}", free_port()),
+        );
+        env.insert("NEO4J_PASSWORD".into(), "not-used".into());
+    })
+    .await;
+    let health: serde_json::Value = app
+        .get("/health")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["components"]["neo4j"], "down");
+    assert_eq!(health["status"], "degraded");
+    let control: serde_json::Value = app
+        .get_as("/api/v1/kb/controls/pci-dss:8.4.2", &app.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(control["graph_source"], "postgres");
+    assert!(!control["checks"].as_array().unwrap().is_empty());
+}
