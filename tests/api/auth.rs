@@ -108,14 +108,7 @@ async fn admin_creates_lists_and_revokes_keys() {
     assert_eq!(me["key_id"], id.as_str());
     assert_eq!(me["scope"], "user");
 
-    let list: serde_json::Value = app
-        .get_as("/api/v1/keys", &app.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: serde_json::Value = app.admin_json("/api/v1/keys").await;
     let listed = list
         .as_array()
         .unwrap()

@@ -249,6 +249,28 @@ impl TestApp {
         self.client.post(self.url(path)).bearer_auth(key)
     }
 
+    /// `GET /health` as JSON.
+    pub async fn health(&self) -> serde_json::Value {
+        self.get("/health")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// `GET path` with the admin key; the response must be a success, its body JSON.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        let response = self.get_as(path, &self.admin_key).send().await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+
     /// Creates a key through the API and returns (id, key).
     pub async fn create_key(&self, name: &str, scope: &str) -> (String, String) {
         let response = self

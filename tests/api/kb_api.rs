@@ -2,16 +2,10 @@
 
 use crate::helpers::*;
 
-async fn get_json(app: &TestApp, path: &str) -> serde_json::Value {
-    let response = app.get_as(path, &app.admin_key).send().await.unwrap();
-    assert_eq!(response.status(), 200, "{path}");
-    response.json().await.unwrap()
-}
-
 #[tokio::test]
 async fn frameworks_are_listed_with_counts() {
     let app = spawn_app().await;
-    let frameworks = get_json(&app, "/api/v1/kb/frameworks").await;
+    let frameworks = app.admin_json("/api/v1/kb/frameworks").await;
     let keys: Vec<&str> = frameworks
         .as_array()
         .unwrap()
@@ -42,7 +36,7 @@ async fn frameworks_are_listed_with_counts() {
 #[tokio::test]
 async fn controls_of_a_framework_are_paged_and_filtered() {
     let app = spawn_app().await;
-    let page = get_json(&app, "/api/v1/kb/frameworks/hipaa-sr/controls?kind=implementation_specification&obligation=addressable&limit=5").await;
+    let page = app.admin_json("/api/v1/kb/frameworks/hipaa-sr/controls?kind=implementation_specification&obligation=addressable&limit=5").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 5);
     assert!(page["total"].as_i64().unwrap() >= 22);
     assert!(
@@ -52,27 +46,21 @@ async fn controls_of_a_framework_are_paged_and_filtered() {
             .iter()
             .all(|c| c["attributes"]["obligation"] == "addressable")
     );
-    let next = get_json(&app, "/api/v1/kb/frameworks/hipaa-sr@2013/controls?kind=implementation_specification&obligation=addressable&limit=5&offset=5").await;
+    let next = app.admin_json("/api/v1/kb/frameworks/hipaa-sr@2013/controls?kind=implementation_specification&obligation=addressable&limit=5&offset=5").await;
     assert_ne!(page["items"][0]["id"], next["items"][0]["id"]);
 
-    let level2 = get_json(
-        &app,
-        "/api/v1/kb/frameworks/cis-aws/controls?level=2&limit=500",
-    )
-    .await;
+    let level2 = app
+        .admin_json("/api/v1/kb/frameworks/cis-aws/controls?level=2&limit=500")
+        .await;
     assert_eq!(level2["total"], 22);
-    let s3 = get_json(
-        &app,
-        "/api/v1/kb/frameworks/pci-dss/controls?service=s3&limit=500",
-    )
-    .await;
+    let s3 = app
+        .admin_json("/api/v1/kb/frameworks/pci-dss/controls?service=s3&limit=500")
+        .await;
     assert!(s3["total"].as_i64().unwrap() > 0);
     // Natural order: 8.4.2 comes before 8.4.10-style ids and 10.x after 9.x.
-    let pci = get_json(
-        &app,
-        "/api/v1/kb/frameworks/pci-dss/controls?kind=principal_requirement",
-    )
-    .await;
+    let pci = app
+        .admin_json("/api/v1/kb/frameworks/pci-dss/controls?kind=principal_requirement")
+        .await;
     let ids: Vec<&str> = pci["items"]
         .as_array()
         .unwrap()
@@ -182,7 +170,9 @@ async fn unknown_ids_are_404_problems() {
 #[tokio::test]
 async fn a_control_comes_with_parent_children_checks_services_remediation_and_related() {
     let app = spawn_app().await;
-    let control = get_json(&app, "/api/v1/kb/controls/control:pci-dss@4.0.1:8.4.2").await;
+    let control = app
+        .admin_json("/api/v1/kb/controls/control:pci-dss@4.0.1:8.4.2")
+        .await;
     assert_eq!(control["id"], "control:pci-dss@4.0.1:8.4.2");
     assert_eq!(control["parent"]["native_id"], "8.4");
     let checks = control["checks"].as_array().unwrap();
@@ -208,11 +198,13 @@ async fn a_control_comes_with_parent_children_checks_services_remediation_and_re
     assert!(!related.is_empty());
     assert_eq!(control["graph_source"], "postgres");
 
-    let same = get_json(&app, "/api/v1/kb/controls/pci-dss:8.4.2").await;
+    let same = app.admin_json("/api/v1/kb/controls/pci-dss:8.4.2").await;
     assert_eq!(same["id"], control["id"]);
-    let article = get_json(&app, "/api/v1/kb/controls/gdpr:Art.%2032").await;
+    let article = app.admin_json("/api/v1/kb/controls/gdpr:Art.%2032").await;
     assert_eq!(article["parent"]["native_id"], "Chapter IV");
-    let standard = get_json(&app, "/api/v1/kb/controls/hipaa-sr:164.312(a)(1)").await;
+    let standard = app
+        .admin_json("/api/v1/kb/controls/hipaa-sr:164.312(a)(1)")
+        .await;
     assert!(
         standard["children"]
             .as_array()
@@ -225,11 +217,9 @@ async fn a_control_comes_with_parent_children_checks_services_remediation_and_re
 #[tokio::test]
 async fn checks_and_services_link_back_to_controls() {
     let app = spawn_app().await;
-    let page = get_json(
-        &app,
-        "/api/v1/kb/checks?service=s3&severity=critical&limit=50",
-    )
-    .await;
+    let page = app
+        .admin_json("/api/v1/kb/checks?service=s3&severity=critical&limit=50")
+        .await;
     let items = page["items"].as_array().unwrap();
     assert!(!items.is_empty());
     assert!(items.iter().all(|c| {
@@ -240,7 +230,7 @@ async fn checks_and_services_link_back_to_controls() {
                 .contains(&serde_json::json!("s3"))
     }));
     let id = items[0]["id"].as_str().unwrap();
-    let check = get_json(&app, &format!("/api/v1/kb/checks/{id}")).await;
+    let check = app.admin_json(&format!("/api/v1/kb/checks/{id}")).await;
     assert!(
         check["remediation"]["steps"]
             .as_array()
@@ -248,7 +238,7 @@ async fn checks_and_services_link_back_to_controls() {
     );
     assert!(!check["controls"].as_array().unwrap().is_empty());
 
-    let services = get_json(&app, "/api/v1/kb/services").await;
+    let services = app.admin_json("/api/v1/kb/services").await;
     let s3 = services
         .as_array()
         .unwrap()
@@ -256,7 +246,7 @@ async fn checks_and_services_link_back_to_controls() {
         .find(|s| s["id"] == "s3")
         .unwrap();
     assert!(s3["checks"].as_i64().unwrap() > 10 && s3["controls"].as_i64().unwrap() > 10);
-    let detail = get_json(&app, "/api/v1/kb/services/S3").await;
+    let detail = app.admin_json("/api/v1/kb/services/S3").await;
     assert_eq!(
         detail["checks"].as_array().unwrap().len() as i64,
         s3["checks"].as_i64().unwrap()
@@ -279,7 +269,9 @@ async fn search_puts_a_named_control_first() {
         ("CIS 1.5 root", "control:cis-aws@3.0.0:1.5"),
         ("IAM.6", "control:aws-fsbp@1.0.0:IAM.6"),
     ] {
-        let hits = get_json(&app, &format!("/api/v1/kb/search?q={}", urlencode(q))).await;
+        let hits = app
+            .admin_json(&format!("/api/v1/kb/search?q={}", urlencode(q)))
+            .await;
         assert_eq!(hits[0]["id"], expected, "{q}: {hits}");
         assert_eq!(hits[0]["matched"], "id");
     }
@@ -288,11 +280,9 @@ async fn search_puts_a_named_control_first() {
 #[tokio::test]
 async fn search_ranks_text_matches_with_snippets_and_filters() {
     let app = spawn_app().await;
-    let hits = get_json(
-        &app,
-        "/api/v1/kb/search?q=encrypt%20S3%20buckets%20at%20rest&limit=10",
-    )
-    .await;
+    let hits = app
+        .admin_json("/api/v1/kb/search?q=encrypt%20S3%20buckets%20at%20rest&limit=10")
+        .await;
     let hits = hits.as_array().unwrap();
     assert!(!hits.is_empty());
     assert!(hits.iter().any(|h| h["kind"] == "check"));
@@ -311,11 +301,9 @@ async fn search_ranks_text_matches_with_snippets_and_filters() {
         "ranked: {scores:?}"
     );
 
-    let filtered = get_json(
-        &app,
-        "/api/v1/kb/search?q=multi-factor%20authentication&framework=hipaa-sr&limit=20",
-    )
-    .await;
+    let filtered = app
+        .admin_json("/api/v1/kb/search?q=multi-factor%20authentication&framework=hipaa-sr&limit=20")
+        .await;
     for hit in filtered
         .as_array()
         .unwrap()
@@ -324,18 +312,21 @@ async fn search_ranks_text_matches_with_snippets_and_filters() {
     {
         assert_eq!(hit["framework"], "hipaa-sr@2013");
     }
-    let by_service = get_json(&app, "/api/v1/kb/search?q=encryption&service=rds&limit=20").await;
+    let by_service = app
+        .admin_json("/api/v1/kb/search?q=encryption&service=rds&limit=20")
+        .await;
     for hit in by_service
         .as_array()
         .unwrap()
         .iter()
         .filter(|h| h["kind"] == "check")
     {
-        let check = get_json(
-            &app,
-            &format!("/api/v1/kb/checks/{}", hit["id"].as_str().unwrap()),
-        )
-        .await;
+        let check = app
+            .admin_json(&format!(
+                "/api/v1/kb/checks/{}",
+                hit["id"].as_str().unwrap()
+            ))
+            .await;
         assert!(
             check["services"]
                 .as_array()

@@ -137,14 +137,7 @@ async fn an_unchanged_kb_is_not_loaded_again() {
     .await
     .unwrap();
     assert_eq!(before, after, "no new version row was even attempted");
-    let health: serde_json::Value = replica
-        .get("/health")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value = replica.health().await;
     assert_eq!(health["components"]["ib"], "ok");
 }
 
@@ -171,14 +164,7 @@ async fn a_changed_kb_loads_at_start_in_one_version_and_announces_kb_updated() {
     assert_eq!(event["type"], "kb.updated");
     assert_eq!(event["data"]["kb_version"], "2099.1.0");
 
-    let control: serde_json::Value = app
-        .get_as("/api/v1/kb/controls/pci-dss:8.4.2", &app.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let control: serde_json::Value = app.admin_json("/api/v1/kb/controls/pci-dss:8.4.2").await;
     assert_eq!(control["title"], "Retitled for the reload test");
     let versions: Vec<(String, bool)> =
         sqlx::query_as("SELECT kb_version, active FROM kb_versions")
@@ -211,28 +197,14 @@ async fn a_failed_load_leaves_the_previous_version_serving_and_says_so() {
         env.insert("KB_PATH".into(), dir_text);
     })
     .await;
-    let health: serde_json::Value = app
-        .get("/health")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value = app.health().await;
     let ib = health["components"]["ib"].as_str().unwrap();
     assert!(
         ib.starts_with("failed:") && ib.contains("previous version serving"),
         "{ib}"
     );
     assert_eq!(health["status"], "degraded");
-    let frameworks: serde_json::Value = app
-        .get_as("/api/v1/kb/frameworks", &app.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let frameworks: serde_json::Value = app.admin_json("/api/v1/kb/frameworks").await;
     assert_eq!(
         frameworks.as_array().unwrap().len(),
         7,
@@ -269,14 +241,7 @@ async fn replicas_starting_together_load_a_new_kb_once() {
         "exactly one replica wrote a version"
     );
     for app in [&a, &b] {
-        let health: serde_json::Value = app
-            .get("/health")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let health: serde_json::Value = app.health().await;
         assert_eq!(health["components"]["ib"], "ok");
     }
 }
@@ -357,32 +322,11 @@ async fn neo4j_mirror_answers_like_postgres_when_configured() {
         env.insert("NEO4J_PASSWORD".into(), password);
     })
     .await;
-    let health: serde_json::Value = neo
-        .get("/health")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value = neo.health().await;
     assert_eq!(health["components"]["neo4j"], "ok");
     for id in ["pci-dss:8.4.2", "hipaa-sr:164.312(a)(2)(iv)", "cis-aws:1.5"] {
-        let a: serde_json::Value = pg
-            .get_as(&format!("/api/v1/kb/controls/{id}"), &pg.admin_key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let b: serde_json::Value = neo
-            .get_as(&format!("/api/v1/kb/controls/{id}"), &neo.admin_key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let a: serde_json::Value = pg.admin_json(&format!("/api/v1/kb/controls/{id}")).await;
+        let b: serde_json::Value = neo.admin_json(&format!("/api/v1/kb/controls/{id}")).await;
         assert_eq!(b["graph_source"], "neo4j");
         assert_eq!(a["checks"], b["checks"], "{id}");
         let ids = |v: &serde_json::Value| {
@@ -401,14 +345,7 @@ async fn neo4j_mirror_answers_like_postgres_when_configured() {
 async fn cached_answers_follow_a_new_version_loaded_by_another_process() {
     let app = spawn_app().await;
     let path = "/api/v1/kb/controls/pci-dss:8.4.2";
-    let before: serde_json::Value = app
-        .get_as(path, &app.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let before: serde_json::Value = app.admin_json(path).await;
     let search_path = "/api/v1/kb/search?q=Retitled%20reload";
     let _ = app
         .get_as(search_path, &app.admin_key)
@@ -431,14 +368,7 @@ async fn cached_answers_follow_a_new_version_loaded_by_another_process() {
     );
 
     let updated = eventually(Duration::from_secs(5), || async {
-        let now: serde_json::Value = app
-            .get_as(path, &app.admin_key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let now: serde_json::Value = app.admin_json(path).await;
         now["title"] == "Retitled for the reload test"
     })
     .await;
@@ -446,14 +376,7 @@ async fn cached_answers_follow_a_new_version_loaded_by_another_process() {
         updated,
         "the cached control answer must follow the new version"
     );
-    let hits: serde_json::Value = app
-        .get_as(search_path, &app.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let hits: serde_json::Value = app.admin_json(search_path).await;
     assert_eq!(
         hits[0]["id"], "control:pci-dss@4.0.1:8.4.2",
         "search answers follow too: {hits}"
@@ -590,24 +513,10 @@ async fn an_unreachable_neo4j_degrades_health_and_graph_queries_use_postgres() {
         env.insert("NEO4J_PASSWORD".into(), "not-used".into());
     })
     .await;
-    let health: serde_json::Value = app
-        .get("/health")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value = app.health().await;
     assert_eq!(health["components"]["neo4j"], "down");
     assert_eq!(health["status"], "degraded");
-    let control: serde_json::Value = app
-        .get_as("/api/v1/kb/controls/pci-dss:8.4.2", &app.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let control: serde_json::Value = app.admin_json("/api/v1/kb/controls/pci-dss:8.4.2").await;
     assert_eq!(control["graph_source"], "postgres");
     assert!(!control["checks"].as_array().unwrap().is_empty());
 }

@@ -94,6 +94,16 @@ async fn sent_total(pool: &sqlx::PgPool, dimension: &str) -> i64 {
         .unwrap()
 }
 
+/// One dimension's entry of `GET /api/v1/usage`.
+fn dimension<'a>(usage: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    usage["dimensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["dimension"] == name)
+        .unwrap()
+}
+
 async fn db_and_pool() -> (String, sqlx::PgPool) {
     let db = create_migrated_database().await;
     let pool = sqlx::PgPool::connect(&database_url(&db)).await.unwrap();
@@ -204,32 +214,13 @@ async fn act(app: &TestApp, input: &str, key: Option<&str>) -> reqwest::Response
 #[tokio::test]
 async fn disabled_marketplace_still_records_usage_without_limits() {
     let app = spawn_app().await;
-    let license: serde_json::Value = app
-        .get_as("/api/v1/license", &app.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let license: serde_json::Value = app.admin_json("/api/v1/license").await;
     assert_eq!(license["status"], "disabled");
     for _ in 0..3 {
         assert_eq!(act(&app, "q", None).await.status(), 201);
     }
-    let usage: serde_json::Value = app
-        .get_as("/api/v1/usage", &app.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let chat = usage["dimensions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["dimension"] == "ChatQuestions")
-        .unwrap();
+    let usage: serde_json::Value = app.admin_json("/api/v1/usage").await;
+    let chat = dimension(&usage, "ChatQuestions");
     assert_eq!(chat["used"], 3);
     assert_eq!(chat["limit"], serde_json::Value::Null);
     assert_eq!(chat["current_hour_pending"], 3);
@@ -370,20 +361,8 @@ async fn a_refund_gives_the_unit_back_before_it_is_reported() {
         !market.refund(event_id).await.unwrap(),
         "a unit is refunded once"
     );
-    let usage: serde_json::Value = app
-        .get_as("/api/v1/usage", &app.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let chat = usage["dimensions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["dimension"] == "ChatQuestions")
-        .unwrap();
+    let usage: serde_json::Value = app.admin_json("/api/v1/usage").await;
+    let chat = dimension(&usage, "ChatQuestions");
     assert_eq!(chat["used"], 0);
     assert_eq!(chat["remaining"], 3);
 }
@@ -573,12 +552,7 @@ async fn a_permanent_error_stops_the_dimension_keeps_its_events_and_shows_it() {
     );
     let server = serve(&env).await;
     let usage = get(&server, "/api/v1/usage").await;
-    let docs = usage["dimensions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["dimension"] == "DocumentAnalysis")
-        .unwrap();
+    let docs = dimension(&usage, "DocumentAnalysis");
     assert!(
         docs["reporting_blocked"]
             .as_str()

@@ -120,7 +120,7 @@ async fn redis_shares_the_budget_across_replicas() {
     };
     let a = spawn_app_with(setup).await;
     let b = spawn_on_database(a.db_name.clone(), setup).await;
-    let health: serde_json::Value = a.get("/health").send().await.unwrap().json().await.unwrap();
+    let health: serde_json::Value = a.health().await;
     assert_eq!(health["components"]["redis"], "ok");
     let key = a.admin_key.clone();
     let mut codes = statuses(&a, &key, 2, None).await;
@@ -172,14 +172,7 @@ async fn redis_answers(port: u16) -> bool {
 }
 
 async fn health_redis(app: &TestApp) -> String {
-    let health: serde_json::Value = app
-        .get("/health")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value = app.health().await;
     health["components"]["redis"].as_str().unwrap().to_string()
 }
 
