@@ -265,14 +265,7 @@ async fn cli_creates_lists_and_revokes_keys_that_the_server_accepts() {
     let app = spawn_app().await;
     let mut env = base_env(&app.db_name);
     env.remove("BOOTSTRAP_ADMIN_API_KEY");
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))
-            .args(args)
-            .env_clear()
-            .envs(&env)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| run_binary(&env, args);
     let created = run(&["keys", "create", "--name", "from-cli", "--scope", "admin"]);
     assert!(
         created.status.success(),

@@ -359,6 +359,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Runs the real binary to completion with exactly `env` (nothing inherited).
+pub fn run_binary(env: &HashMap<String, String>, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .output()
+        .unwrap()
+}
+
 /// The real binary, killed when dropped.
 pub struct Process {
     pub child: Child,

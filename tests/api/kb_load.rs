@@ -1,6 +1,7 @@
 //! Verifying and loading the KB: errors that name what to fix, one transaction, idempotence,
 //! failure isolation, replicas, bundles and the `kb.updated` event.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -274,14 +275,8 @@ async fn kb_load_accepts_a_tar_gz_bundle_url() {
     let serving = tokio::spawn(async move { axum::serve(listener, server).await });
 
     let db = create_migrated_database().await;
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))
-            .args(args)
-            .env_clear()
-            .env("DATABASE_URL", database_url(&db))
-            .output()
-            .unwrap()
-    };
+    let env = HashMap::from([("DATABASE_URL".to_string(), database_url(&db))]);
+    let run = |args: &[&str]| run_binary(&env, args);
     let url = format!("http://{addr}/kb.tar.gz");
     let output = run(&["kb", "load", &url]);
     assert!(
@@ -467,34 +462,25 @@ async fn kb_load_accepts_an_s3_bundle() {
         .unwrap();
 
     let db = create_migrated_database().await;
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))
-        .args(["kb", "load", "s3://kb-bundles/releases/kb.tar.gz"])
-        .env_clear()
-        .env("DATABASE_URL", database_url(&db))
-        .env("AWS_ENDPOINT_URL_S3", &endpoint)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
+    let env: HashMap<String, String> = [
+        ("DATABASE_URL", database_url(&db)),
+        ("AWS_ENDPOINT_URL_S3", endpoint.clone()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let output = run_binary(&env, &["kb", "load", "s3://kb-bundles/releases/kb.tar.gz"]);
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("loaded kb_version 2099.5.0"));
-    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))
-        .args(["kb", "load", "s3://kb-bundles/nope.tar.gz"])
-        .env_clear()
-        .env("DATABASE_URL", database_url(&db))
-        .env("AWS_ENDPOINT_URL_S3", &endpoint)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
+    let missing = run_binary(&env, &["kb", "load", "s3://kb-bundles/nope.tar.gz"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&missing.stderr).contains("NoSuchKey"),

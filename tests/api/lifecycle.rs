@@ -15,14 +15,7 @@ fn binary_env(db: &str, port: u16) -> std::collections::HashMap<String, String> 
     env
 }
 
-fn run(env: &std::collections::HashMap<String, String>, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))
-        .args(args)
-        .env_clear()
-        .envs(env)
-        .output()
-        .unwrap()
-}
+use crate::helpers::run_binary as run;
 
 #[tokio::test]
 async fn three_replicas_started_together_on_an_empty_database_all_become_ready() {

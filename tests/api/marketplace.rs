@@ -3,7 +3,6 @@
 //! with the standard endpoint override, as a customer's deployment would.
 
 use std::collections::HashMap;
-use std::process::Output;
 use std::time::Duration;
 
 use crate::fake_marketplace::FakeMarketplace;
@@ -32,14 +31,7 @@ fn marketplace_env(db: &str, fake: &FakeMarketplace, task: &str) -> HashMap<Stri
     env
 }
 
-fn run(env: &HashMap<String, String>, args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))
-        .args(args)
-        .env_clear()
-        .envs(env)
-        .output()
-        .unwrap()
-}
+use crate::helpers::run_binary as run;
 
 async fn serve(env: &HashMap<String, String>) -> Process {
     let mut env = env.clone();
