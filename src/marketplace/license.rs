@@ -201,14 +201,9 @@ pub async fn recheck_loop(state: crate::state::AppState, stop: CancellationToken
             }
         }
         if state.marketplace.client.is_none() {
-            apply(
-                &state,
-                Check::Decided(
-                    state.marketplace.license().await.status,
-                    state.marketplace.license().await.reason,
-                ),
-            )
-            .await;
+            // Nothing to ask AWS: refresh health and metrics (a trial may have expired meanwhile).
+            let current = state.marketplace.license().await;
+            apply(&state, Check::Decided(current.status, current.reason)).await;
             continue;
         }
         if let Some(check) =
