@@ -162,6 +162,12 @@ pub struct Relationship {
     pub from: String,
     pub to: String,
     pub basis: String,
+    /// `maps_to` only: how far a passing check evidences the control (see KB-DATA.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strength: Option<String>,
+    /// `maps_to` only: one line, our words, why the check bears on the control.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rationale: Option<String>,
 }
 
 /// A control with its framework resolved and its fully qualified id.
@@ -763,6 +769,8 @@ fn derive_relationships(kb: &Kb) -> Vec<Relationship> {
                 from: control.id.clone(),
                 to: parent.clone(),
                 basis: "framework".into(),
+                strength: None,
+                rationale: None,
             });
         }
     }
@@ -774,6 +782,8 @@ fn derive_relationships(kb: &Kb) -> Vec<Relationship> {
                 from: id.clone(),
                 to: format!("aws_service:{service}"),
                 basis: "catalogue".into(),
+                strength: None,
+                rationale: None,
             });
         }
         out.push(Relationship {
@@ -781,6 +791,8 @@ fn derive_relationships(kb: &Kb) -> Vec<Relationship> {
             from: id.clone(),
             to: format!("remediation:kb:{}", check.remediation),
             basis: "catalogue".into(),
+            strength: None,
+            rationale: None,
         });
     }
     out
