@@ -432,9 +432,12 @@ async fn usage_command(config: Config, command: UsageCommand) -> anyhow::Result<
             if unblocked > 0 {
                 eprintln!("cleared {unblocked} reporting stop(s) caused by permanent errors");
             }
-            let market =
-                crate::marketplace::Marketplace::new(config.marketplace.clone(), pool.clone())
-                    .await?;
+            let market = crate::marketplace::Marketplace::new(
+                config.marketplace.clone(),
+                pool.clone(),
+                std::sync::Arc::new(crate::runtime::Components::new(false, true)),
+            )
+            .await?;
             let scope = if include_current_hour {
                 crate::marketplace::reporter::Scope::IncludingCurrentHour
             } else {

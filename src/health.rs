@@ -10,7 +10,21 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::state::AppState;
+use axum::extract::FromRef;
+use sqlx::PgPool;
+use std::sync::Arc;
+
+use crate::redis_conn::RedisHandle;
+use crate::runtime::{Components as ComponentStates, Lifecycle};
+
+/// What the health endpoints read.
+#[derive(Clone)]
+pub struct HealthState {
+    pub db: PgPool,
+    pub redis: Option<RedisHandle>,
+    pub components: Arc<ComponentStates>,
+    pub lifecycle: Lifecycle,
+}
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -37,14 +51,18 @@ pub struct Probe {
     pub reason: Option<String>,
 }
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    HealthState: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(health))
         .routes(routes!(live))
         .routes(routes!(ready))
 }
 
-async fn db_ok(state: &AppState) -> bool {
+async fn db_ok(state: &HealthState) -> bool {
     let ping = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.db);
     matches!(
         tokio::time::timeout(Duration::from_secs(2), ping).await,
@@ -55,7 +73,7 @@ async fn db_ok(state: &AppState) -> bool {
 /// Overall health with each component.
 #[utoipa::path(get, path = "/health", tag = "health",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
-async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+async fn health(State(state): State<HealthState>) -> (StatusCode, Json<Health>) {
     let db = db_ok(&state).await;
     let redis = match &state.redis {
         None => "disabled",
@@ -108,7 +126,7 @@ async fn live() -> Json<Probe> {
 /// Readiness: database reachable, migrations applied, not shutting down.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses((status = 200, body = Probe), (status = 503, body = Probe)))]
-async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Probe>) {
+async fn ready(State(state): State<HealthState>) -> (StatusCode, Json<Probe>) {
     let not_ready = |reason: &str| {
         (
             StatusCode::SERVICE_UNAVAILABLE,

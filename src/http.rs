@@ -3,13 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, MatchedPath, Request};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Json, Router};
-use serde::de::DeserializeOwned;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -30,20 +28,6 @@ use crate::state::AppState;
 use crate::{auth, health, kb, marketplace, ratelimit};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// `Json<T>` whose rejections are our problem+json errors (415, 413, 422) instead of plain text.
-pub struct ApiJson<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(value) = Json::<T>::from_request(req, state)
-            .await
-            .map_err(|e: JsonRejection| ApiError::from(e))?;
-        Ok(Self(value))
-    }
-}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -85,7 +69,7 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
 /// The whole application: routes, OpenAPI document and middleware.
 pub fn app(state: AppState) -> Router {
     let protected = api_v1().route_layer(middleware::from_fn_with_state(
-        state.clone(),
+        state.auth.clone(),
         auth::require_api_key,
     ));
     let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -126,7 +110,7 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     let cors = cors_layer(&config.cors_allowed_origins);
 
     let ip_limited = routes.route_layer(middleware::from_fn(record_route)).layer(
-        middleware::from_fn_with_state(state.clone(), ratelimit::limit_by_ip),
+        middleware::from_fn_with_state(state.ip_limit.clone(), ratelimit::limit_by_ip),
     );
 
     // `Router::layer` wraps everything added before it, so the calls run innermost first.

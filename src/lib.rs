@@ -4,21 +4,29 @@
 //! real server on a port of their choosing.
 #![forbid(unsafe_code)]
 
-pub mod auth;
+// Base: import no capability.
 pub mod aws;
-pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod events;
+pub mod redis_conn;
+pub mod runtime;
+pub mod telemetry;
+pub mod web;
+
+// Capabilities: import the base, never each other's internals or the composition root.
+pub mod auth;
 pub mod health;
-pub mod http;
 pub mod kb;
 pub mod marketplace;
 pub mod ratelimit;
-pub mod redis_conn;
+
+// Composition root: builds the state, merges the routers, runs the process.
+pub mod cli;
+pub mod http;
 pub mod server;
 pub mod state;
-pub mod telemetry;
 
 /// The version of the knowledge base shipped with this build (from `data/compliance/manifest.json`).
 pub fn shipped_kb_version() -> String {

@@ -21,7 +21,6 @@ use ipnet::IpNet;
 
 use crate::error::{Problem, problem_response};
 use crate::redis_conn::RedisHandle;
-use crate::state::AppState;
 
 type KeyedLimiter<K> = Governor<
     K,
@@ -207,9 +206,17 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         .unwrap_or(peer)
 }
 
+/// What the per-IP middleware needs.
+#[derive(Clone)]
+pub struct IpLimit {
+    pub limiter: Arc<RateLimiter<IpAddr>>,
+    /// Proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXY_CIDRS`).
+    pub trusted_proxies: Arc<[IpNet]>,
+}
+
 /// Per-IP limit, applied before authentication so that key guessing is throttled too.
 /// Health probes from load balancers are never limited.
-pub async fn limit_by_ip(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn limit_by_ip(State(state): State<IpLimit>, request: Request, next: Next) -> Response {
     if request.uri().path().starts_with("/health") {
         return next.run(request).await;
     }
@@ -218,8 +225,8 @@ pub async fn limit_by_ip(State(state): State<AppState>, request: Request, next: 
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    let ip = client_ip(peer, request.headers(), &state.config.trusted_proxies);
-    let decision = state.ip_limiter.check(&ip).await;
+    let ip = client_ip(peer, request.headers(), &state.trusted_proxies);
+    let decision = state.limiter.check(&ip).await;
     if !decision.allowed {
         metrics::counter!("http_rate_limited_total", "by" => "ip").increment(1);
         return too_many_requests(&decision, "this client address");

@@ -14,11 +14,13 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::auth::Authenticator;
+use crate::auth::{AuthState, Authenticator};
 use crate::config::Config;
-use crate::ratelimit::RateLimiter;
+use crate::kb::KbState;
+use crate::ratelimit::{IpLimit, RateLimiter};
 use crate::redis_conn::RedisHandle;
-use crate::state::{AppState, AppStateInner, Components, Lifecycle};
+use crate::runtime::{Components, Lifecycle};
+use crate::state::{AppState, AppStateInner};
 use crate::{db, http, telemetry};
 
 pub struct Server {
@@ -49,7 +51,7 @@ impl Server {
             }
             None => None,
         };
-        let auth = Arc::new(Authenticator::new(
+        let authenticator = Arc::new(Authenticator::new(
             pool.clone(),
             config.bootstrap_admin_api_key.as_ref(),
         ));
@@ -71,19 +73,34 @@ impl Server {
             Some(neo4j) => Some(Arc::new(crate::kb::graph::KbGraph::connect(neo4j).await)),
             None => None,
         };
-        let marketplace =
-            crate::marketplace::Marketplace::new(config.marketplace.clone(), pool.clone()).await?;
+        let marketplace = crate::marketplace::Marketplace::new(
+            config.marketplace.clone(),
+            pool.clone(),
+            components.clone(),
+        )
+        .await?;
         let state = AppState::new(AppStateInner {
             config: config.clone(),
-            db: pool,
-            auth: auth.clone(),
-            key_limiter,
-            ip_limiter,
+            db: pool.clone(),
             redis,
             lifecycle: Lifecycle::default(),
-            components,
-            kb_graph,
-            kb_cache: Arc::new(crate::kb::cache::KbCache::new(config.kb_cache_entries)),
+            components: components.clone(),
+            auth: AuthState {
+                db: pool.clone(),
+                authenticator: authenticator.clone(),
+                key_limiter,
+            },
+            ip_limit: IpLimit {
+                limiter: ip_limiter,
+                trusted_proxies: config.trusted_proxies.clone().into(),
+            },
+            kb: KbState {
+                db: pool,
+                source: Arc::new(config.kb_path.clone()),
+                cache: Arc::new(crate::kb::cache::KbCache::new(config.kb_cache_entries)),
+                graph: kb_graph,
+                components,
+            },
             marketplace,
         });
         // The first license check finishes before serving when it can; transient AWS errors keep
@@ -95,11 +112,11 @@ impl Server {
         )
         .await
         {
-            crate::marketplace::license::apply(&state, check).await;
+            crate::marketplace::license::apply(&state.marketplace, check).await;
         }
-        crate::kb::refresh(&state).await;
+        crate::kb::refresh(&state.kb).await;
 
-        if !auth.has_bootstrap_key()
+        if !authenticator.has_bootstrap_key()
             && !crate::auth::keys::any_active(&state.db)
                 .await
                 .unwrap_or(true)
@@ -127,7 +144,7 @@ impl Server {
     /// Every background task is spawned here, stops on `lifecycle.stop`, and is awaited at shutdown.
     fn spawn_background(&mut self) {
         let stop = self.state.lifecycle.stop.clone();
-        let cache = self.state.kb_cache.clone();
+        let cache = self.state.kb.cache.clone();
         let pool = self.state.db.clone();
         self.tasks.spawn({
             let stop = stop.clone();
@@ -136,7 +153,7 @@ impl Server {
                 "KB cache listener"
             }
         });
-        let auth = self.state.auth.clone();
+        let auth = self.state.auth.authenticator.clone();
         self.tasks.spawn({
             let stop = stop.clone();
             async move {
@@ -144,7 +161,7 @@ impl Server {
                 "key revocation listener"
             }
         });
-        let auth = self.state.auth.clone();
+        let auth = self.state.auth.authenticator.clone();
         self.tasks.spawn({
             let stop = stop.clone();
             async move {
@@ -161,12 +178,21 @@ impl Server {
                 }
             });
         }
-        let state = self.state.clone();
+        let market = self.state.marketplace.clone();
         self.tasks.spawn({
             let stop = stop.clone();
             async move {
-                crate::marketplace::license::recheck_loop(state, stop).await;
+                crate::marketplace::license::recheck_loop(market, stop).await;
                 "license re-check"
+            }
+        });
+        let kb = self.state.kb.clone();
+        let kb_interval = self.state.config.kb_refresh_interval;
+        self.tasks.spawn({
+            let stop = stop.clone();
+            async move {
+                crate::kb::refresh_loop(kb, kb_interval, stop).await;
+                "KB refresh"
             }
         });
         if self.state.marketplace.client.is_some() {
@@ -177,8 +203,8 @@ impl Server {
                 "metering reporter"
             });
         }
-        let key_limiter = self.state.key_limiter.clone();
-        let ip_limiter = self.state.ip_limiter.clone();
+        let key_limiter = self.state.auth.key_limiter.clone();
+        let ip_limiter = self.state.ip_limit.limiter.clone();
         self.tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {

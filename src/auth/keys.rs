@@ -3,7 +3,7 @@
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use utoipa::ToSchema;
@@ -13,32 +13,7 @@ use uuid::Uuid;
 pub const KEY_PREFIX: &str = "co_";
 const SHOWN_PREFIX_LEN: usize = 10;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    Admin,
-    User,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Admin => "admin",
-            Self::User => "user",
-        }
-    }
-}
-
-impl std::str::FromStr for Scope {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "admin" => Ok(Self::Admin),
-            "user" => Ok(Self::User),
-            other => Err(format!("{other:?} is not a scope: use admin or user")),
-        }
-    }
-}
+pub use crate::web::Scope;
 
 /// A validated key name: 1-100 printable characters.
 #[derive(Clone, Debug)]

@@ -14,13 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{FromRef, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sqlx::PgPool;
 use std::sync::RwLock;
 use subtle::ConstantTimeEq;
@@ -33,36 +32,24 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::http::ApiJson;
-use crate::ratelimit;
-use crate::state::AppState;
+use crate::ratelimit::{self, RateLimiter};
+use crate::web::{Admin, ApiJson, Auth, Principal};
 pub use keys::Scope;
+
+/// What the authentication middleware and `/api/v1/keys` need.
+#[derive(Clone)]
+pub struct AuthState {
+    pub db: PgPool,
+    /// API key validation with its revocation-aware cache.
+    pub authenticator: Arc<Authenticator>,
+    /// Request budgets per API key (shared through Redis when configured).
+    pub key_limiter: Arc<RateLimiter<Uuid>>,
+}
 
 const CACHE_TTL: Duration = Duration::from_secs(60);
 /// `last_used_at` is written at most this often per key: a write per request would cost more
 /// than the request.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
-
-/// Who is calling. Inserted by the middleware for every authenticated request.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct Principal {
-    /// The key's id; the nil UUID for the bootstrap admin key.
-    pub key_id: Uuid,
-    pub name: String,
-    pub scope: Scope,
-}
-
-impl Principal {
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.scope == Scope::Admin {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(
-                "this endpoint needs a key with the admin scope".into(),
-            ))
-        }
-    }
-}
 
 struct Cached {
     principal: Principal,
@@ -232,12 +219,12 @@ fn bearer(parts: &axum::http::HeaderMap) -> Result<&str, ApiError> {
 
 /// Guards every `/api/v1` route: authenticates, then applies the per-key rate limit.
 pub async fn require_api_key(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let principal = match bearer(request.headers()) {
-        Ok(key) => state.auth.authenticate(key).await,
+        Ok(key) => state.authenticator.authenticate(key).await,
         Err(err) => Err(err),
     };
     let principal = match principal {
@@ -263,38 +250,11 @@ pub async fn require_api_key(
     response
 }
 
-/// Extractor for the authenticated caller.
-pub struct Auth(pub Principal);
-
-impl<S: Send + Sync> FromRequestParts<S> for Auth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Principal>()
-            .cloned()
-            .map(Auth)
-            .ok_or_else(|| {
-                ApiError::Unauthorized("missing_api_key", "authentication required".into())
-            })
-    }
-}
-
-/// Extractor that also demands the admin scope.
-pub struct Admin(pub Principal);
-
-impl<S: Send + Sync> FromRequestParts<S> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Auth(principal) = Auth::from_request_parts(parts, state).await?;
-        principal.require_admin()?;
-        Ok(Admin(principal))
-    }
-}
-
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AuthState: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(create_key, list_keys))
         .routes(routes!(current_key))
@@ -314,7 +274,7 @@ pub struct CreateKeyRequest {
     responses((status = 201, body = keys::CreatedApiKey), (status = 400, body = crate::error::Problem)),
     security(("api_key" = [])))]
 async fn create_key(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     Admin(_admin): Admin,
     ApiJson(body): ApiJson<CreateKeyRequest>,
 ) -> Result<(StatusCode, Json<keys::CreatedApiKey>), ApiError> {
@@ -329,7 +289,7 @@ async fn create_key(
 #[utoipa::path(get, path = "/keys", tag = "keys",
     responses((status = 200, body = Vec<keys::ApiKeyInfo>)), security(("api_key" = [])))]
 async fn list_keys(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     Admin(_admin): Admin,
 ) -> Result<Json<Vec<keys::ApiKeyInfo>>, ApiError> {
     Ok(Json(keys::list(&state.db).await?))
@@ -347,7 +307,7 @@ async fn current_key(Auth(principal): Auth) -> Json<Principal> {
     params(("id" = Uuid, Path, description = "key id")),
     responses((status = 204), (status = 404, body = crate::error::Problem)), security(("api_key" = [])))]
 async fn revoke_key(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     Admin(_admin): Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -14,11 +14,15 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::KbState;
 use super::search;
 use crate::error::{ApiError, Problem};
-use crate::state::AppState;
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    KbState: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(list_frameworks))
         .routes(routes!(framework_controls))
@@ -55,7 +59,7 @@ pub struct FrameworkInfo {
 #[utoipa::path(get, path = "/kb/frameworks", tag = "knowledge base",
     responses((status = 200, body = Vec<FrameworkInfo>)), security(("api_key" = [])))]
 async fn list_frameworks(
-    State(state): State<AppState>,
+    State(state): State<KbState>,
 ) -> Result<Json<Vec<FrameworkInfo>>, ApiError> {
     let mut frameworks: Vec<FrameworkInfo> = sqlx::query_as(sql!(
         "SELECT f.id, f.version, f.key, f.name, f.publisher, f.url, f.summary, f.kinds,
@@ -212,7 +216,7 @@ const CONTROL_COLUMNS: &str = "c.id, c.framework, c.native_id, c.kind, c.parent_
     responses((status = 200, body = Page<ControlSummary>), (status = 400, body = Problem), (status = 404, body = Problem)),
     security(("api_key" = [])))]
 async fn framework_controls(
-    State(state): State<AppState>,
+    State(state): State<KbState>,
     Path(id): Path<String>,
     filter: Result<Query<ControlFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page<ControlSummary>>, ApiError> {
@@ -373,16 +377,16 @@ pub async fn resolve_control(db: &PgPool, raw: &str) -> Result<ControlSummary, A
     responses((status = 200, body = ControlDetail), (status = 400, body = Problem), (status = 404, body = Problem)),
     security(("api_key" = [])))]
 async fn get_control(
-    State(state): State<AppState>,
+    State(state): State<KbState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let cache_key = format!("control\u{0}{id}");
-    if let Some(hit) = state.kb_cache.get(&cache_key).await {
+    if let Some(hit) = state.cache.get(&cache_key).await {
         return Ok(json_bytes(hit));
     }
     let detail = control_detail(&state, &id).await?;
     let bytes = Bytes::from(serde_json::to_vec(&detail).map_err(anyhow::Error::from)?);
-    state.kb_cache.put(cache_key, bytes.clone()).await;
+    state.cache.put(cache_key, bytes.clone()).await;
     Ok(json_bytes(bytes))
 }
 
@@ -390,7 +394,7 @@ fn json_bytes(bytes: Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
 
-async fn control_detail(state: &AppState, id: &str) -> Result<ControlDetail, ApiError> {
+async fn control_detail(state: &KbState, id: &str) -> Result<ControlDetail, ApiError> {
     let control = resolve_control(&state.db, id).await?;
     let db = &state.db;
     let parent = match &control.parent_id {
@@ -408,7 +412,7 @@ async fn control_detail(state: &AppState, id: &str) -> Result<ControlDetail, Api
     .fetch_all(db)
     .await?;
 
-    let (checks, related, graph_source) = match state.kb_graph.as_ref() {
+    let (checks, related, graph_source) = match state.graph.as_ref() {
         Some(graph) if graph.is_available() => match graph.control_links(&control.id).await {
             Ok((checks, related)) => (checks, related, "neo4j"),
             Err(err) => {
@@ -482,7 +486,7 @@ const CHECK_COLUMNS: &str = "k.id, k.title, k.description, k.services, k.resourc
 #[utoipa::path(get, path = "/kb/checks", tag = "knowledge base", params(CheckFilter),
     responses((status = 200, body = Page<CheckSummary>), (status = 400, body = Problem)), security(("api_key" = [])))]
 async fn list_checks(
-    State(state): State<AppState>,
+    State(state): State<KbState>,
     filter: Result<Query<CheckFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page<CheckSummary>>, ApiError> {
     let Query(filter) = filter.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
@@ -538,7 +542,7 @@ pub struct CheckDetail {
     params(("id" = String, Path, description = "`check:kb:s3-bucket-public-access-blocked` or just the slug")),
     responses((status = 200, body = CheckDetail), (status = 404, body = Problem)), security(("api_key" = [])))]
 async fn get_check(
-    State(state): State<AppState>,
+    State(state): State<KbState>,
     Path(id): Path<String>,
 ) -> Result<Json<CheckDetail>, ApiError> {
     let full = if id.starts_with("check:") {
@@ -596,7 +600,7 @@ fn service_counts() -> String {
 /// AWS services with how many checks and controls touch each.
 #[utoipa::path(get, path = "/kb/services", tag = "knowledge base",
     responses((status = 200, body = Vec<ServiceInfo>)), security(("api_key" = [])))]
-async fn list_services(State(state): State<AppState>) -> Result<Json<Vec<ServiceInfo>>, ApiError> {
+async fn list_services(State(state): State<KbState>) -> Result<Json<Vec<ServiceInfo>>, ApiError> {
     let service_counts = service_counts();
     let services = sqlx::query_as(sql!(
         "{service_counts} WHERE s.version_id = {ACTIVE} ORDER BY s.id"
@@ -620,7 +624,7 @@ pub struct ServiceDetail {
     params(("name" = String, Path, description = "service id, e.g. `s3`")),
     responses((status = 200, body = ServiceDetail), (status = 404, body = Problem)), security(("api_key" = [])))]
 async fn get_service(
-    State(state): State<AppState>,
+    State(state): State<KbState>,
     Path(name): Path<String>,
 ) -> Result<Json<ServiceDetail>, ApiError> {
     let name = name.to_ascii_lowercase();
@@ -672,7 +676,7 @@ pub struct SearchParams {
 #[utoipa::path(get, path = "/kb/search", tag = "knowledge base", params(SearchParams),
     responses((status = 200, body = Vec<search::Hit>), (status = 400, body = Problem)), security(("api_key" = [])))]
 async fn search_kb(
-    State(state): State<AppState>,
+    State(state): State<KbState>,
     params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
@@ -709,7 +713,7 @@ async fn search_kb(
         framework.as_deref().unwrap_or_default(),
         params.service.as_deref().unwrap_or_default()
     );
-    if let Some(hit) = state.kb_cache.get(&cache_key).await {
+    if let Some(hit) = state.cache.get(&cache_key).await {
         return Ok(json_bytes(hit));
     }
     let hits = search::search(
@@ -721,6 +725,6 @@ async fn search_kb(
     )
     .await?;
     let bytes = Bytes::from(serde_json::to_vec(&hits).map_err(anyhow::Error::from)?);
-    state.kb_cache.put(cache_key, bytes.clone()).await;
+    state.cache.put(cache_key, bytes.clone()).await;
     Ok(json_bytes(bytes))
 }

@@ -106,14 +106,12 @@ pub async fn load(pool: &PgPool, kb: &Kb, source: &str) -> anyhow::Result<Outcom
         .bind(version_id)
         .execute(&mut *tx)
         .await?;
-    let event = serde_json::json!({
-        "type": "kb.updated",
-        "data": {"kb_version": kb.kb_version, "checksum": kb.checksum, "counts": stats},
-    });
-    sqlx::query("SELECT pg_notify('co_events', $1)")
-        .bind(event.to_string())
-        .execute(&mut *tx)
-        .await?;
+    crate::events::publish(
+        &mut *tx,
+        "kb.updated",
+        serde_json::json!({"kb_version": kb.kb_version, "checksum": kb.checksum, "counts": stats}),
+    )
+    .await?;
     tx.commit().await?;
     // Fresh statistics, or the planner guesses one row per table and traversals go quadratic.
     sqlx::query("ANALYZE kb_frameworks, kb_controls, kb_checks, kb_remediations, kb_services, kb_relationships")

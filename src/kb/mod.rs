@@ -28,18 +28,34 @@ pub mod model;
 pub mod search;
 pub mod source;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::AppState;
+use crate::runtime::Components;
 pub use api::router;
+
+/// What the KB's routes, loader and background refresh need.
+#[derive(Clone)]
+pub struct KbState {
+    pub db: PgPool,
+    /// `KB_PATH`: a directory, an https URL or an s3 URL of a bundle.
+    pub source: Arc<PathBuf>,
+    /// Responses of expensive KB reads, valid until the next KB version.
+    pub cache: Arc<cache::KbCache>,
+    /// The Neo4j mirror of the KB when `NEO4J_URI` is set.
+    pub graph: SharedGraph,
+    /// Where the loader reports `ib` and the mirror `neo4j` for `/health`.
+    pub components: Arc<Components>,
+}
 
 /// Loads the configured KB if its checksum differs from the active one. A failure leaves the
 /// previous version serving and is reported by `/health` as `ib: "failed: …"`.
-pub async fn refresh(state: &AppState) {
-    let source_text = state.config.kb_path.display().to_string();
+pub async fn refresh(state: &KbState) {
+    let source_text = state.source.display().to_string();
     let result = async {
         let source = source::Source::parse(&source_text)?;
         // A directory whose manifest matches the active version needs no further work.
@@ -57,7 +73,7 @@ pub async fn refresh(state: &AppState) {
         let materialized = source::materialize(&source).await?;
         let outcome = load::load_dir(&state.db, &materialized.dir, &source.describe()).await?;
         // The mirror needs the parsed KB: read it again only when the graph needs it.
-        let kb = match (&outcome, &state.kb_graph) {
+        let kb = match (&outcome, &state.graph) {
             (load::Outcome::Loaded { .. }, Some(_)) => {
                 let dir = materialized.dir.clone();
                 Some(tokio::task::spawn_blocking(move || model::read_and_verify(&dir)).await??)
@@ -87,7 +103,7 @@ pub async fn refresh(state: &AppState) {
             }
             if matches!(outcome, load::Outcome::Loaded { .. }) {
                 // Our own load: do not wait for the notification to come back.
-                state.kb_cache.flush().await;
+                state.cache.flush().await;
             }
             *state.components.ib.write().await = "ok".into();
             sync_graph(state, kb).await;
@@ -116,8 +132,8 @@ fn first_line(text: &str) -> String {
 }
 
 /// Brings the Neo4j mirror up to the active version (or reports it down).
-async fn sync_graph(state: &AppState, kb: Option<model::Kb>) {
-    let Some(graph) = &state.kb_graph else { return };
+async fn sync_graph(state: &KbState, kb: Option<model::Kb>) {
+    let Some(graph) = &state.graph else { return };
     if !graph.ping().await {
         *state.components.neo4j.write().await = "down".into();
         return;
@@ -131,7 +147,7 @@ async fn sync_graph(state: &AppState, kb: Option<model::Kb>) {
     let kb = match kb {
         Some(kb) => Some(kb),
         None if active.is_some() && active != mirrored => {
-            let dir = state.config.kb_path.clone();
+            let dir = state.source.as_ref().clone();
             tokio::task::spawn_blocking(move || model::read_and_verify(&dir).ok())
                 .await
                 .ok()
@@ -151,7 +167,7 @@ async fn sync_graph(state: &AppState, kb: Option<model::Kb>) {
 }
 
 /// Re-checks the source every `interval` (`KB_REFRESH_INTERVAL`) and Neo4j every minute.
-pub async fn refresh_loop(state: AppState, interval: Option<Duration>, stop: CancellationToken) {
+pub async fn refresh_loop(state: KbState, interval: Option<Duration>, stop: CancellationToken) {
     let mut kb_tick = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600)));
     let mut graph_tick = tokio::time::interval(Duration::from_secs(60));
     kb_tick.tick().await;
@@ -160,7 +176,7 @@ pub async fn refresh_loop(state: AppState, interval: Option<Duration>, stop: Can
         tokio::select! {
             () = stop.cancelled() => return,
             _ = kb_tick.tick(), if interval.is_some() => refresh(&state).await,
-            _ = graph_tick.tick(), if state.kb_graph.is_some() => sync_graph(&state, None).await,
+            _ = graph_tick.tick(), if state.graph.is_some() => sync_graph(&state, None).await,
         }
     }
 }

@@ -2,7 +2,9 @@
 //! that exercises the ledger end to end until chat, documents and scans exist).
 
 use axum::Json;
-use axum::extract::State;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -14,12 +16,14 @@ use uuid::Uuid;
 
 use super::ledger::{self, Idempotency, UsageEvent};
 use super::{Dimension, LicenseStatus, Marketplace};
-use crate::auth::Auth;
 use crate::error::ApiError;
-use crate::http::ApiJson;
-use crate::state::AppState;
+use crate::web::{ApiJson, Auth};
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<Marketplace>: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(get_license))
         .routes(routes!(get_usage))
@@ -43,8 +47,7 @@ pub struct License {
 
 /// The license status, why, and the trial period.
 #[utoipa::path(get, path = "/license", tag = "usage", responses((status = 200, body = License)), security(("api_key" = [])))]
-async fn get_license(State(state): State<AppState>, Auth(_caller): Auth) -> Json<License> {
-    let market = &state.marketplace;
+async fn get_license(State(market): State<Arc<Marketplace>>, Auth(_caller): Auth) -> Json<License> {
     let license = market.license().await;
     let left = (market.trial_ends_at() - Utc::now()).num_seconds().max(0);
     Json(License {
@@ -100,10 +103,9 @@ pub struct Usage {
 /// Usage per dimension: used, trial limit and remaining, pending and reported.
 #[utoipa::path(get, path = "/usage", tag = "usage", responses((status = 200, body = Usage)), security(("api_key" = [])))]
 async fn get_usage(
-    State(state): State<AppState>,
+    State(market): State<Arc<Marketplace>>,
     Auth(_caller): Auth,
 ) -> Result<Json<Usage>, ApiError> {
-    let market = &state.marketplace;
     let license = market.license().await;
     let limited = Marketplace::limits_apply(license.status, market.config.trial_mode);
     let mut dimensions = Vec::new();
@@ -117,24 +119,24 @@ async fn get_usage(
              WHERE e.dimension = $1 AND e.refunded_at IS NULL",
         )
         .bind(dimension.as_str())
-        .fetch_one(&state.db)
+        .fetch_one(&market.db)
         .await?;
         let counter: i64 =
             sqlx::query_scalar("SELECT used FROM usage_counters WHERE dimension = $1")
                 .bind(dimension.as_str())
-                .fetch_one(&state.db)
+                .fetch_one(&market.db)
                 .await?;
         let last_report: Option<LastReport> = sqlx::query_as(
             "SELECT hour, quantity, status, metering_record_id, last_error, coalesce(sent_at, claimed_at) AS at
              FROM usage_reports WHERE dimension = $1 ORDER BY id DESC LIMIT 1",
         )
         .bind(dimension.as_str())
-        .fetch_optional(&state.db)
+        .fetch_optional(&market.db)
         .await?;
         let blocked: Option<String> =
             sqlx::query_scalar("SELECT reason FROM usage_dimension_blocks WHERE dimension = $1")
                 .bind(dimension.as_str())
-                .fetch_optional(&state.db)
+                .fetch_optional(&market.db)
                 .await?;
         let limit = limited.then(|| dimension.trial_limit(&market.config));
         dimensions.push(DimensionUsage {
@@ -180,7 +182,7 @@ pub struct BillableAction {
     responses((status = 201, body = BillableAction), (status = 402, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
     security(("api_key" = [])))]
 async fn create_billable_action(
-    State(state): State<AppState>,
+    State(market): State<Arc<Marketplace>>,
     Auth(caller): Auth,
     headers: HeaderMap,
     ApiJson(body): ApiJson<BillableActionRequest>,
@@ -207,8 +209,7 @@ async fn create_billable_action(
         }
         None => None,
     };
-    let market = &state.marketplace;
-    let mut tx = state.db.begin().await?;
+    let mut tx = market.db.begin().await?;
     if let Some(key) = &idempotency_key {
         let hash = ledger::request_hash(&[
             b"billable-actions",

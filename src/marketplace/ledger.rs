@@ -163,7 +163,7 @@ impl Marketplace {
             .execute(&self.db)
             .await;
             if matches!(inserted, Ok(r) if r.rows_affected() == 1) {
-                super::notify(
+                crate::events::publish_or_warn(
                     &self.db,
                     "usage.threshold",
                     serde_json::json!({"dimension": event.dimension, "percent": percent, "used": used, "limit": limit}),

@@ -140,8 +140,7 @@ pub async fn check_with_retries(
 }
 
 /// Applies a check's outcome: status, health component, metric, `license.changed` event.
-pub async fn apply(state: &crate::state::AppState, check: Check) {
-    let market = &state.marketplace;
+pub async fn apply(market: &Marketplace, check: Check) {
     let (status, reason) = match check {
         Check::Decided(status, reason) => (status, reason),
         Check::Transient(reason) => {
@@ -154,7 +153,7 @@ pub async fn apply(state: &crate::state::AppState, check: Check) {
     };
     let changed = market.set_license(status, reason.clone()).await;
     let effective = market.license().await;
-    *state.components.marketplace.write().await = match effective.status {
+    *market.components.marketplace.write().await = match effective.status {
         LicenseStatus::Invalid => format!("invalid: {}", effective.reason),
         other => other.as_str().to_string(),
     };
@@ -178,7 +177,7 @@ pub async fn apply(state: &crate::state::AppState, check: Check) {
     }
     tracing::info!(status = effective.status.as_str(), reason = %effective.reason, "license checked");
     if changed {
-        super::notify(
+        crate::events::publish_or_warn(
             &market.db,
             "license.changed",
             serde_json::json!({"status": effective.status, "reason": effective.reason}),
@@ -189,27 +188,26 @@ pub async fn apply(state: &crate::state::AppState, check: Check) {
 
 /// Re-checks every `MARKETPLACE_LICENSE_CHECK_SECONDS`, so a new subscription turns the license
 /// `valid` without a redeploy.
-pub async fn recheck_loop(state: crate::state::AppState, stop: CancellationToken) {
-    let interval = state.marketplace.config.license_check_interval;
+pub async fn recheck_loop(market: std::sync::Arc<Marketplace>, stop: CancellationToken) {
+    let interval = market.config.license_check_interval;
     loop {
         // A start-up check that only met transient errors keeps retrying now, not in an hour.
-        let pending = state.marketplace.license().await.status == LicenseStatus::Pending;
+        let pending = market.license().await.status == LicenseStatus::Pending;
         if !pending {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
             }
         }
-        if state.marketplace.client.is_none() {
+        if market.client.is_none() {
             // Nothing to ask AWS: refresh health and metrics (a trial may have expired meanwhile).
-            let current = state.marketplace.license().await;
-            apply(&state, Check::Decided(current.status, current.reason)).await;
+            let current = market.license().await;
+            apply(&market, Check::Decided(current.status, current.reason)).await;
             continue;
         }
-        if let Some(check) =
-            check_with_retries(&state.marketplace, Duration::from_secs(30 * 60), &stop).await
+        if let Some(check) = check_with_retries(&market, Duration::from_secs(30 * 60), &stop).await
         {
-            apply(&state, check).await;
+            apply(&market, check).await;
         }
     }
 }

@@ -1,6 +1,6 @@
 //! AWS Marketplace: the license (RegisterUsage and its signature), the trial, the usage ledger
 //! that every billable action writes in its own transaction, and the hourly MeterUsage reporter.
-//! The AWS facts this rests on are in `../shared/MARKETPLACE.md`.
+//! The AWS facts this rests on are in `docs/MARKETPLACE.md`.
 
 pub mod api;
 pub mod ledger;
@@ -17,6 +17,7 @@ use tokio::sync::RwLock;
 use utoipa::ToSchema;
 
 use crate::config::MarketplaceConfig;
+use crate::runtime::Components;
 pub use api::router;
 
 /// The product's billing dimensions (one MeterUsage record per dimension per hour).
@@ -109,11 +110,17 @@ pub struct Marketplace {
     /// The license as last determined (before trial expiry is applied; see [`Self::license`]).
     state: RwLock<LicenseState>,
     pub trial_started_at: DateTime<Utc>,
+    /// Where the license is reported for `/health` (`marketplace`).
+    pub components: Arc<Components>,
 }
 
 impl Marketplace {
     /// Reads the deployment's first start (the trial start), creating it on the very first run.
-    pub async fn new(config: MarketplaceConfig, db: PgPool) -> anyhow::Result<Arc<Self>> {
+    pub async fn new(
+        config: MarketplaceConfig,
+        db: PgPool,
+        components: Arc<Components>,
+    ) -> anyhow::Result<Arc<Self>> {
         let first_start = async {
             sqlx::query("INSERT INTO deployment (singleton) VALUES (true) ON CONFLICT DO NOTHING")
                 .execute(&db)
@@ -170,6 +177,7 @@ impl Marketplace {
             client,
             state: RwLock::new(initial),
             trial_started_at,
+            components,
         }))
     }
 
@@ -212,17 +220,5 @@ impl Marketplace {
             LicenseStatus::Disabled => trial_mode,
             LicenseStatus::Valid | LicenseStatus::Expired | LicenseStatus::Invalid => false,
         }
-    }
-}
-
-/// Sends an event to the notification channel every replica listens to.
-pub async fn notify(db: &PgPool, kind: &str, data: serde_json::Value) {
-    let event = serde_json::json!({"type": kind, "data": data});
-    if let Err(err) = sqlx::query("SELECT pg_notify('co_events', $1)")
-        .bind(event.to_string())
-        .execute(db)
-        .await
-    {
-        tracing::warn!(error = %err, event = kind, "could not publish event");
     }
 }

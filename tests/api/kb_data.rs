@@ -1,5 +1,5 @@
 //! The shipped knowledge base: verified, complete at the pinned versions, and accurate on
-//! well-known identifiers. Sizes are those of ../shared/KB.md unless a comment says why not.
+//! well-known identifiers. Sizes are those of docs/KB-DATA.md ("Frameworks: versions, true sizes and traps") unless a comment says why not.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -189,8 +189,8 @@ fn cis_aws_is_version_3_0_0_with_its_own_numbering() {
         .filter(|c| c.file.kind == "recommendation")
         .collect();
     assert_eq!(recs.len(), 62);
-    // KB.md says 42/20; the v3.0.0 benchmark itself (checked against three independent sources,
-    // see the KB data notes) has 40 Level 1 and 22 Level 2: 2.1.2 and 4.1 are Level 2.
+    // The v3.0.0 benchmark (checked against three independent sources, see docs/KB-DATA.md) has
+    // 40 Level 1 and 22 Level 2: 2.1.2 and 4.1 are Level 2. Prowler's file carries older flags.
     assert_eq!(recs.iter().filter(|c| attr(c, "level") == "1").count(), 40);
     assert_eq!(recs.iter().filter(|c| attr(c, "level") == "2").count(), 22);
     // v3.0.0 numbering: 1.5 is root MFA (it is 1.4 in v5.0.0), 1.4 is no root access keys.

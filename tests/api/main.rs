@@ -10,6 +10,7 @@ mod helpers;
 mod kb_api;
 mod kb_data;
 mod kb_load;
+mod layering;
 mod lifecycle;
 mod marketplace;
 mod ratelimit;

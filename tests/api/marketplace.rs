@@ -338,10 +338,13 @@ async fn a_refund_gives_the_unit_back_before_it_is_reported() {
     let config =
         cloud_optimizer::config::Config::from_env(&cloud_optimizer::config::Env::from_map(vars))
             .unwrap();
-    let market =
-        cloud_optimizer::marketplace::Marketplace::new(config.marketplace, app.pool.clone())
-            .await
-            .unwrap();
+    let market = cloud_optimizer::marketplace::Marketplace::new(
+        config.marketplace,
+        app.pool.clone(),
+        std::sync::Arc::new(cloud_optimizer::runtime::Components::new(false, false)),
+    )
+    .await
+    .unwrap();
     market
         .set_license(
             cloud_optimizer::marketplace::LicenseStatus::Trial,

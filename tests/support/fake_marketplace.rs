@@ -1,6 +1,6 @@
 //! A local fake of the AWS Marketplace Metering Service (`RegisterUsage`, `MeterUsage`).
 //!
-//! It speaks the wire protocol of the real service (AWS JSON 1.1, see `/work/shared/MARKETPLACE.md`
+//! It speaks the wire protocol of the real service (AWS JSON 1.1, see `docs/MARKETPLACE.md`
 //! and `docs/FAKE-MARKETPLACE.md`), so the product's real `aws-sdk-marketplacemetering` client can
 //! be pointed at it with `AWS_ENDPOINT_URL_MARKETPLACE_METERING=<endpoint>`.
 //!
