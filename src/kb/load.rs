@@ -26,10 +26,37 @@ pub enum Outcome {
     },
 }
 
-/// Checksum of the manifest at `dir` (cheap: one small file).
+/// Checksum of the manifest at `dir`, after checking that the data files are the ones it
+/// describes (every listed file with its size and SHA-256, no unlisted data file). Hashing the
+/// shipped KB takes milliseconds; trusting the manifest alone would call a directory edited
+/// without `kb manifest` "unchanged" and keep serving the old version.
 pub fn manifest_checksum(dir: &Path) -> anyhow::Result<String> {
     let bytes = std::fs::read(dir.join(MANIFEST))
         .with_context(|| format!("cannot read {}", dir.join(MANIFEST).display()))?;
+    let manifest: model::Manifest = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a valid manifest", dir.join(MANIFEST).display()))?;
+    let mut differing = Vec::new();
+    for file in &manifest.files {
+        match std::fs::read(dir.join(&file.path)) {
+            Ok(data)
+                if data.len() as u64 == file.bytes && model::sha256_hex(&data) == file.sha256 => {}
+            Ok(_) => differing.push(format!("{} (changed)", file.path)),
+            Err(_) => differing.push(format!("{} (missing)", file.path)),
+        }
+    }
+    for path in model::data_files(dir) {
+        if !manifest.files.iter().any(|f| f.path == path) {
+            differing.push(format!("{path} (not listed)"));
+        }
+    }
+    if !differing.is_empty() {
+        anyhow::bail!(
+            "the data files in {} differ from its {MANIFEST}: {}; run `cloud-optimizer kb manifest {}` after editing data",
+            dir.display(),
+            differing.join(", "),
+            dir.display()
+        );
+    }
     Ok(model::sha256_hex(&bytes))
 }
 

@@ -506,3 +506,46 @@ async fn an_unreachable_neo4j_degrades_health_and_graph_queries_use_postgres() {
     assert_eq!(control["graph_source"], "postgres");
     assert!(!control["checks"].as_array().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn data_edited_without_a_new_manifest_is_refused_naming_the_files() {
+    let app = spawn_app().await;
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("compliance");
+    copy_dir(Path::new(KB_DIR), &dir);
+    // The manifest still matches the active version; the data does not.
+    edit_json(&dir.join("pci-dss/controls.json"), |items| {
+        let item = items.iter_mut().find(|c| c["id"] == "8.4.2").unwrap();
+        item["title"] = serde_json::json!("Edited by hand");
+    });
+    std::fs::write(dir.join("gdpr/extra.json"), "[]").unwrap();
+
+    let env = base_env(&app.db_name);
+    let output = run_binary(&env, &["kb", "load", dir.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("pci-dss/controls.json (changed)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("gdpr/extra.json (not listed)"), "{stderr}");
+    assert!(
+        stderr.contains("kb manifest"),
+        "says how to fix it: {stderr}"
+    );
+
+    // A server pointed at it keeps serving the loaded version and says why it did not load.
+    let replica = spawn_on_database(app.db_name.clone(), |vars| {
+        vars.insert("KB_PATH".into(), dir.to_str().unwrap().into());
+    })
+    .await;
+    let health = replica.health().await;
+    let ib = health["components"]["ib"].as_str().unwrap();
+    assert!(ib.starts_with("failed: "), "{ib}");
+    assert!(ib.contains("pci-dss/controls.json (changed)"), "{ib}");
+    assert!(ib.contains("previous version serving"), "{ib}");
+    let control = replica
+        .admin_json("/api/v1/kb/controls/pci-dss:8.4.2")
+        .await;
+    assert_ne!(control["title"], "Edited by hand");
+}
