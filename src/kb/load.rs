@@ -12,6 +12,9 @@ use super::model::{self, Kb, MANIFEST};
 /// Arbitrary but fixed: the advisory lock that serialises KB loads across replicas.
 const LOAD_LOCK: i64 = 0x6b62_6c6f_6164; // "kbload"
 const BATCH: usize = 5_000;
+/// Bumped whenever the loader writes something an older loader did not (new columns): a version
+/// loaded by an older loader is loaded again even when its data is unchanged.
+pub const LOADER_VERSION: i32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -60,10 +63,15 @@ pub fn manifest_checksum(dir: &Path) -> anyhow::Result<String> {
     Ok(model::sha256_hex(&bytes))
 }
 
+/// Checksum and kb_version of the active version, when one is active and was written by this
+/// loader (an older loader's version counts as absent, so it is loaded again).
 pub async fn active_checksum(pool: &PgPool) -> sqlx::Result<Option<(String, String)>> {
-    sqlx::query_as("SELECT checksum, kb_version FROM kb_versions WHERE active")
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(
+        "SELECT checksum, kb_version FROM kb_versions WHERE active AND loader_version = $1",
+    )
+    .bind(LOADER_VERSION)
+    .fetch_optional(pool)
+    .await
 }
 
 /// Loads `dir` unless the active version already has its checksum. Verification happens first
@@ -89,7 +97,8 @@ pub async fn load(pool: &PgPool, kb: &Kb, source: &str) -> anyhow::Result<Outcom
         .await?;
     // Another replica may have loaded the same content while we waited for the lock.
     let active: Option<String> =
-        sqlx::query_scalar("SELECT checksum FROM kb_versions WHERE active")
+        sqlx::query_scalar("SELECT checksum FROM kb_versions WHERE active AND loader_version = $1")
+            .bind(LOADER_VERSION)
             .fetch_optional(&mut *tx)
             .await?;
     if active.as_deref() == Some(kb.checksum.as_str()) {
@@ -106,12 +115,14 @@ pub async fn load(pool: &PgPool, kb: &Kb, source: &str) -> anyhow::Result<Outcom
         "relationships": kb.relationships.len(),
     });
     let version_id: i64 = sqlx::query_scalar(
-        "INSERT INTO kb_versions (kb_version, checksum, source, stats) VALUES ($1, $2, $3, $4) RETURNING id",
+        "INSERT INTO kb_versions (kb_version, checksum, source, stats, loader_version)
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
     )
     .bind(&kb.kb_version)
     .bind(&kb.checksum)
     .bind(source)
     .bind(&stats)
+    .bind(LOADER_VERSION)
     .fetch_one(&mut *tx)
     .await?;
 
@@ -182,16 +193,19 @@ async fn insert_controls(
     version: i64,
     kb: &Kb,
 ) -> sqlx::Result<()> {
+    let aliases = control_alias_keys(kb);
     for chunk in kb.controls.chunks(BATCH) {
         let col = |f: fn(&model::Control) -> String| chunk.iter().map(f).collect::<Vec<String>>();
         sqlx::query(
             "INSERT INTO kb_controls (version_id, id, framework, native_id, kind, parent_id, title, summary, url,
-                                      technical, services, attributes)
+                                      technical, services, attributes, alias_keys)
              SELECT $1, id, framework, native_id, kind, parent_id, title, summary, url, technical,
-                    ARRAY(SELECT jsonb_array_elements_text(services)), attributes
+                    ARRAY(SELECT jsonb_array_elements_text(services)), attributes,
+                    ARRAY(SELECT jsonb_array_elements_text(alias_keys))
              FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                         $9::text[], $10::bool[], $11::jsonb[], $12::jsonb[])
-                  AS t(id, framework, native_id, kind, parent_id, title, summary, url, technical, services, attributes)",
+                         $9::text[], $10::bool[], $11::jsonb[], $12::jsonb[], $13::jsonb[])
+                  AS t(id, framework, native_id, kind, parent_id, title, summary, url, technical, services, attributes,
+                       alias_keys)",
         )
         .bind(version)
         .bind(col(|c| c.id.clone()))
@@ -205,10 +219,37 @@ async fn insert_controls(
         .bind(chunk.iter().map(|c| c.file.technical).collect::<Vec<bool>>())
         .bind(chunk.iter().map(|c| serde_json::json!(c.file.services)).collect::<Vec<_>>())
         .bind(chunk.iter().map(|c| serde_json::Value::Object(c.file.attributes.clone())).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|c| serde_json::json!(aliases.get(c.id.as_str()))).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await?;
     }
     Ok(())
+}
+
+/// The lookup keys of every control (`kb::ids`), by control id.
+fn control_alias_keys(kb: &Kb) -> std::collections::HashMap<&str, Vec<String>> {
+    let mut natives: std::collections::HashMap<&str, std::collections::HashSet<String>> =
+        std::collections::HashMap::new();
+    for control in &kb.controls {
+        natives
+            .entry(control.framework.as_str())
+            .or_default()
+            .insert(control.native_id.clone());
+    }
+    kb.controls
+        .iter()
+        .map(|c| {
+            let framework_id = c.framework.split('@').next().unwrap_or_default();
+            let keys = super::ids::alias_keys(
+                framework_id,
+                &c.native_id,
+                &c.file.kind,
+                &[],
+                &natives[c.framework.as_str()],
+            );
+            (c.id.as_str(), keys)
+        })
+        .collect()
 }
 
 async fn insert_checks(
@@ -302,14 +343,16 @@ async fn insert_relationships(
 ) -> sqlx::Result<()> {
     for chunk in kb.relationships.chunks(BATCH * 4) {
         sqlx::query(
-            "INSERT INTO kb_relationships (version_id, type, from_id, to_id, basis)
-             SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[])",
+            "INSERT INTO kb_relationships (version_id, type, from_id, to_id, basis, strength, rationale)
+             SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])",
         )
         .bind(version)
         .bind(chunk.iter().map(|r| r.kind.clone()).collect::<Vec<_>>())
         .bind(chunk.iter().map(|r| r.from.clone()).collect::<Vec<_>>())
         .bind(chunk.iter().map(|r| r.to.clone()).collect::<Vec<_>>())
         .bind(chunk.iter().map(|r| r.basis.clone()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|r| r.strength.clone()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|r| r.rationale.clone()).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await?;
     }

@@ -23,6 +23,7 @@ pub(crate) fn touches_service(service: &str) -> String {
 pub mod api;
 pub mod cache;
 pub mod graph;
+pub mod ids;
 pub mod load;
 pub mod model;
 pub mod search;

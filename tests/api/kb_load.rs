@@ -549,3 +549,38 @@ async fn data_edited_without_a_new_manifest_is_refused_naming_the_files() {
         .await;
     assert_ne!(control["title"], "Edited by hand");
 }
+
+#[tokio::test]
+async fn a_version_written_by_an_older_loader_is_loaded_again_with_alias_keys() {
+    let app = spawn_app().await;
+    let before: i64 = sqlx::query_scalar("SELECT id FROM kb_versions WHERE active")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    // As an image from before aliases and edge strengths would have left it.
+    sqlx::query("UPDATE kb_versions SET loader_version = 1 WHERE active")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE kb_controls SET alias_keys = '{}'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let replica = spawn_replica(&app).await;
+    let after: i64 = sqlx::query_scalar("SELECT id FROM kb_versions WHERE active")
+        .fetch_one(&replica.pool)
+        .await
+        .unwrap();
+    assert_ne!(
+        before, after,
+        "the same data was loaded again by the current loader"
+    );
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT unnest(alias_keys) FROM kb_controls c JOIN kb_versions v ON v.id = c.version_id AND v.active
+         WHERE c.native_id = '164.314(a)(1)'",
+    )
+    .fetch_all(&replica.pool)
+    .await
+    .unwrap();
+    assert_eq!(keys, ["164.314(a)(1)", "164.314(a)(1)(i)", "164.314(a)"]);
+}
