@@ -244,7 +244,7 @@ fn control_alias_keys(kb: &Kb) -> std::collections::HashMap<&str, Vec<String>> {
                 framework_id,
                 &c.native_id,
                 &c.file.kind,
-                &[],
+                &c.file.aliases,
                 &natives[c.framework.as_str()],
             );
             (c.id.as_str(), keys)

@@ -105,6 +105,9 @@ pub struct ControlFile {
     pub services: Vec<String>,
     #[serde(default)]
     pub attributes: serde_json::Map<String, serde_json::Value>,
+    /// Other ids people use for this control (older numbering, common spellings); see KB-DATA.md.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -198,6 +201,8 @@ pub struct Kb {
 }
 
 pub const WRITTEN_TYPES: [&str; 2] = ["maps_to", "related_to"];
+/// How far a passing check evidences a control (`maps_to` only; see docs/KB-DATA.md).
+pub const STRENGTHS: [&str; 3] = ["direct", "partial", "supporting"];
 pub const BASES: [&str; 5] = [
     "security-hub",
     "prowler",
@@ -426,6 +431,18 @@ pub fn read_and_verify(dir: &Path) -> Result<Kb, VerifyError> {
         let count = match entry.kind {
             FileKind::Framework => match serde_json::from_slice::<Framework>(&bytes) {
                 Ok(fw) => {
+                    // Several versions of one framework may sit side by side (`cis-aws/`,
+                    // `cis-aws-v5/`); the key `id@version` must still be unique.
+                    if let Some((other, _)) =
+                        framework_dirs.iter().find(|(_, f)| f.key() == fw.key())
+                    {
+                        c.add(
+                            path,
+                            "",
+                            "version",
+                            format!("{} is also declared by {other}/framework.json", fw.key()),
+                        );
+                    }
                     framework_dirs.insert(dir_name, fw);
                     1
                 }
@@ -544,6 +561,33 @@ pub fn read_and_verify(dir: &Path) -> Result<Kb, VerifyError> {
         let key = fw.key();
         duplicates(&path, items.iter().map(|i| i.id.as_str()), &mut c);
         let natives: HashSet<&str> = items.iter().map(|i| i.id.as_str()).collect();
+        let mut alias_owner: HashMap<&str, &str> = HashMap::new();
+        for item in &items {
+            for alias in &item.aliases {
+                if alias.trim().is_empty() || alias == &item.id {
+                    c.add(
+                        &path,
+                        &item.id,
+                        "aliases",
+                        format!("{alias:?} is empty or the control's own id"),
+                    );
+                } else if natives.contains(alias.as_str()) {
+                    c.add(
+                        &path,
+                        &item.id,
+                        "aliases",
+                        format!("{alias:?} is the native id of another control in this framework"),
+                    );
+                } else if let Some(owner) = alias_owner.insert(alias.as_str(), item.id.as_str()) {
+                    c.add(
+                        &path,
+                        &item.id,
+                        "aliases",
+                        format!("{alias:?} is repeated (also an alias of {owner:?})"),
+                    );
+                }
+            }
+        }
         let rules = attribute_rules(&fw.id);
         for item in &items {
             if !fw.kinds.contains(&item.kind) {
@@ -619,8 +663,13 @@ pub fn read_and_verify(dir: &Path) -> Result<Kb, VerifyError> {
             });
         }
     }
+    // Where each framework's files sit, for messages (`cis-aws@5.0.0` lives in `cis-aws-v5/`).
+    let dir_of: HashMap<String, String> = framework_dirs
+        .iter()
+        .map(|(dir, fw)| (fw.key(), dir.clone()))
+        .collect();
     kb.frameworks = framework_dirs.into_values().collect();
-    kb.frameworks.sort_by(|a, b| a.id.cmp(&b.id));
+    kb.frameworks.sort_by_key(|f| f.key());
 
     // Written relationships: allowed types, resolvable ends of the right kind, no duplicates.
     let controls: HashMap<&str, &Control> =
@@ -651,6 +700,33 @@ pub fn read_and_verify(dir: &Path) -> Result<Kb, VerifyError> {
                     }
                     if !check_ids.contains(&rel.to) {
                         c.add(&path, &item, "to", "no such check");
+                    }
+                    match rel.strength.as_deref() {
+                        Some(s) if STRENGTHS.contains(&s) => {}
+                        Some(other) => c.add(
+                            &path,
+                            &item,
+                            "strength",
+                            format!("{other:?} is not one of {STRENGTHS:?}"),
+                        ),
+                        None => c.add(
+                            &path,
+                            &item,
+                            "strength",
+                            format!("missing: say how far the check evidences the control, one of {STRENGTHS:?}"),
+                        ),
+                    }
+                    match rel.rationale.as_deref().map(str::trim) {
+                        Some(r) if !r.is_empty() && r.chars().count() <= 200 => {}
+                        Some(r) if !r.is_empty() => {
+                            c.add(&path, &item, "rationale", "must be one line of at most 200 characters")
+                        }
+                        _ => c.add(
+                            &path,
+                            &item,
+                            "rationale",
+                            "missing: one line, in our words, on why the check bears on the control",
+                        ),
                     }
                     mapped.insert(rel.from.clone());
                 }
@@ -686,7 +762,12 @@ pub fn read_and_verify(dir: &Path) -> Result<Kb, VerifyError> {
     for control in &kb.controls {
         if control.file.technical && !mapped.contains(&control.id) {
             c.add(
-                &format!("{}/relationships.json", control_dir(&control.framework)),
+                &format!(
+                    "{}/relationships.json",
+                    dir_of
+                        .get(&control.framework)
+                        .map_or_else(|| control_dir(&control.framework), String::as_str)
+                ),
                 &control.native_id,
                 "technical",
                 "a technical control needs at least one maps_to edge to a check",
@@ -900,4 +981,103 @@ pub fn write_manifest(dir: &Path, kb_version: Option<&str>) -> anyhow::Result<Ma
     text.push('\n');
     std::fs::write(dir.join(MANIFEST), text)?;
     Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn write(dir: &Path, rel: &str, value: serde_json::Value) {
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, serde_json::to_string_pretty(&value).unwrap()).unwrap();
+    }
+
+    fn control(id: &str, aliases: &[&str]) -> serde_json::Value {
+        json!({
+            "id": id, "kind": "recommendation", "parent": null, "title": "T", "summary": "S",
+            "url": "https://example.org", "technical": false, "services": [],
+            "attributes": {}, "aliases": aliases
+        })
+    }
+
+    /// Two versions of one framework side by side, with the given controls in the newer one.
+    fn kb_dir(newer: Vec<serde_json::Value>) -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        write(
+            dir,
+            "common/aws_services.json",
+            json!([{"id": "iam", "name": "IAM", "category": "security"}]),
+        );
+        write(dir, "common/checks-a.json", json!([]));
+        write(dir, "common/remediations-a.json", json!([]));
+        for (sub, version, controls) in [
+            ("fw", "1.0.0", vec![control("1", &[])]),
+            ("fw-v2", "2.0.0", newer),
+        ] {
+            write(
+                dir,
+                &format!("{sub}/framework.json"),
+                json!({
+                    "id": "fw", "version": version, "name": "F", "publisher": "P",
+                    "url": "https://example.org", "summary": "S", "kinds": ["recommendation"]
+                }),
+            );
+            write(dir, &format!("{sub}/controls.json"), json!(controls));
+            write(dir, &format!("{sub}/relationships.json"), json!([]));
+        }
+        write_manifest(dir, Some("0.0.1")).unwrap();
+        tmp
+    }
+
+    fn issues(tmp: &tempfile::TempDir) -> Vec<Issue> {
+        match read_and_verify(tmp.path()) {
+            Ok(_) => Vec::new(),
+            Err(err) => err.issues,
+        }
+    }
+
+    #[test]
+    fn two_versions_of_a_framework_load_side_by_side_with_aliases() {
+        let tmp = kb_dir(vec![control("1", &[]), control("2", &["1.1", "old-2"])]);
+        let kb = read_and_verify(tmp.path()).unwrap();
+        let keys: Vec<String> = kb.frameworks.iter().map(Framework::key).collect();
+        assert_eq!(keys, ["fw@1.0.0", "fw@2.0.0"]);
+        assert!(
+            kb.controls
+                .iter()
+                .any(|c| c.id == "control:fw@2.0.0:2" && c.file.aliases == ["1.1", "old-2"])
+        );
+    }
+
+    #[test]
+    fn alias_must_not_be_another_native_id_or_repeat() {
+        let tmp = kb_dir(vec![control("1", &["x"]), control("2", &["1", "x"])]);
+        let found = issues(&tmp);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found.iter().all(|i| i.field == "aliases" && i.item == "2"));
+        assert!(found[0].message.contains("native id"));
+        assert!(found[1].message.contains("repeated"));
+    }
+
+    #[test]
+    fn same_framework_key_in_two_directories_is_an_error() {
+        let tmp = kb_dir(vec![control("1", &[])]);
+        write(
+            tmp.path(),
+            "fw-v2/framework.json",
+            json!({
+                "id": "fw", "version": "1.0.0", "name": "F", "publisher": "P",
+                "url": "https://example.org", "summary": "S", "kinds": ["recommendation"]
+            }),
+        );
+        write_manifest(tmp.path(), None).unwrap();
+        assert!(
+            issues(&tmp)
+                .iter()
+                .any(|i| i.field == "version" && i.message.contains("fw@1.0.0 is also declared"))
+        );
+    }
 }

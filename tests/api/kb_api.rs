@@ -18,6 +18,7 @@ async fn frameworks_are_listed_with_counts() {
             "aws-fsbp@1.0.0",
             "aws-wa-security@2024-06-27",
             "cis-aws@3.0.0",
+            "cis-aws@5.0.0",
             "gdpr@2016-679",
             "hipaa-sr@2013",
             "pci-dss@4.0.1",
@@ -158,7 +159,7 @@ async fn unknown_ids_are_404_problems() {
         .await
         .unwrap();
     let body = assert_problem(response, 404, "unknown_framework").await;
-    assert!(body["allowed"].as_array().unwrap().len() == 7);
+    assert!(body["allowed"].as_array().unwrap().len() == 8);
     let response = app
         .get_as("/api/v1/kb/controls/no-colon", &app.admin_key)
         .send()

@@ -208,7 +208,7 @@ async fn a_failed_load_leaves_the_previous_version_serving_and_says_so() {
     let frameworks: serde_json::Value = app.admin_json("/api/v1/kb/frameworks").await;
     assert_eq!(
         frameworks.as_array().unwrap().len(),
-        7,
+        8,
         "the previous KB still answers"
     );
 }
@@ -583,4 +583,41 @@ async fn a_version_written_by_an_older_loader_is_loaded_again_with_alias_keys() 
     .await
     .unwrap();
     assert_eq!(keys, ["164.314(a)(1)", "164.314(a)(1)(i)", "164.314(a)"]);
+}
+
+#[test]
+fn verify_rejects_a_control_check_edge_without_strength_or_rationale() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("compliance");
+    copy_dir(Path::new(KB_DIR), &dir);
+    edit_json(&dir.join("pci-dss/relationships.json"), |edges| {
+        edges[0].as_object_mut().unwrap().remove("strength");
+        edges[1]["strength"] = serde_json::json!("strong");
+        edges[2].as_object_mut().unwrap().remove("rationale");
+    });
+    cloud_optimizer::kb::model::write_manifest(&dir, None).unwrap();
+    let (code, out) = verify_cli(&dir);
+    assert_eq!(code, 1, "{out}");
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("pci-dss/relationships.json"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("#0 ") && l.contains("strength") && l.contains("missing")),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("#1 ") && l.contains("\"strong\"")),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("#2 ") && l.contains("rationale")),
+        "{out}"
+    );
 }

@@ -159,7 +159,7 @@ async fn a_signature_from_another_key_makes_the_license_invalid_and_refuses_bill
             .as_array()
             .unwrap()
             .len(),
-        7,
+        8,
         "reads still work"
     );
 }
