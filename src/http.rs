@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -90,7 +90,7 @@ pub fn app(state: AppState) -> Router {
                 )
             }),
         )
-        .route("/docs", axum::routing::get(|| async { Html(DOCS_PAGE) }))
+        .merge(crate::docs::router())
         .fallback(|| async { ApiError::problem(problem_for_status(StatusCode::NOT_FOUND)) });
 
     with_middleware(routes, state)
@@ -320,7 +320,3 @@ async fn problem_and_metrics(request: Request, next: Next) -> Response {
     }
     response
 }
-
-/// A self-contained API reference that renders `/openapi.json` in the browser. No CDN: the
-/// product runs in customer VPCs that may have no internet access.
-const DOCS_PAGE: &str = include_str!("docs.html");

@@ -24,6 +24,7 @@ pub mod ratelimit;
 
 // Composition root: builds the state, merges the routers, runs the process.
 pub mod cli;
+pub mod docs;
 pub mod http;
 pub mod server;
 pub mod state;

@@ -20,7 +20,7 @@ const BASE: &[&str] = &[
 const CAPABILITIES: &[&str] = &["auth", "health", "kb", "marketplace"];
 /// The capability others may import: billable actions charge through its ledger.
 const BILLING: &str = "marketplace";
-const ROOT: &[&str] = &["cli", "http", "lib", "main", "server", "state"];
+const ROOT: &[&str] = &["cli", "docs", "http", "lib", "main", "server", "state"];
 /// Items of `lib.rs` itself (version strings, the TLS provider) that any module may use.
 const LIB_ITEMS: &[&str] = &["ensure_crypto_provider", "shipped_kb_version", "version"];
 

@@ -2,6 +2,7 @@
 
 mod auth;
 mod deployment;
+mod docs;
 mod errors;
 #[path = "../support/fake_marketplace.rs"]
 mod fake_marketplace;
