@@ -280,9 +280,10 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else None
 
 
-def summarise(results, do_chat):
-    groups = {f: [r for r in results if r["family"] == f] for f in FAMILIES}
-    groups = {f: g for f, g in groups.items() if g}
+def summarise(results, do_chat, by="family"):
+    keys = FAMILIES if by == "family" else sorted(INTENTS)
+    groups = {k: [r for r in results if r[by] == k] for k in keys}
+    groups = {k: g for k, g in groups.items() if g}
     groups["overall"] = results
     out = {}
     for name, rs in groups.items():
@@ -408,16 +409,18 @@ def main(argv=None):
     search = Client(args.base_url, args.api_key, args.timeout, args.retries)
     chat = Client(args.base_url, args.api_key, args.chat_timeout, args.retries) if args.chat else None
     results = []
+    progress = not args.json and sys.stderr.isatty()
     for i, q in enumerate(questions, 1):
-        if not args.json:
+        if progress:
             print(f"\r[{i}/{len(questions)}] {q['id']:<10}", end="", file=sys.stderr, flush=True)
         results.append(evaluate(q, kb, search, chat, args.limit))
-    if not args.json:
+    if progress:
         print("\r" + " " * 30 + "\r", end="", file=sys.stderr)
     summary = summarise(results, args.chat)
     if args.json:
         json.dump({"base_url": args.base_url, "questions": args.questions, "chat": args.chat,
-                   "limit": args.limit, "summary": summary, "results": results},
+                   "limit": args.limit, "summary": summary,
+                   "by_intent": summarise(results, args.chat, by="intent"), "results": results},
                   sys.stdout, indent=2, ensure_ascii=False)
         print()
     else:
