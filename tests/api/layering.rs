@@ -1,5 +1,6 @@
-//! Imports run one way: base modules import no capability, capabilities import only the base
-//! (and `marketplace`, to bill), and only the composition root sees everything
+//! Imports run one way: base modules import only the base; the shared capabilities (the knowledge
+//! base and billing) import only the base; feature capabilities import the base and the shared
+//! capabilities but never each other; only the composition root sees everything
 //! (docs/ARCHITECTURE.md, "Imports run one way").
 
 use std::collections::BTreeSet;
@@ -17,9 +18,11 @@ const BASE: &[&str] = &[
     "telemetry",
     "web",
 ];
-const CAPABILITIES: &[&str] = &["auth", "health", "kb", "marketplace"];
-/// The capability others may import: billable actions charge through its ledger.
-const BILLING: &str = "marketplace";
+/// Capabilities other capabilities build on: answers come from the KB, billable actions charge
+/// through the Marketplace ledger. They import only the base, and not each other.
+const SHARED: &[&str] = &["kb", "marketplace"];
+/// Feature capabilities: the base and the shared capabilities, never each other.
+const FEATURES: &[&str] = &["auth", "health"];
 const ROOT: &[&str] = &["cli", "docs", "http", "lib", "main", "server", "state"];
 /// Items of `lib.rs` itself (version strings, the TLS provider) that any module may use.
 const LIB_ITEMS: &[&str] = &["ensure_crypto_provider", "shipped_kb_version", "version"];
@@ -81,18 +84,20 @@ fn imports_run_from_the_composition_root_through_capabilities_to_the_base() {
         let module = module_of(&file, &src);
         let allowed: Vec<&str> = if BASE.contains(&module.as_str()) {
             BASE.to_vec()
-        } else if CAPABILITIES.contains(&module.as_str()) {
+        } else if SHARED.contains(&module.as_str()) {
             let mut allowed = BASE.to_vec();
             allowed.push(module.as_str());
-            if module != BILLING {
-                allowed.push(BILLING);
-            }
+            allowed
+        } else if FEATURES.contains(&module.as_str()) {
+            let mut allowed = BASE.to_vec();
+            allowed.extend_from_slice(SHARED);
+            allowed.push(module.as_str());
             allowed
         } else if ROOT.contains(&module.as_str()) {
             continue;
         } else {
             violations.push(format!(
-                "{}: module `{module}` is in no layer: add it to BASE, CAPABILITIES or ROOT",
+                "{}: module `{module}` is in no layer: add it to BASE, SHARED, FEATURES or ROOT",
                 file.display()
             ));
             continue;
