@@ -38,7 +38,9 @@ impl Clock {
             Ok(raw) if raw.trim().is_empty() => Ok(Self::system()),
             Ok(raw) => {
                 let seconds: i64 = raw.trim().parse().map_err(|_| {
-                    anyhow::anyhow!("{TEST_OFFSET_VAR} must be a whole number of seconds (test-only)")
+                    anyhow::anyhow!(
+                        "{TEST_OFFSET_VAR} must be a whole number of seconds (test-only)"
+                    )
                 })?;
                 tracing::warn!(
                     seconds,

@@ -231,7 +231,11 @@ pub async fn begin(
     )
     .fetch_one(&mut *tx)
     .await?;
-    let (stored_hash, status, body) = (stored.request_hash, stored.response_status, stored.response_body);
+    let (stored_hash, status, body) = (
+        stored.request_hash,
+        stored.response_status,
+        stored.response_body,
+    );
     if stored_hash != hash {
         return Err(ApiError::problem(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,

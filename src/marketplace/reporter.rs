@@ -240,7 +240,10 @@ impl Marketplace {
             return Ok(()); // Another sender settled it while we waited.
         }
         let Some(dimension) = Dimension::parse(&row.dimension) else {
-            anyhow::bail!("usage report {id} has an unknown dimension {:?}", row.dimension);
+            anyhow::bail!(
+                "usage report {id} has an unknown dimension {:?}",
+                row.dimension
+            );
         };
         let report = Report {
             id,
@@ -276,8 +279,13 @@ impl Marketplace {
                 self.unconfirm(conn, &report, reason, summary).await?;
             } else {
                 // AWS certainly never took it: its events join the current record.
-                self.fold(conn, &report, "older than the 6-hour MeterUsage window", summary)
-                    .await?;
+                self.fold(
+                    conn,
+                    &report,
+                    "older than the 6-hour MeterUsage window",
+                    summary,
+                )
+                .await?;
             }
             return Ok(());
         }
@@ -361,7 +369,8 @@ impl Marketplace {
                 summary.retried_later += 1;
             }
             Answer::TooOld(error) if uncertain => {
-                let reason = format!("{error} after a call whose answer never came: AWS may hold it");
+                let reason =
+                    format!("{error} after a call whose answer never came: AWS may hold it");
                 self.unconfirm(conn, report, &reason, summary).await?;
             }
             Answer::TooOld(error) => self.fold(conn, report, &error, summary).await?,
@@ -381,7 +390,8 @@ impl Marketplace {
                 .await?;
                 tracing::error!(%dimension, hour = %hour, quantity, error, "usage reporting stopped for this dimension; events are kept");
                 if uncertain {
-                    let reason = format!("{error} after a call whose answer never came: AWS may hold it");
+                    let reason =
+                        format!("{error} after a call whose answer never came: AWS may hold it");
                     self.unconfirm(conn, report, &reason, summary).await?;
                 } else {
                     release(conn, id, "failed", &error).await?;
@@ -442,7 +452,11 @@ impl Marketplace {
 
     /// Claims `(dimension, hour)` and attaches every unreported event up to the end of that hour
     /// (older ones fold in). `None` when there is nothing to report or another replica has it.
-    async fn claim(&self, dimension: Dimension, hour: DateTime<Utc>) -> anyhow::Result<Option<i64>> {
+    async fn claim(
+        &self,
+        dimension: Dimension,
+        hour: DateTime<Utc>,
+    ) -> anyhow::Result<Option<i64>> {
         let now = self.now();
         let mut tx = self.db.begin().await?;
         let end = hour + chrono::Duration::hours(1);
@@ -623,9 +637,12 @@ async fn wait_for_lock(conn: &mut PgConnection, key: i32) -> sqlx::Result<bool> 
 /// Marks a report as never accepted and returns its events to the unreported pool.
 async fn release(conn: &mut PgConnection, id: i64, status: &str, error: &str) -> sqlx::Result<()> {
     let mut tx = sqlx::Connection::begin(conn).await?;
-    sqlx::query!("UPDATE usage_events SET report_id = NULL WHERE report_id = $1", id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE usage_events SET report_id = NULL WHERE report_id = $1",
+        id
+    )
+    .execute(&mut *tx)
+    .await?;
     sqlx::query!(
         "UPDATE usage_reports SET status = $2, last_error = $3, attempts = attempts + 1 WHERE id = $1",
         id,
