@@ -63,7 +63,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum UsageCommand {
-    /// Report pending usage to AWS now (closed hours; clears stops caused by permanent errors).
+    /// Report usage to AWS now: closed hours, and every pending report whatever its claim age
+    /// (clears stops caused by permanent errors). Exits 1 when anything is left unconfirmed.
     Flush {
         /// Also report the current, unfinished hour (AWS then takes no more records for it).
         #[arg(long)]
@@ -406,15 +407,15 @@ async fn kb_command(config: Config, command: KbCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Hour, dimension, events, refunded, reported, reports they went into.
-type LedgerRow = (
-    chrono::DateTime<chrono::Utc>,
-    String,
-    i64,
-    i64,
-    i64,
-    Option<String>,
-);
+/// One line of `usage report`: what was recorded in an hour and which reports it went into.
+struct LedgerRow {
+    hour: chrono::DateTime<chrono::Utc>,
+    dimension: String,
+    events: i64,
+    refunded: i64,
+    reported: i64,
+    reports: Option<String>,
+}
 
 async fn usage_command(config: Config, command: UsageCommand) -> anyhow::Result<()> {
     let pool = db::connect(&config.database).await?;
@@ -443,42 +444,57 @@ async fn usage_command(config: Config, command: UsageCommand) -> anyhow::Result<
             } else {
                 crate::marketplace::reporter::Scope::ClosedHours
             };
+            // An operator's flush resends every pending report now (see `Marketplace::report`);
+            // the CLI never registers as a serving replica.
             let summary = market.report(scope, true).await?;
             println!(
-                "sent {}, retrying later {}, failed {}, folded into a later hour {}",
-                summary.sent, summary.retried_later, summary.failed, summary.folded
+                "sent {}, retrying later {}, failed {}, folded into a later hour {}, unconfirmed {}, skipped {}",
+                summary.sent,
+                summary.retried_later,
+                summary.failed,
+                summary.folded,
+                summary.unconfirmed,
+                summary.skipped
             );
-            if summary.failed > 0 || summary.retried_later > 0 {
-                anyhow::bail!("some usage was not reported; see `cloud-optimizer usage report`");
+            if summary.left_unsent() > 0 {
+                anyhow::bail!(
+                    "{} usage report(s) were not confirmed by AWS (skipped: held by a live replica or being sent; \
+                     unconfirmed: AWS may already bill them, never resent); see `cloud-optimizer usage report` \
+                     and GET /api/v1/usage",
+                    summary.left_unsent()
+                );
             }
         }
         UsageCommand::Report { hours } => {
-            let rows: Vec<LedgerRow> = sqlx::query_as(
-                "SELECT date_trunc('hour', e.occurred_at) AS hour, e.dimension,
-                        count(*) FILTER (WHERE e.refunded_at IS NULL) AS events,
-                        count(*) FILTER (WHERE e.refunded_at IS NOT NULL) AS refunded,
-                        count(*) FILTER (WHERE r.status = 'sent' AND e.refunded_at IS NULL) AS reported,
+            let now = crate::marketplace::Clock::from_process_env()?.now();
+            let since = now - chrono::Duration::hours(hours);
+            let rows = sqlx::query_as!(
+                LedgerRow,
+                r#"SELECT date_trunc('hour', e.occurred_at) AS "hour!", e.dimension,
+                        count(*) FILTER (WHERE e.refunded_at IS NULL) AS "events!",
+                        count(*) FILTER (WHERE e.refunded_at IS NOT NULL) AS "refunded!",
+                        count(*) FILTER (WHERE r.status = 'sent' AND e.refunded_at IS NULL) AS "reported!",
                         string_agg(DISTINCT r.status || ' ' || to_char(r.hour, 'MM-DD HH24:00'), ', ') AS reports
                  FROM usage_events e LEFT JOIN usage_reports r ON r.id = e.report_id
-                 WHERE e.occurred_at > now() - make_interval(hours => $1::int)
-                 GROUP BY 1, 2 ORDER BY 1, 2",
+                 WHERE e.occurred_at > $1
+                 GROUP BY 1, 2 ORDER BY 1, 2"#,
+                since
             )
-            .bind(hours)
             .fetch_all(&pool)
             .await?;
             println!(
                 "{:<17} {:<17} {:>7} {:>9} {:>9}  REPORTED IN",
                 "HOUR (UTC)", "DIMENSION", "EVENTS", "REFUNDED", "REPORTED"
             );
-            for (hour, dimension, events, refunded, reported, reports) in rows {
+            for row in rows {
                 println!(
                     "{:<17} {:<17} {:>7} {:>9} {:>9}  {}",
-                    hour.format("%Y-%m-%d %H:00"),
-                    dimension,
-                    events,
-                    refunded,
-                    reported,
-                    reports.unwrap_or_else(|| "-".into())
+                    row.hour.format("%Y-%m-%d %H:00"),
+                    row.dimension,
+                    row.events,
+                    row.refunded,
+                    row.reported,
+                    row.reports.unwrap_or_else(|| "-".into())
                 );
             }
         }

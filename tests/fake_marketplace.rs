@@ -189,6 +189,49 @@ async fn a_different_quantity_for_a_reported_hour_is_a_duplicate() {
 }
 
 #[tokio::test]
+async fn a_preloaded_record_makes_another_quantity_for_its_hour_a_duplicate() {
+    let fake = start().await;
+    let c = client(&fake, "TASKA").await;
+    let at = last_hour();
+    fake.preload_record("TASKA", "SecurityScans", at, 4);
+    let se = meter(&c, "SecurityScans", at, 6)
+        .client_token("SecurityScans-x")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(se.is_duplicate_request_exception(), "{se:?}");
+    assert_eq!(fake.total("SecurityScans"), 4);
+    // Another task has its own record for the hour.
+    let other = client(&fake, "TASKB").await;
+    meter(&other, "SecurityScans", at, 6).send().await.unwrap();
+    assert_eq!(fake.total("SecurityScans"), 10);
+}
+
+#[tokio::test]
+async fn a_shifted_clock_moves_the_six_hour_window_and_the_current_hour() {
+    let fake = start().await;
+    let c = client(&fake, "TASKA").await;
+    fake.set_clock_offset(TimeDelta::hours(8));
+    assert!(fake.now() - Utc::now() >= TimeDelta::hours(8) - TimeDelta::seconds(1));
+    let se = meter(&c, "SecurityScans", last_hour(), 1)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(
+        se.is_timestamp_out_of_bounds_exception(),
+        "8 h old on the fake's clock: {se:?}"
+    );
+    // Five hours ahead of the real clock is in a closed hour of the fake's.
+    meter(&c, "SecurityScans", Utc::now() + TimeDelta::hours(5), 1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fake.total("SecurityScans"), 1);
+}
+
+#[tokio::test]
 async fn records_older_than_six_hours_and_future_hours_are_refused() {
     let fake = start().await;
     let c = client(&fake, "TASKA").await;

@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::ledger::{self, Idempotency, UsageEvent};
+use super::reporter::start_of_hour;
 use super::{Dimension, LicenseStatus, Marketplace};
 use crate::error::ApiError;
 use crate::web::{ApiJson, Auth};
@@ -49,7 +50,7 @@ pub struct License {
 #[utoipa::path(get, path = "/license", tag = "usage", responses((status = 200, body = License)), security(("api_key" = [])))]
 async fn get_license(State(market): State<Arc<Marketplace>>, Auth(_caller): Auth) -> Json<License> {
     let license = market.license().await;
-    let left = (market.trial_ends_at() - Utc::now()).num_seconds().max(0);
+    let left = (market.trial_ends_at() - market.now()).num_seconds().max(0);
     Json(License {
         status: license.status,
         reason: license.reason,
@@ -58,16 +59,16 @@ async fn get_license(State(market): State<Arc<Marketplace>>, Auth(_caller): Auth
         trial_started_at: market.trial_started_at,
         trial_ends_at: market.trial_ends_at(),
         trial_days_left: (left + 86_399) / 86_400,
-        limits_apply: Marketplace::limits_apply(license.status, market.config.trial_mode),
+        limits_apply: Marketplace::limits_apply(license.status),
         last_check_at: license.last_check,
     })
 }
 
-#[derive(Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Serialize, ToSchema)]
 pub struct LastReport {
     pub hour: DateTime<Utc>,
     pub quantity: i32,
-    /// `pending`, `sent`, `failed` or `expired`.
+    /// `pending`, `sent`, `failed`, `expired` or `unconfirmed`.
     pub status: String,
     pub metering_record_id: Option<String>,
     pub last_error: Option<String>,
@@ -85,13 +86,23 @@ pub struct DimensionUsage {
     pub remaining: Option<i64>,
     /// Units of the current clock hour, not yet reported.
     pub current_hour_pending: i64,
-    /// Units not yet confirmed by AWS (any hour).
+    /// Units waiting to be reported (any hour; not counting `unconfirmed`).
     pub unreported: i64,
     /// Units AWS has confirmed.
     pub reported: i64,
+    /// Units AWS may already have billed but never confirmed: never sent again (that could bill
+    /// twice). Compare with the AWS Marketplace seller reports.
+    pub unconfirmed: Unconfirmed,
     pub last_report: Option<LastReport>,
     /// Why reporting is stopped for this dimension (a permanent AWS error), if it is.
     pub reporting_blocked: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Unconfirmed {
+    pub units: i64,
+    /// The hours of the unconfirmed reports, oldest first.
+    pub hours: Vec<DateTime<Utc>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -107,46 +118,62 @@ async fn get_usage(
     Auth(_caller): Auth,
 ) -> Result<Json<Usage>, ApiError> {
     let license = market.license().await;
-    let limited = Marketplace::limits_apply(license.status, market.config.trial_mode);
+    let limited = Marketplace::limits_apply(license.status);
+    let this_hour = start_of_hour(market.now());
     let mut dimensions = Vec::new();
     for dimension in Dimension::ALL {
-        let (used, current, unreported, reported): (i64, i64, i64, i64) = sqlx::query_as(
-            "SELECT coalesce(sum(e.quantity), 0)::bigint,
-                    coalesce(sum(e.quantity) FILTER (WHERE e.occurred_at >= date_trunc('hour', now()) AND coalesce(r.status, '') <> 'sent'), 0)::bigint,
-                    coalesce(sum(e.quantity) FILTER (WHERE coalesce(r.status, '') <> 'sent'), 0)::bigint,
-                    coalesce(sum(e.quantity) FILTER (WHERE r.status = 'sent'), 0)::bigint
-             FROM usage_events e LEFT JOIN usage_reports r ON r.id = e.report_id
-             WHERE e.dimension = $1 AND e.refunded_at IS NULL",
+        let totals = sqlx::query!(
+            r#"SELECT coalesce(sum(e.quantity), 0)::bigint AS "used!",
+                      coalesce(sum(e.quantity) FILTER (WHERE e.occurred_at >= $2 AND coalesce(r.status, '') NOT IN ('sent', 'unconfirmed')), 0)::bigint AS "current!",
+                      coalesce(sum(e.quantity) FILTER (WHERE coalesce(r.status, '') NOT IN ('sent', 'unconfirmed')), 0)::bigint AS "unreported!",
+                      coalesce(sum(e.quantity) FILTER (WHERE r.status = 'sent'), 0)::bigint AS "reported!",
+                      coalesce(sum(e.quantity) FILTER (WHERE r.status = 'unconfirmed'), 0)::bigint AS "unconfirmed!"
+               FROM usage_events e LEFT JOIN usage_reports r ON r.id = e.report_id
+               WHERE e.dimension = $1 AND e.refunded_at IS NULL"#,
+            dimension.as_str(),
+            this_hour
         )
-        .bind(dimension.as_str())
         .fetch_one(&market.db)
         .await?;
-        let counter: i64 =
-            sqlx::query_scalar("SELECT used FROM usage_counters WHERE dimension = $1")
-                .bind(dimension.as_str())
-                .fetch_one(&market.db)
-                .await?;
-        let last_report: Option<LastReport> = sqlx::query_as(
-            "SELECT hour, quantity, status, metering_record_id, last_error, coalesce(sent_at, claimed_at) AS at
-             FROM usage_reports WHERE dimension = $1 ORDER BY id DESC LIMIT 1",
+        let counter = sqlx::query_scalar!(
+            "SELECT used FROM usage_counters WHERE dimension = $1",
+            dimension.as_str()
         )
-        .bind(dimension.as_str())
+        .fetch_one(&market.db)
+        .await?;
+        let last_report = sqlx::query_as!(
+            LastReport,
+            r#"SELECT hour, quantity, status, metering_record_id, last_error, coalesce(sent_at, claimed_at) AS "at!"
+               FROM usage_reports WHERE dimension = $1 ORDER BY id DESC LIMIT 1"#,
+            dimension.as_str()
+        )
         .fetch_optional(&market.db)
         .await?;
-        let blocked: Option<String> =
-            sqlx::query_scalar("SELECT reason FROM usage_dimension_blocks WHERE dimension = $1")
-                .bind(dimension.as_str())
-                .fetch_optional(&market.db)
-                .await?;
+        let unconfirmed_hours = sqlx::query_scalar!(
+            "SELECT hour FROM usage_reports WHERE dimension = $1 AND status = 'unconfirmed' ORDER BY hour",
+            dimension.as_str()
+        )
+        .fetch_all(&market.db)
+        .await?;
+        let blocked = sqlx::query_scalar!(
+            "SELECT reason FROM usage_dimension_blocks WHERE dimension = $1",
+            dimension.as_str()
+        )
+        .fetch_optional(&market.db)
+        .await?;
         let limit = limited.then(|| dimension.trial_limit(&market.config));
         dimensions.push(DimensionUsage {
             dimension,
-            used,
             limit,
             remaining: limit.map(|l| (l - counter).max(0)),
-            current_hour_pending: current,
-            unreported,
-            reported,
+            used: totals.used,
+            current_hour_pending: totals.current,
+            unreported: totals.unreported,
+            reported: totals.reported,
+            unconfirmed: Unconfirmed {
+                units: totals.unconfirmed,
+                hours: unconfirmed_hours,
+            },
             last_report,
             reporting_blocked: blocked,
         });
@@ -237,13 +264,14 @@ async fn create_billable_action(
             Some(&id.to_string()),
         )
         .await?;
-    let created_at: DateTime<Utc> = sqlx::query_scalar(
-        "INSERT INTO billable_actions (id, dimension, input, api_key_id) VALUES ($1, $2, $3, $4) RETURNING created_at",
+    let created_at = sqlx::query_scalar!(
+        "INSERT INTO billable_actions (id, dimension, input, api_key_id, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING created_at",
+        id,
+        dimension.as_str(),
+        &body.input,
+        caller.key_id,
+        market.now()
     )
-    .bind(id)
-    .bind(dimension.as_str())
-    .bind(&body.input)
-    .bind(caller.key_id)
     .fetch_one(&mut *tx)
     .await?;
     let action = BillableAction {

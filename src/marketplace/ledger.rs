@@ -72,15 +72,15 @@ impl Marketplace {
             }
             _ => {}
         }
-        let limited = Marketplace::limits_apply(license.status, self.config.trial_mode);
+        let limited = Marketplace::limits_apply(license.status);
         let mut remaining = None;
         if limited {
             let limit = dimension.trial_limit(&self.config);
-            let used: Option<i64> = sqlx::query_scalar(
+            let used = sqlx::query_scalar!(
                 "UPDATE usage_counters SET used = used + 1 WHERE dimension = $1 AND used + 1 <= $2 RETURNING used",
+                dimension.as_str(),
+                limit
             )
-            .bind(dimension.as_str())
-            .bind(limit)
             .fetch_optional(&mut *tx)
             .await?;
             let Some(used) = used else {
@@ -98,17 +98,18 @@ impl Marketplace {
             remaining = Some(limit - used);
         }
         let id = Uuid::new_v4();
-        sqlx::query(
-            "INSERT INTO usage_events (id, dimension, task_id, api_key_id, action, resource_id, counted)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        sqlx::query!(
+            "INSERT INTO usage_events (id, dimension, occurred_at, task_id, api_key_id, action, resource_id, counted)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            id,
+            dimension.as_str(),
+            self.now(),
+            &self.config.task_id,
+            api_key_id,
+            action,
+            resource_id,
+            limited
         )
-        .bind(id)
-        .bind(dimension.as_str())
-        .bind(&self.config.task_id)
-        .bind(api_key_id)
-        .bind(action)
-        .bind(resource_id)
-        .bind(limited)
         .execute(&mut *tx)
         .await?;
         Ok(UsageEvent {
@@ -122,18 +123,19 @@ impl Marketplace {
     /// can be refunded (AWS takes no negative records); returns whether it was refunded.
     pub async fn refund(&self, event_id: Uuid) -> Result<bool, ApiError> {
         let mut tx = self.db.begin().await?;
-        let refunded: Option<(String, bool)> = sqlx::query_as(
-            "UPDATE usage_events SET refunded_at = now()
+        let refunded = sqlx::query!(
+            "UPDATE usage_events SET refunded_at = $2
              WHERE id = $1 AND refunded_at IS NULL AND report_id IS NULL RETURNING dimension, counted",
+            event_id,
+            self.now()
         )
-        .bind(event_id)
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some((dimension, true)) = &refunded {
-            sqlx::query(
+        if let Some(event) = refunded.as_ref().filter(|e| e.counted) {
+            sqlx::query!(
                 "UPDATE usage_counters SET used = greatest(used - 1, 0) WHERE dimension = $1",
+                event.dimension
             )
-            .bind(dimension)
             .execute(&mut *tx)
             .await?;
         }
@@ -155,11 +157,12 @@ impl Marketplace {
             if used * 100 < limit * percent {
                 continue;
             }
-            let inserted = sqlx::query(
-                "INSERT INTO usage_thresholds (dimension, percent) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            let inserted = sqlx::query!(
+                "INSERT INTO usage_thresholds (dimension, percent, crossed_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                event.dimension.as_str(),
+                percent as i32,
+                self.now()
             )
-            .bind(event.dimension.as_str())
-            .bind(percent as i32)
             .execute(&self.db)
             .await;
             if matches!(inserted, Ok(r) if r.rows_affected() == 1) {
@@ -209,25 +212,30 @@ pub async fn begin(
     key: &str,
     hash: &str,
 ) -> Result<Idempotency, ApiError> {
-    let claimed = sqlx::query(
+    let claimed = sqlx::query!(
         "INSERT INTO idempotency_keys (api_key_id, key, request_hash, response_status, response_body)
          VALUES ($1, $2, $3, 0, 'null') ON CONFLICT DO NOTHING",
+        api_key_id,
+        key,
+        hash
     )
-    .bind(api_key_id)
-    .bind(key)
-    .bind(hash)
     .execute(&mut *tx)
     .await?;
     if claimed.rows_affected() == 1 {
         return Ok(Idempotency::Proceed);
     }
-    let (stored_hash, status, body): (String, i32, serde_json::Value) = sqlx::query_as(
+    let stored = sqlx::query!(
         "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE api_key_id = $1 AND key = $2",
+        api_key_id,
+        key
     )
-    .bind(api_key_id)
-    .bind(key)
     .fetch_one(&mut *tx)
     .await?;
+    let (stored_hash, status, body) = (
+        stored.request_hash,
+        stored.response_status,
+        stored.response_body,
+    );
     if stored_hash != hash {
         return Err(ApiError::problem(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -248,12 +256,14 @@ pub async fn finish(
     status: StatusCode,
     body: &serde_json::Value,
 ) -> Result<(), ApiError> {
-    sqlx::query("UPDATE idempotency_keys SET response_status = $3, response_body = $4 WHERE api_key_id = $1 AND key = $2")
-        .bind(api_key_id)
-        .bind(key)
-        .bind(i32::from(status.as_u16()))
-        .bind(body)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE idempotency_keys SET response_status = $3, response_body = $4 WHERE api_key_id = $1 AND key = $2",
+        api_key_id,
+        key,
+        i32::from(status.as_u16()),
+        body
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }

@@ -53,9 +53,26 @@ pub fn verify_signature(
     Ok(())
 }
 
+/// The license when Marketplace is disabled: TRIAL_MODE still means a trial (limits, and
+/// `expired` after TRIAL_DAYS, applied by [`Marketplace::license`]); otherwise `disabled`.
+pub fn without_marketplace(config: &crate::config::MarketplaceConfig) -> (LicenseStatus, String) {
+    if config.trial_mode {
+        (
+            LicenseStatus::Trial,
+            "TRIAL_MODE=true (MARKETPLACE_ENABLED=false: usage is recorded locally)".into(),
+        )
+    } else {
+        (
+            LicenseStatus::Disabled,
+            "MARKETPLACE_ENABLED=false: usage is recorded locally, nothing is sent to AWS".into(),
+        )
+    }
+}
+
 pub async fn check_once(market: &Marketplace) -> Check {
     let Some(client) = &market.client else {
-        return Check::Decided(LicenseStatus::Disabled, "MARKETPLACE_ENABLED=false".into());
+        let (status, reason) = without_marketplace(&market.config);
+        return Check::Decided(status, reason);
     };
     let config = &market.config;
     let product_code = config.product_code.clone().unwrap_or_default();
@@ -199,12 +216,8 @@ pub async fn recheck_loop(market: std::sync::Arc<Marketplace>, stop: Cancellatio
                 () = tokio::time::sleep(interval) => {}
             }
         }
-        if market.client.is_none() {
-            // Nothing to ask AWS: refresh health and metrics (a trial may have expired meanwhile).
-            let current = market.license().await;
-            apply(&market, Check::Decided(current.status, current.reason)).await;
-            continue;
-        }
+        // Without Marketplace this decides at once and refreshes health and metrics (a trial may
+        // have expired meanwhile).
         if let Some(check) = check_with_retries(&market, Duration::from_secs(30 * 60), &stop).await
         {
             apply(&market, check).await;

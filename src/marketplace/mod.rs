@@ -3,6 +3,7 @@
 //! The AWS facts this rests on are in `docs/MARKETPLACE.md`.
 
 pub mod api;
+pub mod clock;
 pub mod ledger;
 pub mod license;
 pub mod reporter;
@@ -19,6 +20,7 @@ use utoipa::ToSchema;
 use crate::config::MarketplaceConfig;
 use crate::runtime::Components;
 pub use api::router;
+pub use clock::Clock;
 
 /// The product's billing dimensions (one MeterUsage record per dimension per hour).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -107,6 +109,11 @@ pub struct Marketplace {
     pub db: PgPool,
     /// `None` when Marketplace is disabled: no AWS client is ever built.
     pub client: Option<aws_sdk_marketplacemetering::Client>,
+    /// The credentials the client signs with: their access key id names the AWS task a
+    /// MeterUsage call came from (see `reporter`, "who may resend").
+    credentials: Option<aws_sdk_marketplacemetering::config::SharedCredentialsProvider>,
+    /// Every "now" of licensing and metering (tests shift it).
+    pub clock: Clock,
     /// The license as last determined (before trial expiry is applied; see [`Self::license`]).
     state: RwLock<LicenseState>,
     pub trial_started_at: DateTime<Utc>,
@@ -115,17 +122,31 @@ pub struct Marketplace {
 }
 
 impl Marketplace {
-    /// Reads the deployment's first start (the trial start), creating it on the very first run.
+    /// With the system clock (or the test offset, see [`clock::TEST_OFFSET_VAR`]).
     pub async fn new(
         config: MarketplaceConfig,
         db: PgPool,
         components: Arc<Components>,
     ) -> anyhow::Result<Arc<Self>> {
+        Self::with_clock(config, db, components, Clock::from_process_env()?).await
+    }
+
+    /// Reads the deployment's first start (the trial start), creating it on the very first run.
+    pub async fn with_clock(
+        config: MarketplaceConfig,
+        db: PgPool,
+        components: Arc<Components>,
+        clock: Clock,
+    ) -> anyhow::Result<Arc<Self>> {
+        let now = clock.now();
         let first_start = async {
-            sqlx::query("INSERT INTO deployment (singleton) VALUES (true) ON CONFLICT DO NOTHING")
-                .execute(&db)
-                .await?;
-            sqlx::query_scalar::<_, DateTime<Utc>>("SELECT first_started_at FROM deployment")
+            sqlx::query!(
+                "INSERT INTO deployment (singleton, first_started_at) VALUES (true, $1) ON CONFLICT DO NOTHING",
+                now
+            )
+            .execute(&db)
+            .await?;
+            sqlx::query_scalar!("SELECT first_started_at FROM deployment")
                 .fetch_one(&db)
                 .await
         };
@@ -133,10 +154,12 @@ impl Marketplace {
         // starts and reports not-ready; the trial start is then read again at the next start.
         let trial_started_at = first_start.await.unwrap_or_else(|err| {
             tracing::warn!(error = %err, "cannot read the deployment's first start; assuming now");
-            Utc::now()
+            now
         });
+        let mut credentials = None;
         let client = if config.enabled {
             let sdk = crate::aws::sdk_config().await;
+            credentials = sdk.credentials_provider();
             let conf = aws_sdk_marketplacemetering::config::Builder::from(&sdk)
                 .timeout_config(
                     aws_config::timeout::TimeoutConfig::builder()
@@ -150,18 +173,10 @@ impl Marketplace {
             None
         };
         let initial = if !config.enabled {
+            let (status, reason) = license::without_marketplace(&config);
             LicenseState {
-                status: if config.trial_mode {
-                    LicenseStatus::Trial
-                } else {
-                    LicenseStatus::Disabled
-                },
-                reason: if config.trial_mode {
-                    "TRIAL_MODE=true".into()
-                } else {
-                    "MARKETPLACE_ENABLED=false: usage is recorded locally, nothing is sent to AWS"
-                        .into()
-                },
+                status,
+                reason,
                 last_check: None,
             }
         } else {
@@ -175,10 +190,30 @@ impl Marketplace {
             config,
             db,
             client,
+            credentials,
+            clock,
             state: RwLock::new(initial),
             trial_started_at,
             components,
         }))
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The access key id this replica signs MeterUsage calls with: AWS files records per task,
+    /// and the same key id is certainly the same task.
+    pub async fn aws_identity(&self) -> Result<String, String> {
+        use aws_sdk_marketplacemetering::config::ProvideCredentials;
+        let Some(provider) = &self.credentials else {
+            return Err("no AWS credentials provider is configured".into());
+        };
+        provider
+            .provide_credentials()
+            .await
+            .map(|c| c.access_key_id().to_string())
+            .map_err(|e| format!("AWS credentials unavailable: {e}"))
     }
 
     pub fn trial_ends_at(&self) -> DateTime<Utc> {
@@ -189,7 +224,7 @@ impl Marketplace {
     pub async fn license(&self) -> LicenseState {
         let mut state = self.state.read().await.clone();
         if matches!(state.status, LicenseStatus::Trial | LicenseStatus::Pending)
-            && Utc::now() >= self.trial_ends_at()
+            && self.now() >= self.trial_ends_at()
         {
             state.status = LicenseStatus::Expired;
             state.reason = format!(
@@ -208,17 +243,20 @@ impl Marketplace {
         *state = LicenseState {
             status,
             reason,
-            last_check: Some(Utc::now()),
+            last_check: Some(self.now()),
         };
         changed
     }
 
-    /// Whether trial limits apply to billable actions now.
-    pub fn limits_apply(status: LicenseStatus, trial_mode: bool) -> bool {
+    /// Whether trial limits apply to billable actions now. (`Disabled` means no Marketplace and
+    /// no TRIAL_MODE: nothing to limit; TRIAL_MODE without Marketplace is `Trial`.)
+    pub fn limits_apply(status: LicenseStatus) -> bool {
         match status {
             LicenseStatus::Trial | LicenseStatus::Pending => true,
-            LicenseStatus::Disabled => trial_mode,
-            LicenseStatus::Valid | LicenseStatus::Expired | LicenseStatus::Invalid => false,
+            LicenseStatus::Disabled
+            | LicenseStatus::Valid
+            | LicenseStatus::Expired
+            | LicenseStatus::Invalid => false,
         }
     }
 }

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -108,6 +108,8 @@ struct Shared {
     encoding_key: jsonwebtoken::EncodingKey,
     down: AtomicBool,
     dropped_connections: AtomicUsize,
+    /// Seconds added to the system clock (the product under test is shifted the same way).
+    clock_offset: AtomicI64,
     shutdown: CancellationToken,
     state: Mutex<Inner>,
 }
@@ -138,6 +140,7 @@ impl FakeMarketplace {
             encoding_key,
             down: AtomicBool::new(false),
             dropped_connections: AtomicUsize::new(0),
+            clock_offset: AtomicI64::new(0),
             shutdown: CancellationToken::new(),
             state: Mutex::new(Inner {
                 entitled: true,
@@ -247,6 +250,37 @@ impl FakeMarketplace {
         self.shared.lock().token_scope = scope;
     }
 
+    /// Shifts the fake's clock (the 6-hour window, the current hour, `iat`) by `offset`: give it
+    /// the same offset as the product's `CO_TEST_CLOCK_OFFSET_SECONDS`.
+    pub fn set_clock_offset(&self, offset: chrono::TimeDelta) {
+        self.shared
+            .clock_offset
+            .store(offset.num_seconds(), Ordering::SeqCst);
+    }
+
+    /// The fake's "now" (system clock plus [`set_clock_offset`](Self::set_clock_offset)).
+    pub fn now(&self) -> DateTime<Utc> {
+        self.shared.now()
+    }
+
+    /// Stores a record as if `task` had already reported `quantity` of `dimension` for the hour
+    /// of `hour` without a `ClientToken` (an earlier release, another tool): a later call for
+    /// that task and hour with another quantity gets `DuplicateRequestException`.
+    pub fn preload_record(&self, task: &str, dimension: &str, hour: DateTime<Utc>, quantity: i64) {
+        let record = MeterRecord {
+            task: task.to_owned(),
+            product_code: self.shared.product_code.clone(),
+            dimension: dimension.to_owned(),
+            hour: floor_hour(hour),
+            timestamp: hour,
+            quantity,
+            allocations: Vec::new(),
+            metering_record_id: uuid::Uuid::new_v4().to_string(),
+            client_token: None,
+        };
+        self.shared.lock().records.push(record);
+    }
+
     /// Every stored usage record, in the order they were created.
     pub fn records(&self) -> Vec<MeterRecord> {
         self.shared.lock().records.clone()
@@ -297,6 +331,10 @@ impl Drop for FakeMarketplace {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::TimeDelta::seconds(self.clock_offset.load(Ordering::SeqCst))
     }
 }
 
@@ -674,7 +712,7 @@ fn register_usage(
     if let Some(nonce) = nonce {
         claims.insert("nonce".into(), json!(nonce));
     }
-    claims.insert("iat".into(), json!(Utc::now().timestamp()));
+    claims.insert("iat".into(), json!(shared.now().timestamp()));
     let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::PS256);
     let token = jsonwebtoken::encode(&header, &Value::Object(claims), &shared.encoding_key)
         .map_err(|e| {
@@ -810,7 +848,7 @@ fn meter_usage(
         .timestamp_millis_opt(millis)
         .single()
         .ok_or_else(|| bad("TimestampOutOfBoundsException", "Timestamp is out of range"))?;
-    let now = Utc::now();
+    let now = shared.now();
     let hour = floor_hour(timestamp);
     if timestamp < now - MAX_RECORD_AGE || hour > floor_hour(now) {
         return Err(bad(
