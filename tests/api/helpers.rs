@@ -220,8 +220,11 @@ pub async fn spawn_on_database(
     TestApp {
         address,
         metrics_address,
+        // As real clients do: `Accept-Encoding: gzip` on every request and bodies decoded, so
+        // a response whose Content-Encoding lies about its body fails the test that reads it.
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .gzip(true)
             .build()
             .unwrap(),
         db_name,
@@ -444,4 +447,72 @@ pub async fn wait_ready(addr: SocketAddr, within: Duration) -> bool {
         }
     })
     .await
+}
+
+/// A response read off a raw TCP connection, for requests no HTTP client library will send
+/// (a 100 KB URL, a control byte in a header).
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+/// Sends `request` as is and reads the answer until the server closes the connection (send
+/// `Connection: close`).
+pub async fn raw_request(address: &str, request: &[u8]) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut bytes))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    let split = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(&bytes)));
+    let head = String::from_utf8_lossy(&bytes[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    RawResponse {
+        status,
+        headers,
+        body: bytes[split + 4..].to_vec(),
+    }
+}
+
+impl RawResponse {
+    /// Asserts a problem+json error, as [`assert_problem`] does, and returns its body.
+    pub fn assert_problem(&self, status: u16, code: &str) -> serde_json::Value {
+        assert_eq!(self.status, status, "status");
+        assert_eq!(
+            self.headers.get("content-type").map(String::as_str),
+            Some("application/problem+json"),
+            "content type"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("{e}: {:?}", String::from_utf8_lossy(&self.body));
+        });
+        assert_eq!(body["code"], code, "problem code in {body}");
+        assert_eq!(body["status"], status);
+        let id = body["request_id"].as_str().expect("request id in the body");
+        assert_eq!(
+            self.headers.get("x-request-id").map(String::as_str),
+            Some(id)
+        );
+        body
+    }
 }
