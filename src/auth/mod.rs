@@ -372,6 +372,8 @@ async fn revoke_key(
         .map_err(|_| ApiError::invalid("invalid_id", format!("{id:?} is not a key id (a UUID)")))?;
     match keys::revoke(&state.db, id).await? {
         Some(_) => {
+            // This replica forgets the key before answering; the others flush on the NOTIFY.
+            state.authenticator.flush().await;
             tracing::info!(key_id = %id, "api key revoked");
             Ok(StatusCode::NO_CONTENT)
         }

@@ -353,13 +353,30 @@ where
     }
 }
 
-/// A free loopback port (bound then released) for processes that need a fixed port.
+/// A loopback port that was free a moment ago (bound then released). Another test may take it
+/// before it is used, so use it only where nothing needs to listen on it (an unreachable
+/// address), or with a retry: [`Process::serve`], [`with_free_port`].
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Starts something that must listen on a port of its own (`start` returns `None` when the
+/// port turned out to be taken), with a new port each time, a few times.
+pub async fn with_free_port<T, F, Fut>(mut start: F) -> T
+where
+    F: FnMut(u16) -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..5 {
+        if let Some(started) = start(free_port()).await {
+            return started;
+        }
+    }
+    panic!("no free port after 5 attempts");
 }
 
 /// Runs the real binary to completion with exactly `env` (nothing inherited).
@@ -372,34 +389,91 @@ pub fn run_binary(env: &HashMap<String, String>, args: &[&str]) -> std::process:
         .unwrap()
 }
 
-/// The real binary, killed when dropped.
+/// The real binary, killed when dropped. Its output is kept line by line in `output` (and
+/// shown with `TEST_LOG=1`).
 pub struct Process {
     pub child: Child,
     pub port: u16,
+    pub output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Process {
     pub fn spawn(vars: &HashMap<String, String>, args: &[&str]) -> Self {
         let port: u16 = vars.get("PORT").and_then(|p| p.parse().ok()).unwrap_or(0);
         let show_logs = std::env::var("TEST_LOG").is_ok_and(|v| !v.is_empty() && v != "0");
-        let child = Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))
             .args(args)
             .env_clear()
             .envs(vars)
             .stdin(Stdio::null())
-            .stdout(if show_logs {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .stderr(if show_logs {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn the binary");
-        Self { child, port }
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stdout = child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+        let stderr = child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+        for stream in [stdout, stderr].into_iter().flatten() {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if show_logs {
+                        eprintln!("{line}");
+                    }
+                    output.lock().unwrap().push(line);
+                }
+            });
+        }
+        Self {
+            child,
+            port,
+            output,
+        }
+    }
+
+    /// `serve` on a port of its own, ready (and on a metrics port of its own when `METRICS_PORT`
+    /// is `free`). A port found free may be taken by another test before the binary binds it;
+    /// the binary then exits at once, and other ports are tried.
+    pub async fn serve(vars: &HashMap<String, String>) -> Self {
+        with_free_port(|port| async move {
+            let mut vars = vars.clone();
+            vars.insert("PORT".into(), port.to_string());
+            if vars.get("METRICS_PORT").is_some_and(|p| p == "free") {
+                vars.insert("METRICS_PORT".into(), free_port().to_string());
+            }
+            let mut process = Self::spawn(&vars, &["serve"]);
+            // Our own "listening" line, not the readiness of whoever else holds the port.
+            let listening = eventually(Duration::from_secs(30), || {
+                let exited = process.child.try_wait().unwrap().is_some();
+                let bound = process.logged(&format!(":{port}"));
+                async move { exited || bound }
+            })
+            .await;
+            if !listening || process.child.try_wait().unwrap().is_some() {
+                return None;
+            }
+            assert!(
+                wait_ready(process.addr(), Duration::from_secs(30)).await,
+                "replica on {port} not ready"
+            );
+            Some(process)
+        })
+        .await
+    }
+
+    /// True when a line of output contains `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.output.lock().unwrap().iter().any(|l| l.contains(text))
     }
 
     pub fn addr(&self) -> SocketAddr {
