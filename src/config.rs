@@ -182,6 +182,8 @@ pub struct Config {
     pub neo4j: Option<Neo4jConfig>,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Longest accepted path + query; longer URLs get a problem+json 414.
+    pub max_uri_bytes: usize,
     pub cors_allowed_origins: Vec<String>,
     /// Budget per API key.
     pub rate_limit_per_minute: u32,
@@ -279,6 +281,11 @@ impl Config {
             env.parse("MAX_BODY_BYTES", 1024 * 1024, "a number of bytes")?;
         if max_body_bytes < 1024 {
             return Err(invalid("MAX_BODY_BYTES", "must be at least 1024"));
+        }
+        let max_uri_bytes: usize = env.parse("MAX_URI_BYTES", 8192, "a number of bytes")?;
+        // Above 65,534 bytes hyper refuses the request itself (still as problem+json).
+        if !(256..=65_534).contains(&max_uri_bytes) {
+            return Err(invalid("MAX_URI_BYTES", "must be between 256 and 65534"));
         }
         let cors_allowed_origins = env
             .get("CORS_ALLOWED_ORIGINS")
@@ -386,6 +393,7 @@ impl Config {
             neo4j,
             request_timeout,
             max_body_bytes,
+            max_uri_bytes,
             cors_allowed_origins,
             rate_limit_per_minute,
             rate_limit_ip_per_minute,
@@ -423,6 +431,7 @@ impl Config {
             "NEO4J_PASSWORD": set(&self.neo4j.as_ref().map(|n| n.password.clone())),
             "REQUEST_TIMEOUT_SECONDS": self.request_timeout.as_secs(),
             "MAX_BODY_BYTES": self.max_body_bytes,
+            "MAX_URI_BYTES": self.max_uri_bytes,
             "CORS_ALLOWED_ORIGINS": self.cors_allowed_origins,
             "RATE_LIMIT_PER_MINUTE": self.rate_limit_per_minute,
             "RATE_LIMIT_IP_PER_MINUTE": self.rate_limit_ip_per_minute,

@@ -68,7 +68,7 @@ fn is_transient(err: &sqlx::Error) -> bool {
 }
 
 async fn check_server_version(pool: &PgPool) -> anyhow::Result<()> {
-    let version: String = sqlx::query_scalar("SHOW server_version_num")
+    let version = sqlx::query_scalar!(r#"SELECT current_setting('server_version_num') AS "v!""#)
         .fetch_one(pool)
         .await
         .context("cannot read the PostgreSQL server version")?;
@@ -92,11 +92,12 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 /// True when every embedded migration has been applied (readiness).
 pub async fn migrations_applied(pool: &PgPool) -> anyhow::Result<bool> {
     let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    let applied: Option<i64> =
-        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
-            .fetch_one(pool)
-            .await
-            .unwrap_or(None);
+    // An unmigrated database has no `_sqlx_migrations` yet: the query fails, and that is "not
+    // applied", not an error.
+    let applied = sqlx::query_scalar!("SELECT max(version) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(None);
     Ok(applied.unwrap_or(0) >= latest)
 }
 

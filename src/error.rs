@@ -1,9 +1,10 @@
 //! The one error type of the HTTP API and its `application/problem+json` body (RFC 9457).
 //!
 //! Handlers return `Result<_, ApiError>` and use `?`. A response carries its [`Problem`] as an
-//! extension; the `problem_middleware` in `http` adds the request id, logs server errors once with
-//! their cause chain, and turns any other error response (axum's 404/405, tower-http's 413/408)
-//! into the same shape, so every error a client sees looks alike.
+//! extension; the `problem_and_metrics` middleware in `http` adds the request id, logs server
+//! errors once with their cause chain, and turns any other error response (axum's 404/405,
+//! tower-http's 413/408) into the same shape, so every error a client sees looks alike. The
+//! answers hyper writes itself for requests it cannot parse are rewritten by `http::ProblemIo`.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -165,11 +166,45 @@ impl From<sqlx::Error> for ApiError {
                 };
             }
         }
+        if let Some(db) = err.as_database_error()
+            && let Some(code) = db.code()
+            && let Some(problem) = input_refused_by_postgres(&code, db.message())
+        {
+            return Self::problem(problem);
+        }
         if matches!(err, sqlx::Error::PoolTimedOut) {
             return Self::Unavailable("the database is busy; retry shortly".into());
         }
         Self::Internal(anyhow::Error::new(err).context("database query failed"))
     }
+}
+
+/// PostgreSQL refuses some values that reach it from a request: text it cannot store (a NUL,
+/// SQLSTATE 22021), a string that is not of the column's type (22P02), a number out of range
+/// (22003), a value too long (22001) — every "data exception" is class 22 — and values over an
+/// internal limit such as a tsvector or index row (54000). The value came from the caller, so
+/// the caller can fix it: a 400, never a 500.
+fn input_refused_by_postgres(sqlstate: &str, message: &str) -> Option<Problem> {
+    let (code, detail) = if sqlstate.starts_with("22") {
+        ("invalid_value", "a value in the request cannot be stored")
+    } else if sqlstate == "54000" {
+        ("value_too_large", "a value in the request is too large")
+    } else {
+        return None;
+    };
+    tracing::info!(
+        sqlstate,
+        error = message,
+        "database refused a request value"
+    );
+    Some(
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            code,
+            format!("{detail}: {message}"),
+        )
+        .with("sqlstate", sqlstate),
+    )
 }
 
 impl From<JsonRejection> for ApiError {
@@ -250,6 +285,14 @@ pub fn problem_for_status(status: StatusCode) -> Problem {
             ("invalid_body", "the request body could not be understood")
         }
         StatusCode::BAD_REQUEST => ("bad_request", "the request is malformed"),
+        StatusCode::URI_TOO_LONG => (
+            "uri_too_long",
+            "the URL is longer than the server accepts; send large inputs in a POST body",
+        ),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
+            "headers_too_large",
+            "the request headers are larger than the server accepts",
+        ),
         StatusCode::TOO_MANY_REQUESTS => (
             "rate_limited",
             "too many requests; wait for Retry-After seconds",

@@ -63,7 +63,7 @@ where
 }
 
 async fn db_ok(state: &HealthState) -> bool {
-    let ping = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.db);
+    let ping = sqlx::query_scalar!(r#"SELECT 1 AS "one!""#).fetch_one(&state.db);
     matches!(
         tokio::time::timeout(Duration::from_secs(2), ping).await,
         Ok(Ok(1))

@@ -1,13 +1,17 @@
 //! The HTTP surface: every router merged in one place, the tower stack, our JSON extractor, the
 //! OpenAPI document and the `/docs` page.
 
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::serve::Listener;
 use axum::{Json, Router};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -97,17 +101,21 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// The tower stack, outermost first:
-/// 1. request id: set before anything logs, so every line (and every error body) carries it;
+/// 1. request id: an unusable incoming id is replaced, then one is set before anything logs, so
+///    every line (and every error body) carries it;
 /// 2. sensitive headers: `Authorization` is redacted before the trace layer can print it;
-/// 3. trace span with the matched route; 4. problem+json normaliser and metrics, which must see
-///    the final status of everything below, including timeouts and body-limit rejections;
-/// 5. security headers, CORS, compression; 6. timeout; 7. body limit; 8. per-IP rate limit
-///    (before auth, so key guessing is throttled). Auth itself is a route layer on `/api/v1`.
+/// 3. trace span with the matched route; 4. security headers, CORS, compression;
+/// 5. problem+json normaliser and metrics, inside compression (the bodies it rebuilds are then
+///    compressed like any other) and outside everything that can refuse a request, so it sees
+///    the final status of timeouts and body-limit rejections too;
+/// 6. URI checks (length, NUL); 7. timeout; 8. body limit; 9. per-IP rate limit (before auth,
+///    so key guessing is throttled). Auth itself is a route layer on `/api/v1`.
 fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     let config = state.config.clone();
     let hsts = (config.environment == Environment::Production)
         .then(|| HeaderValue::from_static("max-age=31536000; includeSubDomains"));
     let cors = cors_layer(&config.cors_allowed_origins);
+    let max_uri_bytes = config.max_uri_bytes;
 
     let ip_limited = routes.route_layer(middleware::from_fn(record_route)).layer(
         middleware::from_fn_with_state(state.ip_limit.clone(), ratelimit::limit_by_ip),
@@ -120,6 +128,10 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
         ))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            check_uri(max_uri_bytes, request, next)
+        }))
+        .layer(middleware::from_fn(problem_and_metrics))
         .layer(CompressionLayer::new())
         .layer(tower::util::option_layer(cors))
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -138,7 +150,6 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
-        .layer(middleware::from_fn(problem_and_metrics))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(make_span)
@@ -152,7 +163,63 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
         ]))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(middleware::map_request(drop_unusable_request_id))
         .with_state(state)
+}
+
+/// A client's `X-Request-Id` is echoed and logged, so it must be something a log line, a JSON
+/// body and a header can all carry: 1-128 visible ASCII characters. Anything else is dropped and
+/// a fresh id generated, rather than failing the request or logging an empty id.
+async fn drop_unusable_request_id(mut request: Request) -> Request {
+    let usable = |v: &HeaderValue| {
+        let bytes = v.as_bytes();
+        (1..=128).contains(&bytes.len()) && bytes.iter().all(|b| b.is_ascii_graphic())
+    };
+    if request
+        .headers()
+        .get(REQUEST_ID)
+        .is_some_and(|v| !usable(v))
+    {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
+}
+
+/// Refuses, before routing, URLs longer than `MAX_URI_BYTES` (414) and a NUL character in the
+/// path or query, raw or percent-encoded (400): PostgreSQL cannot store a NUL, and no
+/// identifier or search needs one, so every route is covered here at once.
+async fn check_uri(max_uri_bytes: usize, request: Request, next: Next) -> Response {
+    let uri = request.uri();
+    let length = uri.path().len() + uri.query().map_or(0, |q| q.len() + 1);
+    if length > max_uri_bytes {
+        return ApiError::problem(
+            Problem::new(
+                StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                format!(
+                    "the URL is {length} bytes, more than the {max_uri_bytes} the server accepts; \
+                     send large inputs in a POST body"
+                ),
+            )
+            .with("max_uri_bytes", max_uri_bytes),
+        )
+        .into_response();
+    }
+    let has_nul = |part: &str| {
+        part.as_bytes().contains(&0)
+            || part
+                .as_bytes()
+                .windows(3)
+                .any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
+    };
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return ApiError::invalid(
+            "invalid_character",
+            "the URL contains a NUL character (%00), which no path or parameter accepts",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// `None` without configured origins: no CORS headers, and no per-request work for them.
@@ -288,7 +355,11 @@ async fn problem_and_metrics(request: Request, next: Next) -> Response {
         let headers = std::mem::take(response.headers_mut());
         let mut rebuilt = (status, Json(problem)).into_response();
         for (name, value) in headers.iter() {
-            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            // The body is new: its type, length and encoding are no longer those of the old one.
+            if name != header::CONTENT_TYPE
+                && name != header::CONTENT_LENGTH
+                && name != header::CONTENT_ENCODING
+            {
                 rebuilt.headers_mut().insert(name, value.clone());
             }
         }
@@ -319,4 +390,213 @@ async fn problem_and_metrics(request: Request, next: Next) -> Response {
         tracing::debug!(status = status.as_u16(), duration_ms, "request completed");
     }
     response
+}
+
+/// Hyper answers some requests itself, before any service runs, with an empty body: a URI over
+/// 64 KiB (414, a hard limit of hyper and `http::Uri`), a head larger than its buffer (431) and
+/// a request line or header HTTP does not allow, e.g. a control byte (400). None of these can be
+/// configured to reach our stack, so the listener wraps each connection in [`ProblemIo`], which
+/// replaces those automatic answers with the problem+json every other error has.
+pub struct ProblemListener<L>(pub L);
+
+impl<L: Listener> Listener for ProblemListener<L> {
+    type Io = ProblemIo<L::Io>;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, addr) = self.0.accept().await;
+        (
+            ProblemIo {
+                inner: io,
+                replacement: None,
+            },
+            addr,
+        )
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+/// A connection whose writes pass through untouched, except hyper's automatic error answers.
+pub struct ProblemIo<T> {
+    inner: T,
+    /// The problem+json answer being written in place of hyper's, and how much of it is out.
+    replacement: Option<(Vec<u8>, usize)>,
+}
+
+impl<T> ProblemIo<T> {
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+}
+
+/// The status of a response head that hyper wrote on its own. Every response of our stack
+/// carries `x-request-id` (the outermost layer sets it), hyper's automatic ones never do, and
+/// after one hyper closes the connection, so nothing of ours can follow it.
+fn automatic_error_status(buf: &[u8]) -> Option<StatusCode> {
+    let status = buf
+        .strip_prefix(b"HTTP/1.1 ")
+        .or_else(|| buf.strip_prefix(b"HTTP/1.0 "))?;
+    let status = match status.get(..4)? {
+        b"400 " => StatusCode::BAD_REQUEST,
+        b"414 " => StatusCode::URI_TOO_LONG,
+        b"431 " => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        _ => return None,
+    };
+    let head_end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(buf.len());
+    let ours = buf[..head_end]
+        .windows(15)
+        .any(|w| w.eq_ignore_ascii_case(b"\r\nx-request-id:"));
+    (!ours).then_some(status)
+}
+
+fn automatic_error_replacement(status: StatusCode) -> Vec<u8> {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let mut problem = problem_for_status(status);
+    if status == StatusCode::BAD_REQUEST {
+        problem = Problem::new(
+            status,
+            "malformed_request",
+            "the request is not valid HTTP: the request line or a header has a character HTTP \
+             does not allow (such as a control character)",
+        );
+    }
+    problem.request_id = Some(request_id.clone());
+    tracing::warn!(
+        status = status.as_u16(),
+        code = %problem.code,
+        request_id = %request_id,
+        "request refused before routing"
+    );
+    metrics::counter!(
+        "http_requests_total",
+        "method" => "OTHER",
+        "route" => "unmatched",
+        "status" => status_label(status)
+    )
+    .increment(1);
+    let body = serde_json::to_vec(&problem).unwrap_or_default();
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: {PROBLEM_JSON}\r\ncontent-length: {}\r\n\
+         x-request-id: {request_id}\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error"),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+impl<T: AsyncWrite + Unpin> ProblemIo<T> {
+    /// Writes the pending replacement; `Ready(Ok)` once all of it is out.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let Some((bytes, written)) = &mut self.replacement else {
+            return Poll::Ready(Ok(()));
+        };
+        while *written < bytes.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            *written += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_write_checked(
+        &mut self,
+        cx: &mut Context<'_>,
+        first: &[u8],
+        total: usize,
+    ) -> Option<Poll<std::io::Result<usize>>> {
+        if self.replacement.is_none() {
+            let status = automatic_error_status(first)?;
+            self.replacement = Some((automatic_error_replacement(status), 0));
+        } else if self
+            .replacement
+            .as_ref()
+            .is_some_and(|(bytes, written)| *written >= bytes.len())
+        {
+            return None;
+        }
+        // Hyper's own bytes are reported written only once ours are all out.
+        Some(self.poll_replacement(cx).map_ok(|()| total))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ProblemIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ProblemIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if let Some(done) = self.poll_write_checked(cx, buf, buf.len()) {
+            return done;
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        let total = bufs.iter().map(|b| b.len()).sum();
+        if let Some(done) = self.poll_write_checked(cx, first, total) {
+            return done;
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        ready!(self.poll_replacement(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        ready!(self.poll_replacement(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_hyper_s_own_error_heads_are_recognised() {
+        let hyper = b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        assert_eq!(
+            automatic_error_status(hyper),
+            Some(StatusCode::URI_TOO_LONG)
+        );
+        let ours = b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 9\r\nx-request-id: a\r\n\r\n";
+        assert_eq!(automatic_error_status(ours), None);
+        assert_eq!(automatic_error_status(b"HTTP/1.1 200 OK\r\n\r\n"), None);
+        assert_eq!(automatic_error_status(b"{\"HTTP/1.1 400 \"}"), None);
+    }
 }

@@ -7,7 +7,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -42,32 +43,121 @@ pub struct Decision {
 }
 
 /// Keyed by what is limited (a key id, an IP address): no allocation per check in process.
-pub struct RateLimiter<K: std::hash::Hash + Eq + Clone + std::fmt::Display> {
+pub struct RateLimiter<K: std::hash::Hash + Eq + Clone + std::fmt::Display + Send + Sync> {
     per_minute: u32,
     redis_prefix: String,
     local: KeyedLimiter<K>,
     redis: Option<RedisHandle>,
 }
 
-/// KEYS[1] bucket; ARGV[1] emission interval (ms), ARGV[2] burst. Uses the Redis clock so that
-/// replicas with skewed clocks agree. Returns {allowed, remaining, retry_after_ms, reset_ms}.
+/// KEYS[i] bucket i; ARGV[2i-1] its emission interval (ms), ARGV[2i] its burst. Checks the
+/// buckets in order and stops at the first refusal, so a refused request costs nothing from the
+/// buckets after it (as separate checks one after the other would). Uses the Redis clock so
+/// that replicas with skewed clocks agree. Returns {allowed, remaining, retry_after_ms,
+/// reset_ms} per bucket checked.
 const GCRA_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local emission = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new_tat = tat + emission
-local allow_at = new_tat - emission * burst
-if allow_at > now then
-  return {0, 0, allow_at - now, tat - now}
+local out = {}
+for i, key in ipairs(KEYS) do
+  local emission = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local new_tat = tat + emission
+  local allow_at = new_tat - emission * burst
+  if allow_at > now then
+    table.insert(out, 0); table.insert(out, 0)
+    table.insert(out, allow_at - now); table.insert(out, tat - now)
+    return out
+  end
+  redis.call('SET', key, new_tat, 'PX', math.ceil(new_tat - now) + 1000)
+  table.insert(out, 1); table.insert(out, math.floor((now - allow_at) / emission))
+  table.insert(out, 0); table.insert(out, new_tat - now)
 end
-redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now) + 1000)
-return {1, math.floor((now - allow_at) / emission), 0, new_tat - now}
+return out
 "#;
 
-impl<K: std::hash::Hash + Eq + Clone + std::fmt::Display> RateLimiter<K> {
+/// Built once: `Script::new` hashes the source, and `invoke_async` sends `EVALSHA` with that
+/// hash (loading the script only when Redis answers NOSCRIPT, e.g. after a restart).
+static GCRA: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA_SCRIPT));
+
+/// One bucket of one limiter, as the script takes it.
+trait Bucket: Sync {
+    fn add_to(&self, invocation: &mut redis::ScriptInvocation<'static>);
+    fn decision(&self, reply: &[i64]) -> Option<Decision>;
+    fn local(&self) -> Decision;
+}
+
+impl<K: std::hash::Hash + Eq + Clone + std::fmt::Display + Send + Sync> Bucket
+    for (&RateLimiter<K>, &K)
+{
+    fn add_to(&self, invocation: &mut redis::ScriptInvocation<'static>) {
+        let (limiter, bucket) = self;
+        invocation
+            .key(format!("{}{bucket}", limiter.redis_prefix))
+            .arg(60_000.0 / f64::from(limiter.per_minute))
+            .arg(limiter.per_minute);
+    }
+
+    fn decision(&self, reply: &[i64]) -> Option<Decision> {
+        let per_minute = self.0.per_minute;
+        let [allowed, remaining, retry_ms, reset_ms] = *reply else {
+            return None;
+        };
+        Some(Decision {
+            allowed: allowed == 1,
+            limit: per_minute,
+            remaining: remaining.clamp(0, i64::from(per_minute)) as u32,
+            reset_secs: ms_to_secs(reset_ms),
+            retry_after_secs: if allowed == 1 {
+                0
+            } else {
+                ms_to_secs(retry_ms).max(1)
+            },
+        })
+    }
+
+    fn local(&self) -> Decision {
+        self.0.check_local(self.1)
+    }
+}
+
+/// Checks `buckets` in order in one Redis round trip (one `EVALSHA`), stopping at the first
+/// refusal; in process when Redis is off or failing. The result has one decision per bucket
+/// checked: every one allowed, or the last one refused.
+async fn check_buckets(redis: Option<&RedisHandle>, buckets: &[&dyn Bucket]) -> Vec<Decision> {
+    if let Some(redis) = redis {
+        let mut invocation = GCRA.prepare_invoke();
+        for bucket in buckets {
+            bucket.add_to(&mut invocation);
+        }
+        let reply: Option<Vec<i64>> = redis
+            .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await;
+        if let Some(reply) = reply {
+            let decisions: Option<Vec<Decision>> = reply
+                .chunks(4)
+                .zip(buckets)
+                .map(|(chunk, bucket)| bucket.decision(chunk))
+                .collect();
+            if let Some(decisions) = decisions.filter(|d| !d.is_empty()) {
+                return decisions;
+            }
+        }
+    }
+    let mut decisions = Vec::with_capacity(buckets.len());
+    for bucket in buckets {
+        let decision = bucket.local();
+        decisions.push(decision);
+        if !decision.allowed {
+            break;
+        }
+    }
+    decisions
+}
+
+impl<K: std::hash::Hash + Eq + Clone + std::fmt::Display + Send + Sync> RateLimiter<K> {
     pub fn new(per_minute: u32, redis: Option<RedisHandle>, redis_prefix: &str) -> Self {
         let burst = NonZeroU32::new(per_minute.max(1)).expect("non-zero");
         let quota = Quota::per_minute(burst).allow_burst(burst);
@@ -80,36 +170,8 @@ impl<K: std::hash::Hash + Eq + Clone + std::fmt::Display> RateLimiter<K> {
     }
 
     pub async fn check(&self, bucket: &K) -> Decision {
-        if let Some(redis) = &self.redis
-            && let Some(decision) = self.check_redis(redis, bucket).await
-        {
-            return decision;
-        }
-        self.check_local(bucket)
-    }
-
-    async fn check_redis(&self, redis: &RedisHandle, bucket: &K) -> Option<Decision> {
-        let emission_ms = 60_000.0 / f64::from(self.per_minute);
-        let script = redis::Script::new(GCRA_SCRIPT);
-        let mut invocation = script.key(format!("{}{bucket}", self.redis_prefix));
-        invocation.arg(emission_ms).arg(self.per_minute);
-        let reply: Vec<i64> = redis
-            .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
-            .await?;
-        let [allowed, remaining, retry_ms, reset_ms] = reply[..] else {
-            return None;
-        };
-        Some(Decision {
-            allowed: allowed == 1,
-            limit: self.per_minute,
-            remaining: remaining.clamp(0, i64::from(self.per_minute)) as u32,
-            reset_secs: ms_to_secs(reset_ms),
-            retry_after_secs: if allowed == 1 {
-                0
-            } else {
-                ms_to_secs(retry_ms).max(1)
-            },
-        })
+        let decisions = check_buckets(self.redis.as_ref(), &[&(self, bucket)]).await;
+        decisions[0]
     }
 
     fn check_local(&self, bucket: &K) -> Decision {
@@ -206,6 +268,40 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         .unwrap_or(peer)
 }
 
+/// Checks `first` and, when it allows the request, `second`, in one Redis round trip: the
+/// per-IP and per-key budgets of an authenticated request. Returns the first decision and the
+/// second when it was checked. Both limiters must use the same Redis (they do: one per process).
+pub async fn check_pair<A, B>(
+    first: (&RateLimiter<A>, &A),
+    second: (&RateLimiter<B>, &B),
+) -> (Decision, Option<Decision>)
+where
+    A: std::hash::Hash + Eq + Clone + std::fmt::Display + Send + Sync,
+    B: std::hash::Hash + Eq + Clone + std::fmt::Display + Send + Sync,
+{
+    let redis = first.0.redis.as_ref().or(second.0.redis.as_ref());
+    let decisions = check_buckets(redis, &[&first, &second]).await;
+    (decisions[0], decisions.get(1).copied())
+}
+
+/// The per-IP check of an `/api/v1` request, handed from [`limit_by_ip`] to the authentication
+/// middleware so that it can check both budgets in one round trip. Whoever charges the address
+/// calls [`DeferredIpCheck::claim`]; the IP middleware charges it itself when nothing downstream
+/// did (the path matched no route, so authentication never ran).
+#[derive(Clone)]
+pub struct DeferredIpCheck {
+    pub ip: IpAddr,
+    pub limiter: Arc<RateLimiter<IpAddr>>,
+    claimed: Arc<AtomicBool>,
+}
+
+impl DeferredIpCheck {
+    pub fn claim(&self) -> &Self {
+        self.claimed.store(true, Ordering::Relaxed);
+        self
+    }
+}
+
 /// What the per-IP middleware needs.
 #[derive(Clone)]
 pub struct IpLimit {
@@ -215,17 +311,43 @@ pub struct IpLimit {
 }
 
 /// Per-IP limit, applied before authentication so that key guessing is throttled too.
-/// Health probes from load balancers are never limited.
-pub async fn limit_by_ip(State(state): State<IpLimit>, request: Request, next: Next) -> Response {
-    if request.uri().path().starts_with("/health") {
+/// Health probes from load balancers are never limited. Under `/api/v1` the check is handed to
+/// the authentication middleware (one Redis round trip for both budgets, see
+/// [`DeferredIpCheck`]); it runs before the key is looked up there, so guessing stays throttled.
+pub async fn limit_by_ip(
+    State(state): State<IpLimit>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    if path.starts_with("/health") {
         return next.run(request).await;
     }
+    let deferred = path.starts_with("/api/v1/");
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let ip = client_ip(peer, request.headers(), &state.trusted_proxies);
+    if deferred {
+        let check = DeferredIpCheck {
+            ip,
+            limiter: state.limiter.clone(),
+            claimed: Arc::new(AtomicBool::new(false)),
+        };
+        request.extensions_mut().insert(check.clone());
+        let response = next.run(request).await;
+        if check.claimed.load(Ordering::Relaxed) {
+            return response;
+        }
+        let decision = state.limiter.check(&ip).await;
+        if !decision.allowed {
+            metrics::counter!("http_rate_limited_total", "by" => "ip").increment(1);
+            return too_many_requests(&decision, "this client address");
+        }
+        return response;
+    }
     let decision = state.limiter.check(&ip).await;
     if !decision.allowed {
         metrics::counter!("http_rate_limited_total", "by" => "ip").increment(1);

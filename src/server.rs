@@ -282,8 +282,8 @@ impl Server {
             .into_make_service_with_connect_info::<SocketAddr>();
         // Without TCP_NODELAY a response written in two segments waits for the client's delayed
         // ACK (~40 ms): measured as the p99 of every response larger than a few kilobytes.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
+        let listener = axum::serve::ListenerExt::tap_io(http::ProblemListener(listener), |io| {
+            if let Err(err) = io.get_ref().set_nodelay(true) {
                 tracing::debug!(error = %err, "cannot set TCP_NODELAY");
             }
         });

@@ -69,7 +69,6 @@ pub struct CreatedApiKey {
     pub key: String,
 }
 
-#[derive(sqlx::FromRow)]
 struct KeyRow {
     id: Uuid,
     name: String,
@@ -96,15 +95,16 @@ impl From<KeyRow> for ApiKeyInfo {
 
 pub async fn create(pool: &PgPool, name: &KeyName, scope: Scope) -> sqlx::Result<CreatedApiKey> {
     let key = generate_key();
-    let row: KeyRow = sqlx::query_as(
+    let row = sqlx::query_as!(
+        KeyRow,
         "INSERT INTO api_keys (id, name, prefix, key_hash, scope) VALUES ($1, $2, $3, $4, $5)
          RETURNING id, name, scope, prefix, created_at, last_used_at, revoked_at",
+        Uuid::new_v4(),
+        &name.0,
+        &key[..SHOWN_PREFIX_LEN],
+        &hash_key(&key)[..],
+        scope.as_str(),
     )
-    .bind(Uuid::new_v4())
-    .bind(&name.0)
-    .bind(&key[..SHOWN_PREFIX_LEN])
-    .bind(&hash_key(&key)[..])
-    .bind(scope.as_str())
     .fetch_one(pool)
     .await?;
     Ok(CreatedApiKey {
@@ -114,7 +114,8 @@ pub async fn create(pool: &PgPool, name: &KeyName, scope: Scope) -> sqlx::Result
 }
 
 pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<ApiKeyInfo>> {
-    let rows: Vec<KeyRow> = sqlx::query_as(
+    let rows = sqlx::query_as!(
+        KeyRow,
         "SELECT id, name, scope, prefix, created_at, last_used_at, revoked_at
          FROM api_keys ORDER BY created_at, id",
     )
@@ -125,20 +126,24 @@ pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<ApiKeyInfo>> {
 
 /// Revokes a key; `None` when no such key exists. Revoking twice keeps the first time.
 pub async fn revoke(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<ApiKeyInfo>> {
-    let row: Option<KeyRow> = sqlx::query_as(
+    let row = sqlx::query_as!(
+        KeyRow,
         "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1
          RETURNING id, name, scope, prefix, created_at, last_used_at, revoked_at",
+        id,
     )
-    .bind(id)
     .fetch_optional(pool)
     .await?;
     Ok(row.map(Into::into))
 }
 
 pub async fn any_active(pool: &PgPool) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL)")
-        .fetch_one(pool)
-        .await
+    let exists = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL) AS "exists!""#
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(exists)
 }
 
 /// What a presented key resolves to.
@@ -153,27 +158,30 @@ pub enum Lookup {
 }
 
 pub async fn lookup(pool: &PgPool, hash: &[u8; 32]) -> sqlx::Result<Lookup> {
-    let row: Option<(Uuid, String, String, Option<DateTime<Utc>>)> =
-        sqlx::query_as("SELECT id, name, scope, revoked_at FROM api_keys WHERE key_hash = $1")
-            .bind(&hash[..])
-            .fetch_optional(pool)
-            .await?;
+    let row = sqlx::query!(
+        "SELECT id, name, scope, revoked_at FROM api_keys WHERE key_hash = $1",
+        &hash[..],
+    )
+    .fetch_optional(pool)
+    .await?;
     Ok(match row {
         None => Lookup::Unknown,
-        Some((_, _, _, Some(_))) => Lookup::Revoked,
-        Some((id, name, scope, None)) => Lookup::Active {
-            id,
-            name,
-            scope: scope.parse().unwrap_or(Scope::User),
+        Some(row) if row.revoked_at.is_some() => Lookup::Revoked,
+        Some(row) => Lookup::Active {
+            id: row.id,
+            name: row.name,
+            scope: row.scope.parse().unwrap_or(Scope::User),
         },
     })
 }
 
 pub async fn touch(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<()> {
-    sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1)",
+        ids
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

@@ -83,23 +83,36 @@ impl Authenticator {
         self.bootstrap_hash.is_some()
     }
 
-    pub async fn authenticate(&self, presented: &str) -> Result<Principal, ApiError> {
-        let hash = keys::hash_key(presented);
+    /// The principal of a key known without a database query: the bootstrap key, or a key
+    /// validated within the cache's lifetime.
+    fn known(&self, hash: &[u8; 32]) -> Option<Principal> {
         if let Some(bootstrap) = &self.bootstrap_hash
-            && bool::from(bootstrap.ct_eq(&hash))
+            && bool::from(bootstrap.ct_eq(hash))
         {
-            return Ok(Principal {
+            return Some(Principal {
                 key_id: Uuid::nil(),
                 name: "bootstrap".into(),
                 scope: Scope::Admin,
             });
         }
         if self.cache_enabled.load(Ordering::Acquire)
-            && let Some(hit) = self.cache.read().expect("key cache lock").get(&hash)
+            && let Some(hit) = self.cache.read().expect("key cache lock").get(hash)
             && hit.at.elapsed() < CACHE_TTL
         {
-            return Ok(hit.principal.clone());
+            return Some(hit.principal.clone());
         }
+        None
+    }
+
+    pub async fn authenticate(&self, presented: &str) -> Result<Principal, ApiError> {
+        let hash = keys::hash_key(presented);
+        if let Some(principal) = self.known(&hash) {
+            return Ok(principal);
+        }
+        self.look_up(hash).await
+    }
+
+    async fn look_up(&self, hash: [u8; 32]) -> Result<Principal, ApiError> {
         match keys::lookup(&self.pool, &hash).await? {
             keys::Lookup::Active { id, name, scope } => {
                 let principal = Principal {
@@ -217,29 +230,65 @@ fn bearer(parts: &axum::http::HeaderMap) -> Result<&str, ApiError> {
     }
 }
 
-/// Guards every `/api/v1` route: authenticates, then applies the per-key rate limit.
+/// Guards every `/api/v1` route: authenticates, then applies the per-key rate limit. The
+/// per-IP budget handed over by the IP middleware is charged here too: for a key known without
+/// a database query (the hot path) both budgets are checked in one Redis round trip; otherwise
+/// the address is charged before the key is looked up, so guessing keys stays throttled.
 pub async fn require_api_key(
     State(state): State<AuthState>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let principal = match bearer(request.headers()) {
-        Ok(key) => state.authenticator.authenticate(key).await,
-        Err(err) => Err(err),
-    };
-    let principal = match principal {
-        Ok(p) => p,
-        Err(err) => {
-            let mut response = err.into_response();
-            if response.status() == StatusCode::UNAUTHORIZED {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    let ip_check = request
+        .extensions()
+        .get::<ratelimit::DeferredIpCheck>()
+        .map(|check| check.claim().clone());
+    let presented = bearer(request.headers()).map(keys::hash_key);
+    let known = presented
+        .as_ref()
+        .ok()
+        .and_then(|hash| state.authenticator.known(hash));
+    let (principal, decision) = match known {
+        Some(principal) => {
+            let key_bucket = (state.key_limiter.as_ref(), &principal.key_id);
+            let decision = match &ip_check {
+                Some(ip) => {
+                    match ratelimit::check_pair((ip.limiter.as_ref(), &ip.ip), key_bucket).await {
+                        (_, Some(key)) => key,
+                        (refused, None) => return ip_refused(&refused),
+                    }
+                }
+                None => state.key_limiter.check(&principal.key_id).await,
+            };
+            (principal, decision)
+        }
+        None => {
+            if let Some(ip) = &ip_check {
+                let decision = ip.limiter.check(&ip.ip).await;
+                if !decision.allowed {
+                    return ip_refused(&decision);
+                }
             }
-            return response;
+            let principal = match presented {
+                Ok(hash) => state.authenticator.look_up(hash).await,
+                Err(err) => Err(err),
+            };
+            let principal = match principal {
+                Ok(p) => p,
+                Err(err) => {
+                    let mut response = err.into_response();
+                    if response.status() == StatusCode::UNAUTHORIZED {
+                        response
+                            .headers_mut()
+                            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    }
+                    return response;
+                }
+            };
+            let decision = state.key_limiter.check(&principal.key_id).await;
+            (principal, decision)
         }
     };
-    let decision = state.key_limiter.check(&principal.key_id).await;
     if !decision.allowed {
         metrics::counter!("http_rate_limited_total", "by" => "key").increment(1);
         return ratelimit::too_many_requests(&decision, "this API key");
@@ -248,6 +297,11 @@ pub async fn require_api_key(
     let mut response = next.run(request).await;
     ratelimit::apply_headers(response.headers_mut(), &decision);
     response
+}
+
+fn ip_refused(decision: &ratelimit::Decision) -> Response {
+    metrics::counter!("http_rate_limited_total", "by" => "ip").increment(1);
+    ratelimit::too_many_requests(decision, "this client address")
 }
 
 pub fn router<S>() -> OpenApiRouter<S>
@@ -264,7 +318,9 @@ where
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
-    /// A label for the key, 1-100 characters.
+    /// A label for the key, 1-100 characters (surrounding spaces are trimmed), no control
+    /// characters.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: String,
     pub scope: Scope,
 }
@@ -316,6 +372,8 @@ async fn revoke_key(
         .map_err(|_| ApiError::invalid("invalid_id", format!("{id:?} is not a key id (a UUID)")))?;
     match keys::revoke(&state.db, id).await? {
         Some(_) => {
+            // This replica forgets the key before answering; the others flush on the NOTIFY.
+            state.authenticator.flush().await;
             tracing::info!(key_id = %id, "api key revoked");
             Ok(StatusCode::NO_CONTENT)
         }

@@ -188,8 +188,10 @@ async fn get_usage(
 #[serde(deny_unknown_fields)]
 pub struct BillableActionRequest {
     /// `SecurityScans`, `ChatQuestions` or `DocumentAnalysis`.
+    #[schema(value_type = Dimension)]
     pub dimension: String,
     /// Any text, 1-10,000 characters; stored with the action.
+    #[schema(min_length = 1, max_length = 10000)]
     pub input: String,
 }
 

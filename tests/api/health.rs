@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use crate::helpers::*;
 
 #[tokio::test]
@@ -11,7 +13,8 @@ async fn health_reports_components_and_version() {
     assert_eq!(body["components"]["neo4j"], "disabled");
     assert_eq!(body["components"]["marketplace"], "disabled");
     assert!(body["components"]["ib"].is_string());
-    assert!(["healthy", "degraded"].contains(&body["status"].as_str().unwrap()));
+    assert_eq!(body["components"]["ib"], "ok");
+    assert_eq!(body["status"], "healthy", "every dependency is up: {body}");
     assert_eq!(body["version"], cloud_optimizer::version());
 }
 
@@ -79,11 +82,15 @@ async fn ready_is_503_when_migrations_are_not_applied() {
 async fn metrics_are_served_on_their_own_port_labelled_by_route() {
     let app = spawn_app().await;
     let (id, _) = app.create_key("metrics", "user").await;
-    let _ = app
-        .get_as(&format!("/api/v1/keys/{id}"), &app.admin_key)
+    let revoke = app
+        .client
+        .delete(app.url(&format!("/api/v1/keys/{id}")))
+        .bearer_auth(&app.admin_key)
         .send()
         .await
         .unwrap();
+    assert_eq!(revoke.status(), 204);
+    app.admin_json("/api/v1/kb/controls/pci-dss:8.4.2").await;
     let body = app
         .client
         .get(format!("{}/metrics", app.metrics_address))
@@ -96,12 +103,129 @@ async fn metrics_are_served_on_their_own_port_labelled_by_route() {
     assert!(body.contains("http_requests_total"), "{body}");
     assert!(body.contains("http_request_duration_seconds"), "{body}");
     assert!(body.contains(r#"route="/api/v1/keys""#), "{body}");
+    assert!(body.contains(r#"route="/api/v1/keys/{id}""#), "{body}");
+    assert!(
+        body.contains(r#"route="/api/v1/kb/controls/{id}""#),
+        "routes with a path parameter are labelled by their template: {body}"
+    );
     assert!(body.contains("db_pool_connections"), "{body}");
     assert!(!body.contains(&id), "raw paths must never become labels");
+    assert!(
+        !body.contains("pci-dss:8.4.2"),
+        "raw paths must never become labels"
+    );
     let on_api_port = app.get("/metrics").send().await.unwrap();
     assert_eq!(
         on_api_port.status(),
         404,
         "metrics are not routed on the API port"
     );
+}
+
+/// A TCP proxy in front of PostgreSQL with a switch: cut drops every connection and refuses
+/// new ones (accepts and closes them at once), restore lets them through again.
+struct PgProxy {
+    address: std::net::SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PgProxy {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (up, watch) = tokio::sync::watch::channel(true);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut watch = watch.clone();
+                if !*watch.borrow() {
+                    continue; // dropped: the connection is closed at once
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self { address, up, task }
+    }
+
+    fn set(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+impl Drop for PgProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn health_follows_a_database_outage_and_its_end() {
+    let db = create_migrated_database().await;
+    let real = url::Url::parse(&database_url(&db)).unwrap();
+    let proxy = PgProxy::start(format!(
+        "{}:{}",
+        real.host_str().unwrap(),
+        real.port().unwrap_or(5432)
+    ))
+    .await;
+    let mut through_proxy = real.clone();
+    through_proxy.set_host(Some("127.0.0.1")).unwrap();
+    through_proxy.set_port(Some(proxy.address.port())).unwrap();
+    let app = spawn_on_database(db, |env| {
+        env.insert("DATABASE_URL".into(), through_proxy.to_string());
+    })
+    .await;
+    let status = |path: &'static str| {
+        let request = app.get(path);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(app.health().await["status"], "healthy");
+
+    proxy.set(false);
+    let down = eventually(Duration::from_secs(15), || async {
+        let response = app.get("/health").send().await.unwrap();
+        let code = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap();
+        code == 503 && body["status"] == "unhealthy" && body["components"]["db"] == "down"
+    })
+    .await;
+    assert!(
+        down,
+        "/health must be 503 unhealthy with db down during the outage"
+    );
+    assert_eq!(
+        status("/health/live").await,
+        200,
+        "liveness ignores the database"
+    );
+    let ready = app.get("/health/ready").send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let probe: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(probe["reason"], "database unreachable");
+
+    proxy.set(true);
+    let back = eventually(Duration::from_secs(20), || async {
+        let health = app.get("/health").send().await.unwrap();
+        let ready = app.get("/health/ready").send().await.unwrap();
+        if health.status() != 200 || ready.status() != 200 {
+            return false;
+        }
+        let body: serde_json::Value = health.json().await.unwrap();
+        body["status"] == "healthy" && body["components"]["db"] == "ok"
+    })
+    .await;
+    assert!(back, "health must recover once the database is back");
+    assert_eq!(status("/health/live").await, 200);
 }

@@ -220,8 +220,11 @@ pub async fn spawn_on_database(
     TestApp {
         address,
         metrics_address,
+        // As real clients do: `Accept-Encoding: gzip` on every request and bodies decoded, so
+        // a response whose Content-Encoding lies about its body fails the test that reads it.
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .gzip(true)
             .build()
             .unwrap(),
         db_name,
@@ -350,13 +353,30 @@ where
     }
 }
 
-/// A free loopback port (bound then released) for processes that need a fixed port.
+/// A loopback port that was free a moment ago (bound then released). Another test may take it
+/// before it is used, so use it only where nothing needs to listen on it (an unreachable
+/// address), or with a retry: [`Process::serve`], [`with_free_port`].
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Starts something that must listen on a port of its own (`start` returns `None` when the
+/// port turned out to be taken), with a new port each time, a few times.
+pub async fn with_free_port<T, F, Fut>(mut start: F) -> T
+where
+    F: FnMut(u16) -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..5 {
+        if let Some(started) = start(free_port()).await {
+            return started;
+        }
+    }
+    panic!("no free port after 5 attempts");
 }
 
 /// Runs the real binary to completion with exactly `env` (nothing inherited).
@@ -369,34 +389,91 @@ pub fn run_binary(env: &HashMap<String, String>, args: &[&str]) -> std::process:
         .unwrap()
 }
 
-/// The real binary, killed when dropped.
+/// The real binary, killed when dropped. Its output is kept line by line in `output` (and
+/// shown with `TEST_LOG=1`).
 pub struct Process {
     pub child: Child,
     pub port: u16,
+    pub output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Process {
     pub fn spawn(vars: &HashMap<String, String>, args: &[&str]) -> Self {
         let port: u16 = vars.get("PORT").and_then(|p| p.parse().ok()).unwrap_or(0);
         let show_logs = std::env::var("TEST_LOG").is_ok_and(|v| !v.is_empty() && v != "0");
-        let child = Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))
             .args(args)
             .env_clear()
             .envs(vars)
             .stdin(Stdio::null())
-            .stdout(if show_logs {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .stderr(if show_logs {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn the binary");
-        Self { child, port }
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stdout = child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+        let stderr = child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+        for stream in [stdout, stderr].into_iter().flatten() {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if show_logs {
+                        eprintln!("{line}");
+                    }
+                    output.lock().unwrap().push(line);
+                }
+            });
+        }
+        Self {
+            child,
+            port,
+            output,
+        }
+    }
+
+    /// `serve` on a port of its own, ready (and on a metrics port of its own when `METRICS_PORT`
+    /// is `free`). A port found free may be taken by another test before the binary binds it;
+    /// the binary then exits at once, and other ports are tried.
+    pub async fn serve(vars: &HashMap<String, String>) -> Self {
+        with_free_port(|port| async move {
+            let mut vars = vars.clone();
+            vars.insert("PORT".into(), port.to_string());
+            if vars.get("METRICS_PORT").is_some_and(|p| p == "free") {
+                vars.insert("METRICS_PORT".into(), free_port().to_string());
+            }
+            let mut process = Self::spawn(&vars, &["serve"]);
+            // Our own "listening" line, not the readiness of whoever else holds the port.
+            let listening = eventually(Duration::from_secs(30), || {
+                let exited = process.child.try_wait().unwrap().is_some();
+                let bound = process.logged(&format!(":{port}"));
+                async move { exited || bound }
+            })
+            .await;
+            if !listening || process.child.try_wait().unwrap().is_some() {
+                return None;
+            }
+            assert!(
+                wait_ready(process.addr(), Duration::from_secs(30)).await,
+                "replica on {port} not ready"
+            );
+            Some(process)
+        })
+        .await
+    }
+
+    /// True when a line of output contains `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.output.lock().unwrap().iter().any(|l| l.contains(text))
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -444,4 +521,72 @@ pub async fn wait_ready(addr: SocketAddr, within: Duration) -> bool {
         }
     })
     .await
+}
+
+/// A response read off a raw TCP connection, for requests no HTTP client library will send
+/// (a 100 KB URL, a control byte in a header).
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+/// Sends `request` as is and reads the answer until the server closes the connection (send
+/// `Connection: close`).
+pub async fn raw_request(address: &str, request: &[u8]) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut bytes))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    let split = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(&bytes)));
+    let head = String::from_utf8_lossy(&bytes[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    RawResponse {
+        status,
+        headers,
+        body: bytes[split + 4..].to_vec(),
+    }
+}
+
+impl RawResponse {
+    /// Asserts a problem+json error, as [`assert_problem`] does, and returns its body.
+    pub fn assert_problem(&self, status: u16, code: &str) -> serde_json::Value {
+        assert_eq!(self.status, status, "status");
+        assert_eq!(
+            self.headers.get("content-type").map(String::as_str),
+            Some("application/problem+json"),
+            "content type"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("{e}: {:?}", String::from_utf8_lossy(&self.body));
+        });
+        assert_eq!(body["code"], code, "problem code in {body}");
+        assert_eq!(body["status"], status);
+        let id = body["request_id"].as_str().expect("request id in the body");
+        assert_eq!(
+            self.headers.get("x-request-id").map(String::as_str),
+            Some(id)
+        );
+        body
+    }
 }

@@ -303,13 +303,12 @@ async fn kb_load_accepts_a_tar_gz_bundle_url() {
 }
 
 /// Runs only where a Neo4j server is reachable (compose's `graph` profile): no Neo4j server can
-/// run on the CI machines.
+/// run on the CI machines. Ignored, so it shows as skipped; `scripts/test` runs it when
+/// `NEO4J_URI` is set.
 #[tokio::test]
+#[ignore = "needs NEO4J_URI (compose profile graph)"]
 async fn neo4j_mirror_answers_like_postgres_when_configured() {
-    let Ok(uri) = std::env::var("NEO4J_URI") else {
-        eprintln!("skipped: NEO4J_URI is not set (run with the compose graph profile)");
-        return;
-    };
+    let uri = std::env::var("NEO4J_URI").expect("NEO4J_URI is set when ignored tests run");
     let password = std::env::var("NEO4J_PASSWORD").unwrap_or_default();
     let pg = spawn_app().await;
     let neo = spawn_app_with(|env| {
@@ -386,21 +385,31 @@ struct Moto {
 
 impl Moto {
     async fn start() -> Self {
-        let port = free_port();
-        let child = std::process::Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("moto_server is installed (pip install 'moto[server]'; scripts/test does it)");
-        let up = eventually(Duration::from_secs(20), || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
+        with_free_port(|port| async move {
+            let mut child = std::process::Command::new("moto_server")
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect(
+                    "moto_server is installed (pip install 'moto[server]'; scripts/test does it)",
+                );
+            let up = eventually(Duration::from_secs(20), || {
+                let exited = child.try_wait().unwrap().is_some();
+                async move {
+                    exited
+                        || tokio::net::TcpStream::connect(("127.0.0.1", port))
+                            .await
+                            .is_ok()
+                }
+            })
+            .await;
+            // Exited: another test took the port first.
+            let alive = child.try_wait().unwrap().is_none();
+            let moto = Self { child, port };
+            (up && alive).then_some(moto)
         })
-        .await;
-        assert!(up, "moto_server listening");
-        Self { child, port }
+        .await
     }
 }
 

@@ -7,9 +7,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::*;
 
-fn binary_env(db: &str, port: u16) -> std::collections::HashMap<String, String> {
+/// The binary's environment; `Process::serve` picks the port.
+fn binary_env(db: &str) -> std::collections::HashMap<String, String> {
     let mut env = base_env(db);
-    env.insert("PORT".into(), port.to_string());
     env.insert("METRICS_PORT".into(), "0".into());
     env.insert("LOG_FORMAT".into(), "json".into());
     env
@@ -20,16 +20,13 @@ use crate::helpers::run_binary as run;
 #[tokio::test]
 async fn three_replicas_started_together_on_an_empty_database_all_become_ready() {
     let db = create_empty_database().await;
-    let mut processes: Vec<Process> = (0..3)
-        .map(|_| Process::spawn(&binary_env(&db, free_port()), &["serve"]))
-        .collect();
-    for process in &processes {
-        assert!(
-            wait_ready(process.addr(), Duration::from_secs(30)).await,
-            "replica on {} not ready",
-            process.port
-        );
-    }
+    let env = binary_env(&db);
+    let (a, b, c) = tokio::join!(
+        Process::serve(&env),
+        Process::serve(&env),
+        Process::serve(&env)
+    );
+    let mut processes = vec![a, b, c];
     let pool = sqlx::PgPool::connect(&database_url(&db)).await.unwrap();
     let (applied, distinct): (i64, i64) = sqlx::query_as(
         "SELECT count(*), count(DISTINCT version) FROM _sqlx_migrations WHERE success",
@@ -52,12 +49,10 @@ async fn three_replicas_started_together_on_an_empty_database_all_become_ready()
 #[tokio::test]
 async fn sigterm_drains_then_finishes_the_in_flight_request_and_exits_zero() {
     let db = create_migrated_database().await;
-    let port = free_port();
-    let mut env = binary_env(&db, port);
+    let mut env = binary_env(&db);
     env.insert("SHUTDOWN_DRAIN_SECONDS".into(), "1".into());
     env.insert("SHUTDOWN_GRACE_SECONDS".into(), "20".into());
-    let mut process = Process::spawn(&env, &["serve"]);
-    assert!(wait_ready(process.addr(), Duration::from_secs(20)).await);
+    let mut process = Process::serve(&env).await;
 
     // A slow client: headers and half of the body now, the rest after the signal.
     let body = r#"{"name": "made-during-shutdown", "scope": "user"}"#;
@@ -177,7 +172,8 @@ async fn version_config_check_and_healthcheck_commands() {
 
     let db = create_migrated_database().await;
     let port = free_port();
-    let mut env = binary_env(&db, port);
+    let mut env = binary_env(&db);
+    env.insert("PORT".into(), port.to_string());
     env.insert(
         "REDIS_URL".into(),
         "redis://:redis-pw-456@127.0.0.1:6379".into(),
@@ -197,15 +193,15 @@ async fn version_config_check_and_healthcheck_commands() {
         Some(1),
         "nothing is listening yet"
     );
-    let process = Process::spawn(&env, &["serve"]);
-    assert!(wait_ready(process.addr(), Duration::from_secs(20)).await);
+    let process = Process::serve(&env).await;
+    env.insert("PORT".into(), process.port.to_string());
     assert_eq!(run(&env, &["healthcheck"]).status.code(), Some(0));
 }
 
 #[tokio::test]
 async fn migrate_command_applies_the_schema() {
     let db = create_empty_database().await;
-    let env = binary_env(&db, free_port());
+    let env = binary_env(&db);
     let output = run(&env, &["migrate"]);
     assert!(
         output.status.success(),
@@ -241,15 +237,14 @@ async fn request_spans_are_exported_over_otlp_http() {
     let server = tokio::spawn(async move { axum::serve(listener, receiver).await });
 
     let db = create_migrated_database().await;
-    let mut env = binary_env(&db, free_port());
+    let mut env = binary_env(&db);
     env.insert(
         "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
         format!("http://{otlp}"),
     );
     env.insert("OTEL_SERVICE_NAME".into(), "co-under-test".into());
     env.insert("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into());
-    let mut process = Process::spawn(&env, &["serve"]);
-    assert!(wait_ready(process.addr(), Duration::from_secs(20)).await);
+    let mut process = Process::serve(&env).await;
     let response = reqwest::Client::new()
         .get(format!("http://{}/api/v1/keys/self", process.addr()))
         .bearer_auth(BOOTSTRAP_KEY)
@@ -276,4 +271,123 @@ async fn request_spans_are_exported_over_otlp_http() {
         "request id recorded on the span"
     );
     server.abort();
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_documented_fields_and_metrics_the_documented_names() {
+    let db = create_migrated_database().await;
+    let mut env = binary_env(&db);
+    env.insert("REDIS_URL".into(), redis_url());
+    env.insert("RATE_LIMIT_PER_MINUTE".into(), "3".into());
+    env.insert("METRICS_PORT".into(), "free".into());
+    let process = Process::serve(&env).await;
+    let metrics_addr = process
+        .output
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "metrics listening")
+        .and_then(|l| l["metrics_addr"].as_str().map(str::to_string))
+        .expect("the metrics listener logs its address");
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", process.addr());
+    let response = client
+        .get(format!("{base}/api/v1/kb/controls/pci-dss:8.4.2"))
+        .bearer_auth(BOOTSTRAP_KEY)
+        .header("x-request-id", "log-fields-check")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let billed = client
+        .post(format!("{base}/api/v1/billable-actions"))
+        .bearer_auth(BOOTSTRAP_KEY)
+        .json(&serde_json::json!({"dimension": "ChatQuestions", "input": "metrics"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(billed.status(), 201);
+    for _ in 0..3 {
+        client
+            .get(format!("{base}/api/v1/keys/self"))
+            .bearer_auth(BOOTSTRAP_KEY)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    // README "Operations": one JSON object per line with timestamp, level, message, status and
+    // duration_ms, and the request's span with request_id, method and route.
+    let line = {
+        let mut found = None;
+        let seen = eventually(Duration::from_secs(5), || {
+            let lines = process.output.lock().unwrap().clone();
+            found = lines
+                .into_iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+                .find(|l| {
+                    l.to_string().contains("log-fields-check")
+                        && l["message"] == "request completed"
+                });
+            let seen = found.is_some();
+            async move { seen }
+        })
+        .await;
+        assert!(
+            seen,
+            "no request line: {:?}",
+            process.output.lock().unwrap()
+        );
+        found.unwrap()
+    };
+    let top = |name: &str| {
+        line.get(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} missing from {line}"))
+    };
+    let span = |name: &str| {
+        line["span"]
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("span.{name} missing from {line}"))
+    };
+    assert!(top("timestamp").is_string());
+    assert_eq!(top("level"), "INFO");
+    assert_eq!(top("status"), 200);
+    assert!(top("duration_ms").as_f64().is_some(), "{line}");
+    assert_eq!(span("request_id"), "log-fields-check");
+    assert_eq!(span("method"), "GET");
+    assert_eq!(span("route"), "/api/v1/kb/controls/{id}");
+
+    // README "Operations": the metric names, labelled by route template.
+    let metrics = client
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "http_requests_total",
+        "http_request_duration_seconds",
+        "db_pool_connections",
+        "redis_up",
+        "http_rate_limited_total",
+        "cloud_optimizer_usage_events_total",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains(r#"route="/api/v1/kb/controls/{id}""#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"dimension="ChatQuestions""#),
+        "{metrics}"
+    );
 }

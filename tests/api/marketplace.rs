@@ -135,7 +135,11 @@ async fn serve_logging(env: &HashMap<String, String>, log: &std::path::Path) -> 
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let process = Process { child, port };
+    let process = Process {
+        child,
+        port,
+        output: Default::default(),
+    };
     assert!(
         wait_ready(process.addr(), Duration::from_secs(30)).await,
         "server ready"

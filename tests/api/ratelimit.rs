@@ -79,6 +79,38 @@ async fn client_ip_budget_applies_before_auth() {
 }
 
 #[tokio::test]
+async fn with_redis_one_call_checks_both_budgets_and_guessing_is_still_throttled() {
+    let app = spawn_app_with(|env| {
+        env.insert("REDIS_URL".into(), redis_url());
+        env.insert("RATE_LIMIT_IP_PER_MINUTE".into(), "3".into());
+        env.insert("RATE_LIMIT_PER_MINUTE".into(), "1000".into());
+    })
+    .await;
+    assert_eq!(health_redis(&app).await, "ok");
+    let key = app.admin_key.clone();
+    // The address budget is spent by valid and invalid keys alike, and by paths under /api/v1
+    // that match no route (where no authentication runs).
+    let mut codes = statuses(&app, &key, 1, None).await;
+    codes.push(
+        app.get_as("/api/v1/no-such-route", &key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+    );
+    codes.extend(statuses(&app, "co_guessing", 2, None).await);
+    codes.extend(statuses(&app, &key, 1, None).await);
+    assert_eq!(codes, vec![200, 404, 401, 429, 429]);
+    let refused = app.get_as("/api/v1/keys/self", &key).send().await.unwrap();
+    let body = assert_problem(refused, 429, "rate_limited").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("client address"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn forwarded_for_is_trusted_only_from_configured_proxies() {
     let untrusted = spawn_app_with(|env| {
         env.insert("RATE_LIMIT_IP_PER_MINUTE".into(), "2".into());
@@ -155,6 +187,35 @@ impl OwnRedis {
     }
 }
 
+impl OwnRedis {
+    /// True once the server on `port` answers and is this process (not another test's server
+    /// that took the port first, in which case this one has exited).
+    async fn is_ours(&mut self, port: u16) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let pid = self.child.id();
+        while tokio::time::Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            if let Some(info) = server_info(port).await {
+                return info.contains(&format!("process_id:{pid}\r\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+}
+
+async fn server_info(port: u16) -> Option<String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .ok()
+}
+
 impl Drop for OwnRedis {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -178,9 +239,11 @@ async fn health_redis(app: &TestApp) -> String {
 
 #[tokio::test]
 async fn server_keeps_serving_when_redis_stops_and_recovers_when_it_returns() {
-    let port = free_port();
-    let redis = OwnRedis::start(port);
-    assert!(redis_answers(port).await);
+    let (port, redis) = with_free_port(|port| async move {
+        let mut redis = OwnRedis::start(port);
+        redis.is_ours(port).await.then_some((port, redis))
+    })
+    .await;
     let app = spawn_app_with(|env| {
         env.insert("REDIS_URL".into(), format!("redis://127.0.0.1:{port}"));
     })
