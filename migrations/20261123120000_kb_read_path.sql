@@ -25,6 +25,23 @@ CREATE TABLE kb_search (
 );
 CREATE INDEX kb_search_search ON kb_search USING gin (search);
 
+-- Search queries are OR queries of plain lexemes (any word matches). For those, ts_rank_cd's
+-- cover density is the sum, over every position of a query lexeme in the document, of that
+-- position's weight (D 0.1, C 0.2, B 0.4, A 1.0): each occurrence is a cover of its own. So the
+-- rank is a sum over per-(lexeme, document) weights, precomputed here, and a search reads a few
+-- hundred index entries instead of ranking every matching document. Queries with phrases
+-- (hyphenated words) are ranked with ts_rank_cd itself.
+CREATE TABLE kb_search_terms (
+    version_id  bigint NOT NULL,
+    lexeme      text   NOT NULL,
+    id          text   NOT NULL,
+    weight      float8 NOT NULL,
+    -- weight in the index too: a search reads the index only (once autovacuum has marked the pages
+    -- all-visible; until then rows of one lexeme sit together, see the ORDER BY below).
+    PRIMARY KEY (version_id, lexeme, id) INCLUDE (weight),
+    FOREIGN KEY (version_id, id) REFERENCES kb_search (version_id, id) ON DELETE CASCADE
+);
+
 -- Builds kb_search for one loaded version. Set-based (no per-row subquery without an index), so
 -- it stays linear for large KBs.
 CREATE FUNCTION kb_build_search(v bigint) RETURNS bigint LANGUAGE sql AS $$
@@ -79,6 +96,16 @@ CREATE FUNCTION kb_build_search(v bigint) RETURNS bigint LANGUAGE sql AS $$
         WHERE k.version_id = v GROUP BY 1
     ) p ON p.id = m.id
     WHERE m.version_id = v;
+
+    INSERT INTO kb_search_terms (version_id, lexeme, id, weight)
+    SELECT s.version_id, u.lexeme, s.id,
+           -- ts_rank_cd's default weights are float4: sum them as it does.
+           sum(CASE w WHEN 'A' THEN 1.0::float4 WHEN 'B' THEN 0.4::float4
+                      WHEN 'C' THEN 0.2::float4 ELSE 0.1::float4 END::float8)
+    FROM kb_search s, unnest(s.search) u, unnest(u.weights) w
+    WHERE s.version_id = v
+    GROUP BY s.version_id, u.lexeme, s.id
+    ORDER BY u.lexeme, s.id;
 
     -- New rows sit in the GIN pending list (scanned linearly by every search) until a vacuum;
     -- move them into the index proper now.

@@ -487,7 +487,8 @@ async fn control_body(
             SELECT o.id, o.framework, o.native_id, o.title, m.basis, m.shared AS shared_checks, m.rank
             FROM c
             JOIN merged m ON true
-            JOIN kb_controls o ON o.version_id = c.version_id AND o.id = m.id
+            -- LIMIT 1 keeps this a lookup per related id (never a scan of every control).
+            JOIN LATERAL (SELECT o.* FROM kb_controls o WHERE o.version_id = c.version_id AND o.id = m.id LIMIT 1) o ON true
             WHERE o.framework <> c.framework
             ORDER BY m.rank, m.shared DESC, o.framework, o.native_id
             LIMIT 25
@@ -618,7 +619,7 @@ const CHECK_COLUMNS: &str = "k.id, k.title, k.description, k.services, k.resourc
 async fn list_checks(
     State(state): State<KbState>,
     filter: Result<Query<CheckFilter>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Page<CheckSummary>>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(filter) = filter.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
     let (limit, offset) = page_bounds(filter.limit, filter.offset, 500)?;
     if let Some(severity) = &filter.severity
@@ -633,29 +634,28 @@ async fn list_checks(
     if let Some(service) = &filter.service {
         check_service(&state.db, service).await?;
     }
-    let where_clause = format!(
-        "k.version_id = {ACTIVE} AND ($1::text IS NULL OR $1 = ANY(k.services)) AND ($2::text IS NULL OR k.severity = $2)"
-    );
-    let total: i64 = sqlx::query_scalar(sql!(
-        "SELECT count(*) FROM kb_checks k WHERE {where_clause}"
-    ))
-    .bind(&filter.service)
-    .bind(&filter.severity)
+    let body = sqlx::query_scalar!(
+        r#"WITH k AS (
+               SELECT k.id, k.title, k.description, k.services, k.resource_type, k.severity, k.refs, k.remediation_id
+               FROM kb_checks k
+               WHERE k.version_id = (SELECT id FROM kb_versions WHERE active)
+                 AND ($1::text IS NULL OR $1 = ANY(k.services)) AND ($2::text IS NULL OR k.severity = $2)
+           )
+           SELECT json_build_object(
+               'items', coalesce((SELECT json_agg(p ORDER BY p.id) FROM (
+                   SELECT * FROM k ORDER BY k.id LIMIT $3 OFFSET $4) p), '[]'),
+               'total', (SELECT count(*) FROM k),
+               'limit', $3::bigint,
+               'offset', $4::bigint
+           )::text AS "body!""#,
+        filter.service,
+        filter.severity,
+        limit,
+        offset
+    )
     .fetch_one(&state.db)
     .await?;
-    let items = sqlx::query_as(sql!("SELECT {CHECK_COLUMNS} FROM kb_checks k WHERE {where_clause} ORDER BY k.id LIMIT $3 OFFSET $4"))
-        .bind(&filter.service)
-        .bind(&filter.severity)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&state.db)
-        .await?;
-    Ok(Json(Page {
-        items,
-        total,
-        limit,
-        offset,
-    }))
+    Ok(json_bytes(Bytes::from(body)))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -674,39 +674,35 @@ pub struct CheckDetail {
 async fn get_check(
     State(state): State<KbState>,
     Path(id): Path<String>,
-) -> Result<Json<CheckDetail>, ApiError> {
+) -> Result<Response, ApiError> {
     no_nul("id", &id)?;
     let full = if id.starts_with("check:") {
         id.clone()
     } else {
         format!("check:kb:{id}")
     };
-    let check: CheckSummary = sqlx::query_as(sql!(
-        "SELECT {CHECK_COLUMNS} FROM kb_checks k WHERE k.version_id = {ACTIVE} AND k.id = $1"
-    ))
-    .bind(&full)
+    let body = sqlx::query_scalar!(
+        r#"SELECT json_build_object(
+               'id', k.id, 'title', k.title, 'description', k.description, 'services', k.services,
+               'resource_type', k.resource_type, 'severity', k.severity, 'refs', k.refs,
+               'remediation_id', k.remediation_id,
+               'remediation', (SELECT row_to_json(m) FROM (
+                   SELECT m.id, m.title, m.steps, m.cli, m.cloudformation, m.terraform
+                   FROM kb_remediations m WHERE m.version_id = k.version_id AND m.id = k.remediation_id) m),
+               'controls', coalesce((SELECT json_agg(c ORDER BY c.framework, c.native_id) FROM (
+                   SELECT c.id, c.framework, c.native_id, c.kind, c.parent_id, c.title, c.summary, c.url,
+                          c.technical, c.services, c.attributes
+                   FROM kb_relationships r JOIN kb_controls c ON c.version_id = r.version_id AND c.id = r.from_id
+                   WHERE r.version_id = k.version_id AND r.type = 'maps_to' AND r.to_id = k.id) c), '[]')
+           )::text AS "body!"
+           FROM kb_checks k
+           WHERE k.version_id = (SELECT id FROM kb_versions WHERE active) AND k.id = $1"#,
+        full
+    )
     .fetch_optional(&state.db)
     .await?
     .ok_or_else(|| ApiError::not_found(format!("no check {id:?} in the knowledge base")))?;
-    let remediation = sqlx::query_as(sql!(
-        "SELECT id, title, steps, cli, cloudformation, terraform FROM kb_remediations WHERE version_id = {ACTIVE} AND id = $1"
-    ))
-    .bind(&check.remediation_id)
-    .fetch_optional(&state.db)
-    .await?;
-    let controls = sqlx::query_as(sql!(
-        "SELECT {CONTROL_COLUMNS} FROM kb_relationships r
-         JOIN kb_controls c ON c.version_id = r.version_id AND c.id = r.from_id
-         WHERE r.version_id = {ACTIVE} AND r.type = 'maps_to' AND r.to_id = $1 ORDER BY c.framework, c.native_id"
-    ))
-    .bind(&full)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Json(CheckDetail {
-        check,
-        remediation,
-        controls,
-    }))
+    Ok(json_bytes(Bytes::from(body)))
 }
 
 #[derive(Serialize, ToSchema, sqlx::FromRow)]

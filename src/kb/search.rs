@@ -82,7 +82,9 @@ pub fn framework_hints(q: &str) -> Vec<&'static str> {
 /// The search answer (a JSON array of [`Hit`]) in one statement: controls named by id first (in
 /// the order the query names them), then text matches ranked over `kb_search`, the one table that
 /// holds every searchable kind with its filters precomputed at load. Text matching uses OR
-/// semantics: any query word matches; the ranking rewards documents with more of them.
+/// semantics: any query word matches; the ranking rewards documents with more of them. The rank is
+/// `ts_rank_cd(search, query, 32)`, read from `kb_search_terms` for plain word queries (see the
+/// migration for why that is the same number) and computed for queries with phrases.
 pub async fn search(
     db: &PgPool,
     q: &str,
@@ -95,7 +97,8 @@ pub async fn search(
     sqlx::query_scalar!(
         r#"WITH v AS (SELECT id FROM kb_versions WHERE active),
          q AS (
-             SELECT to_tsquery('english', nullif(regexp_replace(plainto_tsquery('english', $1)::text, ' & ', ' | ', 'g'), '')) AS tsq
+             SELECT tsq, tsq IS NOT NULL AND tsq::text !~ '<' AS pure, tsvector_to_array(to_tsvector('english', $1)) AS lexemes
+             FROM (SELECT to_tsquery('english', nullif(regexp_replace(plainto_tsquery('english', $1)::text, ' & ', ' | ', 'g'), '')) AS tsq) t
          ),
          named AS (
              SELECT c.id, c.title, c.framework, c.native_id, c.title || ' — ' || c.summary AS snippet,
@@ -108,16 +111,31 @@ pub async fn search(
                AND (cardinality($6::text[]) = 0 OR split_part(c.framework, '@', 1) = ANY($6::text[]))
                AND ($3::text IS NULL OR $3 = ANY(s.services))
          ),
-         ranked AS (
-             SELECT s.kind, s.id, s.title, s.framework, s.native_id, s.body, ts_rank_cd(s.search, q.tsq, 32)::float8 AS score
-             FROM v JOIN kb_search s ON s.version_id = v.id, q
-             WHERE s.search @@ (SELECT tsq FROM q)
-               AND ($2::text IS NULL OR $2 = ANY(s.frameworks))
-               AND ($3::text IS NULL OR $3 = ANY(s.services))
-               AND ($2::text IS NULL OR $3::text IS NULL OR $2 || '|' || $3 = ANY(s.pairs))
-               AND s.id NOT IN (SELECT id FROM named)
-             ORDER BY score DESC, s.id
+         scored AS (
+             -- Pure OR queries: the sum of precomputed weights equals ts_rank_cd(search, tsq, 32).
+             SELECT t.id, (sum(t.weight) / (sum(t.weight) + 1))::float4::float8 AS score
+             FROM q, kb_search_terms t
+             WHERE q.pure AND t.version_id = (SELECT id FROM v) AND t.lexeme = ANY(q.lexemes)
+             GROUP BY t.id
+             UNION ALL
+             SELECT s.id, ts_rank_cd(s.search, q.tsq, 32)::float8
+             FROM q, kb_search s
+             WHERE NOT q.pure AND s.version_id = (SELECT id FROM v) AND s.search @@ (SELECT tsq FROM q)
+         ),
+         top AS (
+             SELECT x.id, x.score FROM scored x
+             WHERE x.id NOT IN (SELECT id FROM named)
+               AND ($2::text IS NULL AND $3::text IS NULL OR EXISTS (
+                     SELECT 1 FROM kb_search s WHERE s.version_id = (SELECT id FROM v) AND s.id = x.id
+                       AND ($2::text IS NULL OR $2 = ANY(s.frameworks))
+                       AND ($3::text IS NULL OR $3 = ANY(s.services))
+                       AND ($2::text IS NULL OR $3::text IS NULL OR $2 || '|' || $3 = ANY(s.pairs))))
+             ORDER BY x.score DESC, x.id
              LIMIT $4
+         ),
+         ranked AS (
+             SELECT s.kind, s.id, s.title, s.framework, s.native_id, s.body, t.score
+             FROM top t JOIN kb_search s ON s.version_id = (SELECT id FROM v) AND s.id = t.id
          ),
          hits AS (
              SELECT 0 AS grp, ord, 'control' AS kind, id, title, framework, native_id, snippet,
