@@ -39,13 +39,21 @@ CREATE TABLE kb_search_terms (
     -- weight in the index too: a search reads the index only (once autovacuum has marked the pages
     -- all-visible; until then rows of one lexeme sit together, see the ORDER BY below).
     PRIMARY KEY (version_id, lexeme, id) INCLUDE (weight),
-    FOREIGN KEY (version_id, id) REFERENCES kb_search (version_id, id) ON DELETE CASCADE
+    -- Per version, not per document: a cascade per kb_search row would scan this table each time.
+    FOREIGN KEY (version_id) REFERENCES kb_versions (id) ON DELETE CASCADE
 );
 
 -- Builds kb_search for one loaded version. Set-based (no per-row subquery without an index), so
 -- it stays linear for large KBs.
-CREATE FUNCTION kb_build_search(v bigint) RETURNS bigint LANGUAGE sql AS $$
+-- PL/pgSQL, not SQL: it plans each statement when it reaches it, so after the ANALYZE below.
+CREATE FUNCTION kb_build_search(v bigint) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM kb_search_terms WHERE version_id = v;
     DELETE FROM kb_search WHERE version_id = v;
+    -- Called inside the load transaction, before the loader's own ANALYZE: without statistics
+    -- the planner takes a version's rows for a handful and picks per-row scans (quadratic on
+    -- large KBs). ANALYZE sees this transaction's rows.
+    ANALYZE kb_controls, kb_checks, kb_remediations, kb_relationships;
 
     INSERT INTO kb_search (version_id, kind, id, title, framework, native_id, body, search, frameworks, services, pairs)
     SELECT c.version_id, 'control', c.id, c.title, c.framework, c.native_id, c.title || '. ' || c.summary,
@@ -74,6 +82,8 @@ CREATE FUNCTION kb_build_search(v bigint) RETURNS bigint LANGUAGE sql AS $$
         WHERE r.version_id = k.version_id AND r.type = 'maps_to' AND r.to_id = k.id
     ) f
     WHERE k.version_id = v;
+
+    ANALYZE kb_search;
 
     INSERT INTO kb_search (version_id, kind, id, title, framework, native_id, body, search, frameworks, services, pairs)
     SELECT m.version_id, 'remediation', m.id, m.title, NULL, NULL,
@@ -109,7 +119,8 @@ CREATE FUNCTION kb_build_search(v bigint) RETURNS bigint LANGUAGE sql AS $$
 
     -- New rows sit in the GIN pending list (scanned linearly by every search) until a vacuum;
     -- move them into the index proper now.
-    SELECT gin_clean_pending_list('kb_search_search'::regclass);
+    PERFORM gin_clean_pending_list('kb_search_search'::regclass);
+END
 $$;
 
 -- The loader writes a whole version and then flips `active` in the same transaction: build the
