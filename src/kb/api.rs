@@ -36,7 +36,7 @@ where
 
 const ACTIVE: &str = "(SELECT id FROM kb_versions WHERE active)";
 
-#[derive(Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Serialize, ToSchema)]
 pub struct FrameworkInfo {
     /// Stable id, e.g. `cis-aws`.
     pub id: String,
@@ -49,7 +49,6 @@ pub struct FrameworkInfo {
     pub summary: String,
     pub kinds: Vec<String>,
     /// Controls per kind.
-    #[sqlx(skip)]
     pub counts: BTreeMap<String, i64>,
     pub controls: i64,
     pub technical_controls: i64,
@@ -58,34 +57,31 @@ pub struct FrameworkInfo {
 /// Frameworks in the knowledge base with control counts.
 #[utoipa::path(get, path = "/kb/frameworks", tag = "knowledge base",
     responses((status = 200, body = Vec<FrameworkInfo>)), security(("api_key" = [])))]
-async fn list_frameworks(
-    State(state): State<KbState>,
-) -> Result<Json<Vec<FrameworkInfo>>, ApiError> {
-    let mut frameworks: Vec<FrameworkInfo> = sqlx::query_as(sql!(
-        "SELECT f.id, f.version, f.key, f.name, f.publisher, f.url, f.summary, f.kinds,
-                count(c.id) AS controls, count(c.id) FILTER (WHERE c.technical) AS technical_controls
-         FROM kb_frameworks f LEFT JOIN kb_controls c ON c.version_id = f.version_id AND c.framework = f.key
-         WHERE f.version_id = {ACTIVE} GROUP BY f.version_id, f.key ORDER BY f.id"
-    ))
-    .fetch_all(&state.db)
+async fn list_frameworks(State(state): State<KbState>) -> Result<Response, ApiError> {
+    let body = sqlx::query_scalar!(
+        r#"SELECT coalesce(json_agg(json_build_object(
+               'id', f.id, 'version', f.version, 'key', f.key, 'name', f.name, 'publisher', f.publisher,
+               'url', f.url, 'summary', f.summary, 'kinds', f.kinds,
+               'counts', coalesce(n.counts, '{}'), 'controls', coalesce(n.controls, 0),
+               'technical_controls', coalesce(n.technical, 0)) ORDER BY f.id), '[]')::text AS "body!"
+           FROM kb_frameworks f
+           LEFT JOIN LATERAL (
+               SELECT json_object_agg(kind, n ORDER BY kind) AS counts, sum(n) AS controls, sum(t) AS technical
+               FROM (SELECT c.kind, count(*) AS n, count(*) FILTER (WHERE c.technical) AS t
+                     FROM kb_controls c WHERE c.version_id = f.version_id AND c.framework = f.key
+                     GROUP BY c.kind) k
+           ) n ON true
+           WHERE f.version_id = (SELECT id FROM kb_versions WHERE active)"#
+    )
+    .fetch_one(&state.db)
     .await?;
-    let counts: Vec<(String, String, i64)> = sqlx::query_as(sql!(
-        "SELECT framework, kind, count(*) FROM kb_controls WHERE version_id = {ACTIVE} GROUP BY 1, 2"
-    ))
-    .fetch_all(&state.db)
-    .await?;
-    for (framework, kind, n) in counts {
-        if let Some(f) = frameworks.iter_mut().find(|f| f.key == framework) {
-            f.counts.insert(kind, n);
-        }
-    }
-    Ok(Json(frameworks))
+    Ok(json_bytes(Bytes::from(body)))
 }
 
 async fn framework_keys(db: &PgPool) -> Result<Vec<String>, ApiError> {
-    Ok(sqlx::query_scalar(sql!(
-        "SELECT key FROM kb_frameworks WHERE version_id = {ACTIVE} ORDER BY key"
-    ))
+    Ok(sqlx::query_scalar!(
+        "SELECT key FROM kb_frameworks WHERE version_id = (SELECT id FROM kb_versions WHERE active) ORDER BY key"
+    )
     .fetch_all(db)
     .await?)
 }
@@ -99,6 +95,7 @@ fn match_framework(keys: &[String], raw: &str) -> Option<String> {
 
 /// Resolves `cis-aws` or `cis-aws@3.0.0` in a path to the active framework key, or 404 naming the choices.
 pub async fn framework_key(db: &PgPool, raw: &str) -> Result<String, ApiError> {
+    no_nul("framework", raw)?;
     let keys = framework_keys(db).await?;
     match_framework(&keys, raw).ok_or_else(|| {
         ApiError::problem(
@@ -114,8 +111,20 @@ pub async fn framework_key(db: &PgPool, raw: &str) -> Result<String, ApiError> {
 
 /// The same for a `framework=` filter: an unknown value is a 400 listing the allowed ones.
 pub async fn framework_filter(db: &PgPool, raw: &str) -> Result<String, ApiError> {
+    no_nul("framework", raw)?;
     let keys = framework_keys(db).await?;
     match_framework(&keys, raw).ok_or_else(|| invalid_filter("framework", raw, &keys))
+}
+
+/// PostgreSQL text cannot hold NUL: such input is the client's mistake, never a database error.
+fn no_nul(name: &str, value: &str) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        return Err(ApiError::invalid(
+            "invalid_character",
+            format!("{name} must not contain NUL characters (%00)"),
+        ));
+    }
+    Ok(())
 }
 
 fn invalid_filter(name: &str, value: &str, allowed: &[String]) -> ApiError {
@@ -145,7 +154,7 @@ pub struct ControlFilter {
     technical: Option<bool>,
     #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 1000000)]
     offset: Option<i64>,
 }
 
@@ -173,6 +182,9 @@ pub struct Page<T> {
     pub offset: i64,
 }
 
+/// Far beyond any KB page; a bound keeps absurd offsets out of the database (and the schema).
+const MAX_OFFSET: i64 = 1_000_000;
+
 fn page_bounds(limit: Option<i64>, offset: Option<i64>, max: i64) -> Result<(i64, i64), ApiError> {
     let limit = limit.unwrap_or(100);
     if !(1..=max).contains(&limit) {
@@ -182,24 +194,25 @@ fn page_bounds(limit: Option<i64>, offset: Option<i64>, max: i64) -> Result<(i64
         ));
     }
     let offset = offset.unwrap_or(0);
-    if offset < 0 {
+    if !(0..=MAX_OFFSET).contains(&offset) {
         return Err(ApiError::invalid(
             "invalid_offset",
-            "offset must not be negative",
+            format!("offset must be between 0 and {MAX_OFFSET}"),
         ));
     }
     Ok((limit, offset))
 }
 
 async fn service_ids(db: &PgPool) -> Result<Vec<String>, ApiError> {
-    Ok(sqlx::query_scalar(sql!(
-        "SELECT id FROM kb_services WHERE version_id = {ACTIVE} ORDER BY id"
-    ))
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM kb_services WHERE version_id = (SELECT id FROM kb_versions WHERE active) ORDER BY id"
+    )
     .fetch_all(db)
     .await?)
 }
 
 pub async fn check_service(db: &PgPool, service: &str) -> Result<(), ApiError> {
+    no_nul("service", service)?;
     let known = service_ids(db).await?;
     if known.iter().any(|s| s == service) {
         Ok(())
@@ -221,6 +234,15 @@ async fn framework_controls(
     filter: Result<Query<ControlFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page<ControlSummary>>, ApiError> {
     let Query(filter) = filter.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
+    for (name, value) in [
+        ("kind", &filter.kind),
+        ("obligation", &filter.obligation),
+        ("level", &filter.level),
+    ] {
+        if let Some(value) = value {
+            no_nul(name, value)?;
+        }
+    }
     let key = framework_key(&state.db, &id).await?;
     let (limit, offset) = page_bounds(filter.limit, filter.offset, 500)?;
     let kinds: Vec<String> = sqlx::query_scalar(sql!(
@@ -346,29 +368,20 @@ pub struct RelatedControl {
     pub shared_checks: i64,
 }
 
-/// Resolves `control:pci-dss@4.0.1:8.4.2`, `pci-dss@4.0.1:8.4.2` or `pci-dss:8.4.2`.
-pub async fn resolve_control(db: &PgPool, raw: &str) -> Result<ControlSummary, ApiError> {
+/// Splits `control:pci-dss@4.0.1:8.4.2`, `pci-dss@4.0.1:8.4.2` or `pci-dss:8.4.2` into framework
+/// and native id.
+fn parse_control_id(raw: &str) -> Result<(&str, &str), ApiError> {
+    no_nul("id", raw)?;
     let trimmed = raw.trim();
     let rest = trimmed.strip_prefix("control:").unwrap_or(trimmed);
-    let Some((framework, native)) = rest.split_once(':') else {
-        return Err(ApiError::invalid(
+    rest.split_once(':').ok_or_else(|| {
+        ApiError::invalid(
             "invalid_control_id",
             format!(
                 "{raw:?} is not a control id; use control:<framework>@<version>:<id>, e.g. control:pci-dss@4.0.1:8.4.2, or pci-dss:8.4.2"
             ),
-        ));
-    };
-    let found: Option<ControlSummary> = sqlx::query_as(sql!(
-        "SELECT {CONTROL_COLUMNS} FROM kb_controls c
-         WHERE c.version_id = {ACTIVE} AND lower(c.native_id) = lower($2)
-           AND (lower(c.framework) = lower($1) OR lower(split_part(c.framework, '@', 1)) = lower($1))
-         LIMIT 1"
-    ))
-    .bind(framework)
-    .bind(native)
-    .fetch_optional(db)
-    .await?;
-    found.ok_or_else(|| ApiError::not_found(format!("no control {raw:?} in the knowledge base")))
+        )
+    })
 }
 
 /// One control with its parent, children, checks, services, remediation and related controls.
@@ -380,12 +393,15 @@ async fn get_control(
     State(state): State<KbState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let (framework, native) = parse_control_id(&id)?;
     let cache_key = format!("control\u{0}{id}");
     if let Some(hit) = state.cache.get(&cache_key).await {
         return Ok(json_bytes(hit));
     }
-    let detail = control_detail(&state, &id).await?;
-    let bytes = Bytes::from(serde_json::to_vec(&detail).map_err(anyhow::Error::from)?);
+    let body = control_body(&state, framework, native)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no control {id:?} in the knowledge base")))?;
+    let bytes = Bytes::from(body);
     state.cache.put(cache_key, bytes.clone()).await;
     Ok(json_bytes(bytes))
 }
@@ -394,64 +410,179 @@ fn json_bytes(bytes: Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
 
-async fn control_detail(state: &KbState, id: &str) -> Result<ControlDetail, ApiError> {
-    let control = resolve_control(&state.db, id).await?;
+/// The [`ControlDetail`] body, built by PostgreSQL in one statement. With a reachable Neo4j
+/// mirror, the checks and related controls come from the mirror and the rest from PostgreSQL.
+async fn control_body(
+    state: &KbState,
+    framework: &str,
+    native: &str,
+) -> Result<Option<String>, ApiError> {
     let db = &state.db;
-    let parent = match &control.parent_id {
-        Some(parent) => sqlx::query_as(sql!("SELECT {CONTROL_COLUMNS} FROM kb_controls c WHERE c.version_id = {ACTIVE} AND c.id = $1"))
-            .bind(parent)
-            .fetch_optional(db)
-            .await?,
-        None => None,
-    };
-    let children: Vec<ControlSummary> = sqlx::query_as(sql!(
-        "SELECT {CONTROL_COLUMNS} FROM kb_controls c WHERE c.version_id = {ACTIVE} AND c.parent_id = $1
-         ORDER BY c.native_id COLLATE kb_natural"
-    ))
-    .bind(&control.id)
-    .fetch_all(db)
-    .await?;
-
-    let (checks, related, graph_source) = match state.graph.as_ref() {
-        Some(graph) if graph.is_available() => match graph.control_links(&control.id).await {
-            Ok((checks, related)) => (checks, related, "neo4j"),
+    if let Some(graph) = state.graph.as_ref().filter(|g| g.is_available()) {
+        let Some(id) = sqlx::query_scalar!(
+            "SELECT c.id FROM kb_controls c
+             WHERE c.version_id = (SELECT id FROM kb_versions WHERE active) AND lower(c.native_id) = lower($2)
+               AND (lower(c.framework) = lower($1) OR lower(split_part(c.framework, '@', 1)) = lower($1))
+             ORDER BY c.framework
+             LIMIT 1",
+            framework,
+            native
+        )
+        .fetch_optional(db)
+        .await?
+        else {
+            return Ok(None);
+        };
+        match graph.control_links(&id).await {
+            Ok((checks, related)) => {
+                let checks = serde_json::to_value(&checks).map_err(anyhow::Error::from)?;
+                let related = serde_json::to_value(&related).map_err(anyhow::Error::from)?;
+                return Ok(control_body_with_links(db, &id, checks, related).await?);
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "neo4j query failed; answering from PostgreSQL");
-                let (c, r) = super::graph::control_links_pg(db, &control.id).await?;
-                (c, r, "postgres")
             }
-        },
-        _ => {
-            let (c, r) = super::graph::control_links_pg(db, &control.id).await?;
-            (c, r, "postgres")
         }
-    };
-
-    let mut services: Vec<String> = control.services.clone();
-    for check in &checks {
-        services.extend(check.services.iter().cloned());
     }
-    services.sort();
-    services.dedup();
-    let check_ids: Vec<String> = checks.iter().map(|c| c.id.clone()).collect();
-    let remediations: Vec<RemediationInfo> = sqlx::query_as(sql!(
-        "SELECT DISTINCT m.id, m.title, m.steps, m.cli, m.cloudformation, m.terraform
-         FROM kb_checks k JOIN kb_remediations m ON m.version_id = k.version_id AND m.id = k.remediation_id
-         WHERE k.version_id = {ACTIVE} AND k.id = ANY($1) ORDER BY m.id"
-    ))
-    .bind(&check_ids)
-    .fetch_all(db)
-    .await?;
-    Ok(ControlDetail {
-        control,
-        parent,
-        children,
+    // Related controls: curated links first, then those sharing checks (most shared first),
+    // other frameworks only. Each part is an index lookup from the one control.
+    Ok(sqlx::query_scalar!(
+        r#"WITH c AS (
+            SELECT c.* FROM kb_controls c
+            WHERE c.version_id = (SELECT id FROM kb_versions WHERE active) AND lower(c.native_id) = lower($2)
+              AND (lower(c.framework) = lower($1) OR lower(split_part(c.framework, '@', 1)) = lower($1))
+            ORDER BY c.framework
+            LIMIT 1
+        ),
+        mapped AS (
+            SELECT k.id, k.title, k.severity, k.services, r.basis, k.remediation_id
+            FROM c
+            JOIN kb_relationships r ON r.version_id = c.version_id AND r.type = 'maps_to' AND r.from_id = c.id
+            JOIN kb_checks k ON k.version_id = r.version_id AND k.id = r.to_id
+        ),
+        curated AS (
+            SELECT r.to_id AS id, r.basis FROM c
+            JOIN kb_relationships r ON r.version_id = c.version_id AND r.type = 'related_to' AND r.from_id = c.id
+            UNION ALL
+            SELECT r.from_id, r.basis FROM c
+            JOIN kb_relationships r ON r.version_id = c.version_id AND r.type = 'related_to' AND r.to_id = c.id
+        ),
+        derived AS (
+            SELECT b.from_id AS id, count(*) AS shared
+            FROM c
+            JOIN kb_relationships a ON a.version_id = c.version_id AND a.type = 'maps_to' AND a.from_id = c.id
+            JOIN kb_relationships b ON b.version_id = a.version_id AND b.type = 'maps_to' AND b.to_id = a.to_id
+            WHERE b.from_id <> c.id
+            GROUP BY b.from_id
+        ),
+        merged AS (
+            SELECT DISTINCT ON (id) id, basis, shared, rank FROM (
+                SELECT id, basis, 0::bigint AS shared, 0 AS rank FROM curated
+                UNION ALL
+                SELECT id, 'shared-checks', shared, 1 FROM derived
+            ) u
+            ORDER BY id, rank
+        ),
+        related AS (
+            SELECT o.id, o.framework, o.native_id, o.title, m.basis, m.shared AS shared_checks, m.rank
+            FROM c
+            JOIN merged m ON true
+            -- LIMIT 1 keeps this a lookup per related id (never a scan of every control).
+            JOIN LATERAL (SELECT o.* FROM kb_controls o WHERE o.version_id = c.version_id AND o.id = m.id LIMIT 1) o ON true
+            WHERE o.framework <> c.framework
+            ORDER BY m.rank, m.shared DESC, o.framework, o.native_id
+            LIMIT 25
+        )
+        SELECT json_build_object(
+            'id', c.id, 'framework', c.framework, 'native_id', c.native_id, 'kind', c.kind,
+            'parent_id', c.parent_id, 'title', c.title, 'summary', c.summary, 'url', c.url,
+            'technical', c.technical, 'attributes', c.attributes,
+            'parent', (SELECT row_to_json(p) FROM (
+                SELECT p.id, p.framework, p.native_id, p.kind, p.parent_id, p.title, p.summary, p.url,
+                       p.technical, p.services, p.attributes
+                FROM kb_controls p WHERE p.version_id = c.version_id AND p.id = c.parent_id) p),
+            'children', coalesce((SELECT json_agg(h ORDER BY h.native_id COLLATE kb_natural) FROM (
+                SELECT h.id, h.framework, h.native_id, h.kind, h.parent_id, h.title, h.summary, h.url,
+                       h.technical, h.services, h.attributes
+                FROM kb_controls h WHERE h.version_id = c.version_id AND h.parent_id = c.id) h), '[]'),
+            'checks', coalesce((SELECT json_agg(json_build_object('id', k.id, 'title', k.title,
+                'severity', k.severity, 'services', k.services, 'basis', k.basis) ORDER BY k.id) FROM mapped k), '[]'),
+            'services', (SELECT coalesce(array_agg(DISTINCT s ORDER BY s), '{}') FROM (
+                SELECT unnest(c.services) UNION ALL SELECT unnest(k.services) FROM mapped k) u(s)),
+            'remediations', coalesce((SELECT json_agg(m ORDER BY m.id) FROM (
+                SELECT DISTINCT m.id, m.title, m.steps, m.cli, m.cloudformation, m.terraform
+                FROM mapped x
+                JOIN kb_remediations m ON m.version_id = c.version_id AND m.id = x.remediation_id) m), '[]'),
+            'related', coalesce((SELECT json_agg(json_build_object('id', r.id, 'framework', r.framework,
+                'native_id', r.native_id, 'title', r.title, 'basis', r.basis, 'shared_checks', r.shared_checks)
+                ORDER BY r.rank, r.shared_checks DESC, r.framework, r.native_id) FROM related r), '[]'),
+            'graph_source', 'postgres'
+        )::text AS "body!"
+        FROM c"#,
+        framework,
+        native
+    )
+    .fetch_optional(db)
+    .await?)
+}
+
+/// The same body as the PostgreSQL answer of [`control_body`], with checks and related controls
+/// given by the Neo4j mirror.
+async fn control_body_with_links(
+    db: &PgPool,
+    id: &str,
+    checks: serde_json::Value,
+    related: serde_json::Value,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar!(
+        r#"WITH c AS (
+            SELECT c.* FROM kb_controls c
+            WHERE c.version_id = (SELECT id FROM kb_versions WHERE active) AND c.id = $1
+        ),
+        mapped AS (
+            SELECT x.id, x.title, x.severity, x.services, x.basis, k.remediation_id
+            FROM c
+            CROSS JOIN jsonb_to_recordset($2::jsonb) AS x(id text, title text, severity text, services text[], basis text)
+            LEFT JOIN kb_checks k ON k.version_id = c.version_id AND k.id = x.id
+        ),
+        related AS (
+            SELECT x.id, x.framework, x.native_id, x.title, x.basis, x.shared_checks, x.ord
+            FROM ROWS FROM (jsonb_to_recordset($3::jsonb)
+                AS (id text, framework text, native_id text, title text, basis text, shared_checks bigint))
+                WITH ORDINALITY AS x(id, framework, native_id, title, basis, shared_checks, ord)
+        )
+        SELECT json_build_object(
+            'id', c.id, 'framework', c.framework, 'native_id', c.native_id, 'kind', c.kind,
+            'parent_id', c.parent_id, 'title', c.title, 'summary', c.summary, 'url', c.url,
+            'technical', c.technical, 'attributes', c.attributes,
+            'parent', (SELECT row_to_json(p) FROM (
+                SELECT p.id, p.framework, p.native_id, p.kind, p.parent_id, p.title, p.summary, p.url,
+                       p.technical, p.services, p.attributes
+                FROM kb_controls p WHERE p.version_id = c.version_id AND p.id = c.parent_id) p),
+            'children', coalesce((SELECT json_agg(h ORDER BY h.native_id COLLATE kb_natural) FROM (
+                SELECT h.id, h.framework, h.native_id, h.kind, h.parent_id, h.title, h.summary, h.url,
+                       h.technical, h.services, h.attributes
+                FROM kb_controls h WHERE h.version_id = c.version_id AND h.parent_id = c.id) h), '[]'),
+            'checks', coalesce((SELECT json_agg(json_build_object('id', k.id, 'title', k.title,
+                'severity', k.severity, 'services', k.services, 'basis', k.basis) ORDER BY k.id) FROM mapped k), '[]'),
+            'services', (SELECT coalesce(array_agg(DISTINCT s ORDER BY s), '{}') FROM (
+                SELECT unnest(c.services) UNION ALL SELECT unnest(k.services) FROM mapped k) u(s)),
+            'remediations', coalesce((SELECT json_agg(m ORDER BY m.id) FROM (
+                SELECT DISTINCT m.id, m.title, m.steps, m.cli, m.cloudformation, m.terraform
+                FROM mapped x
+                JOIN kb_remediations m ON m.version_id = c.version_id AND m.id = x.remediation_id) m), '[]'),
+            'related', coalesce((SELECT json_agg(json_build_object('id', r.id, 'framework', r.framework,
+                'native_id', r.native_id, 'title', r.title, 'basis', r.basis, 'shared_checks', r.shared_checks)
+                ORDER BY r.ord) FROM related r), '[]'),
+            'graph_source', 'neo4j'
+        )::text AS "body!"
+        FROM c"#,
+        id,
         checks,
-        services,
-        remediations,
-        related,
-        graph_source,
-    })
+        related
+    )
+    .fetch_optional(db)
+    .await
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -463,7 +594,7 @@ pub struct CheckFilter {
     severity: Option<String>,
     #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 1000000)]
     offset: Option<i64>,
 }
 
@@ -488,7 +619,7 @@ const CHECK_COLUMNS: &str = "k.id, k.title, k.description, k.services, k.resourc
 async fn list_checks(
     State(state): State<KbState>,
     filter: Result<Query<CheckFilter>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Page<CheckSummary>>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(filter) = filter.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
     let (limit, offset) = page_bounds(filter.limit, filter.offset, 500)?;
     if let Some(severity) = &filter.severity
@@ -503,29 +634,28 @@ async fn list_checks(
     if let Some(service) = &filter.service {
         check_service(&state.db, service).await?;
     }
-    let where_clause = format!(
-        "k.version_id = {ACTIVE} AND ($1::text IS NULL OR $1 = ANY(k.services)) AND ($2::text IS NULL OR k.severity = $2)"
-    );
-    let total: i64 = sqlx::query_scalar(sql!(
-        "SELECT count(*) FROM kb_checks k WHERE {where_clause}"
-    ))
-    .bind(&filter.service)
-    .bind(&filter.severity)
+    let body = sqlx::query_scalar!(
+        r#"WITH k AS (
+               SELECT k.id, k.title, k.description, k.services, k.resource_type, k.severity, k.refs, k.remediation_id
+               FROM kb_checks k
+               WHERE k.version_id = (SELECT id FROM kb_versions WHERE active)
+                 AND ($1::text IS NULL OR $1 = ANY(k.services)) AND ($2::text IS NULL OR k.severity = $2)
+           )
+           SELECT json_build_object(
+               'items', coalesce((SELECT json_agg(p ORDER BY p.id) FROM (
+                   SELECT * FROM k ORDER BY k.id LIMIT $3 OFFSET $4) p), '[]'),
+               'total', (SELECT count(*) FROM k),
+               'limit', $3::bigint,
+               'offset', $4::bigint
+           )::text AS "body!""#,
+        filter.service,
+        filter.severity,
+        limit,
+        offset
+    )
     .fetch_one(&state.db)
     .await?;
-    let items = sqlx::query_as(sql!("SELECT {CHECK_COLUMNS} FROM kb_checks k WHERE {where_clause} ORDER BY k.id LIMIT $3 OFFSET $4"))
-        .bind(&filter.service)
-        .bind(&filter.severity)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&state.db)
-        .await?;
-    Ok(Json(Page {
-        items,
-        total,
-        limit,
-        offset,
-    }))
+    Ok(json_bytes(Bytes::from(body)))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -544,38 +674,35 @@ pub struct CheckDetail {
 async fn get_check(
     State(state): State<KbState>,
     Path(id): Path<String>,
-) -> Result<Json<CheckDetail>, ApiError> {
+) -> Result<Response, ApiError> {
+    no_nul("id", &id)?;
     let full = if id.starts_with("check:") {
         id.clone()
     } else {
         format!("check:kb:{id}")
     };
-    let check: CheckSummary = sqlx::query_as(sql!(
-        "SELECT {CHECK_COLUMNS} FROM kb_checks k WHERE k.version_id = {ACTIVE} AND k.id = $1"
-    ))
-    .bind(&full)
+    let body = sqlx::query_scalar!(
+        r#"SELECT json_build_object(
+               'id', k.id, 'title', k.title, 'description', k.description, 'services', k.services,
+               'resource_type', k.resource_type, 'severity', k.severity, 'refs', k.refs,
+               'remediation_id', k.remediation_id,
+               'remediation', (SELECT row_to_json(m) FROM (
+                   SELECT m.id, m.title, m.steps, m.cli, m.cloudformation, m.terraform
+                   FROM kb_remediations m WHERE m.version_id = k.version_id AND m.id = k.remediation_id) m),
+               'controls', coalesce((SELECT json_agg(c ORDER BY c.framework, c.native_id) FROM (
+                   SELECT c.id, c.framework, c.native_id, c.kind, c.parent_id, c.title, c.summary, c.url,
+                          c.technical, c.services, c.attributes
+                   FROM kb_relationships r JOIN kb_controls c ON c.version_id = r.version_id AND c.id = r.from_id
+                   WHERE r.version_id = k.version_id AND r.type = 'maps_to' AND r.to_id = k.id) c), '[]')
+           )::text AS "body!"
+           FROM kb_checks k
+           WHERE k.version_id = (SELECT id FROM kb_versions WHERE active) AND k.id = $1"#,
+        full
+    )
     .fetch_optional(&state.db)
     .await?
     .ok_or_else(|| ApiError::not_found(format!("no check {id:?} in the knowledge base")))?;
-    let remediation = sqlx::query_as(sql!(
-        "SELECT id, title, steps, cli, cloudformation, terraform FROM kb_remediations WHERE version_id = {ACTIVE} AND id = $1"
-    ))
-    .bind(&check.remediation_id)
-    .fetch_optional(&state.db)
-    .await?;
-    let controls = sqlx::query_as(sql!(
-        "SELECT {CONTROL_COLUMNS} FROM kb_relationships r
-         JOIN kb_controls c ON c.version_id = r.version_id AND c.id = r.from_id
-         WHERE r.version_id = {ACTIVE} AND r.type = 'maps_to' AND r.to_id = $1 ORDER BY c.framework, c.native_id"
-    ))
-    .bind(&full)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Json(CheckDetail {
-        check,
-        remediation,
-        controls,
-    }))
+    Ok(json_bytes(Bytes::from(body)))
 }
 
 #[derive(Serialize, ToSchema, sqlx::FromRow)]
@@ -627,6 +754,7 @@ async fn get_service(
     State(state): State<KbState>,
     Path(name): Path<String>,
 ) -> Result<Json<ServiceDetail>, ApiError> {
+    no_nul("name", &name)?;
     let name = name.to_ascii_lowercase();
     let service_counts = service_counts();
     let touches_1 = super::touches_service("$1");
@@ -663,6 +791,7 @@ async fn get_service(
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
     /// Words, or a control id such as `PCI DSS 8.4.2` or `HIPAA 164.312(a)(2)(iv)`.
+    #[param(required = true, min_length = 1, max_length = 500)]
     q: Option<String>,
     /// Framework id or key.
     framework: Option<String>,
@@ -681,6 +810,7 @@ async fn search_kb(
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
     let q = params.q.as_deref().map(str::trim).unwrap_or_default();
+    no_nul("q", q)?;
     if q.is_empty() {
         return Err(ApiError::invalid(
             "missing_query",
@@ -716,7 +846,7 @@ async fn search_kb(
     if let Some(hit) = state.cache.get(&cache_key).await {
         return Ok(json_bytes(hit));
     }
-    let hits = search::search(
+    let body = search::search(
         &state.db,
         q,
         framework.as_deref(),
@@ -724,7 +854,7 @@ async fn search_kb(
         limit,
     )
     .await?;
-    let bytes = Bytes::from(serde_json::to_vec(&hits).map_err(anyhow::Error::from)?);
+    let bytes = Bytes::from(body);
     state.cache.put(cache_key, bytes.clone()).await;
     Ok(json_bytes(bytes))
 }

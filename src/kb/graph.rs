@@ -1,64 +1,20 @@
-//! Graph traversals of the KB: control → checks, control ↔ related controls. PostgreSQL answers
-//! by default; with `NEO4J_URI` the KB is mirrored into Neo4j at load time and traversals go
-//! there, falling back to PostgreSQL whenever Neo4j fails. All Neo4j code is in this file.
+//! Graph traversals of the KB in Neo4j: control → checks, control ↔ related controls. PostgreSQL
+//! answers by default (inside the one statement of `api::control_body`); with `NEO4J_URI` the KB
+//! is mirrored into Neo4j at load time and traversals go there, falling back to PostgreSQL
+//! whenever Neo4j fails. All Neo4j code is in this file.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use neo4rs::{BoltType, Graph, query};
 use secrecy::ExposeSecret;
-use sqlx::PgPool;
 
 use super::api::{MappedCheck, RelatedControl};
 use super::model::Kb;
 use crate::config::Neo4jConfig;
 
-const ACTIVE: &str = "(SELECT id FROM kb_versions WHERE active)";
+/// Related controls returned per control, by either engine.
 const RELATED_LIMIT: i64 = 25;
-
-/// Checks mapped to a control and controls of other frameworks related to it (curated links
-/// first, then those derived from shared checks, most shared first).
-pub async fn control_links_pg(
-    db: &PgPool,
-    control_id: &str,
-) -> sqlx::Result<(Vec<MappedCheck>, Vec<RelatedControl>)> {
-    let checks: Vec<MappedCheck> = sqlx::query_as(sql!(
-        "SELECT k.id, k.title, k.severity, k.services, r.basis
-         FROM kb_relationships r JOIN kb_checks k ON k.version_id = r.version_id AND k.id = r.to_id
-         WHERE r.version_id = {ACTIVE} AND r.type = 'maps_to' AND r.from_id = $1 ORDER BY k.id"
-    ))
-    .bind(control_id)
-    .fetch_all(db)
-    .await?;
-    let related: Vec<RelatedControl> = sqlx::query_as(sql!(
-        "WITH me AS (SELECT framework FROM kb_controls WHERE version_id = {ACTIVE} AND id = $1),
-         curated AS (
-            SELECT CASE WHEN r.from_id = $1 THEN r.to_id ELSE r.from_id END AS id, r.basis, 0::bigint AS shared, 0 AS rank
-            FROM kb_relationships r
-            WHERE r.version_id = {ACTIVE} AND r.type = 'related_to' AND (r.from_id = $1 OR r.to_id = $1)
-         ),
-         derived AS (
-            SELECT b.from_id AS id, 'shared-checks' AS basis, count(*) AS shared, 1 AS rank
-            FROM kb_relationships a
-            JOIN kb_relationships b ON b.version_id = a.version_id AND b.type = 'maps_to' AND b.to_id = a.to_id
-            WHERE a.version_id = {ACTIVE} AND a.type = 'maps_to' AND a.from_id = $1 AND b.from_id <> $1
-            GROUP BY b.from_id
-         ),
-         merged AS (
-            SELECT DISTINCT ON (id) id, basis, shared, rank FROM (SELECT * FROM curated UNION ALL SELECT * FROM derived) u
-            ORDER BY id, rank
-         )
-         SELECT c.id, c.framework, c.native_id, c.title, m.basis, m.shared AS shared_checks
-         FROM merged m JOIN kb_controls c ON c.version_id = {ACTIVE} AND c.id = m.id, me
-         WHERE c.framework <> me.framework
-         ORDER BY m.rank, m.shared DESC, c.framework, c.native_id
-         LIMIT {RELATED_LIMIT}"
-    ))
-    .bind(control_id)
-    .fetch_all(db)
-    .await?;
-    Ok((checks, related))
-}
 
 /// The Neo4j mirror.
 pub struct KbGraph {
@@ -215,7 +171,9 @@ impl KbGraph {
         Ok(())
     }
 
-    /// The same answers as [`control_links_pg`], from the mirror.
+    /// Checks mapped to a control and related controls of other frameworks (curated links first,
+    /// then those derived from shared checks, most shared first): the same answers as the
+    /// PostgreSQL statement of `api::control_body`, from the mirror.
     pub async fn control_links(
         &self,
         control_id: &str,

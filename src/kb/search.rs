@@ -8,7 +8,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+/// One search result (the schema of the JSON that [`search`] builds in PostgreSQL).
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Hit {
     /// `control`, `check` or `remediation`.
     pub kind: String,
@@ -78,96 +79,88 @@ pub fn framework_hints(q: &str) -> Vec<&'static str> {
     out
 }
 
-const ACTIVE: &str = "(SELECT id FROM kb_versions WHERE active)";
-
+/// The search answer (a JSON array of [`Hit`]) in one statement: controls named by id first (in
+/// the order the query names them), then text matches ranked over `kb_search`, the one table that
+/// holds every searchable kind with its filters precomputed at load. Text matching uses OR
+/// semantics: any query word matches; the ranking rewards documents with more of them. The rank is
+/// `ts_rank_cd(search, query, 32)`, read from `kb_search_terms` for plain word queries (see the
+/// migration for why that is the same number) and computed for queries with phrases.
 pub async fn search(
     db: &PgPool,
     q: &str,
     framework: Option<&str>,
     service: Option<&str>,
     limit: i64,
-) -> sqlx::Result<Vec<Hit>> {
+) -> sqlx::Result<String> {
     let candidates = id_candidates(q);
-    let hints = framework_hints(q);
-    let touches_4 = super::touches_service("$4");
-    let touches_3 = super::touches_service("$3");
-    let mut hits: Vec<Hit> = if candidates.is_empty() {
-        Vec::new()
-    } else {
-        sqlx::query_as(sql!(
-            "SELECT 'control' AS kind, c.id, c.title, c.framework, c.native_id,
-                    c.title || ' — ' || c.summary AS snippet, 100.0::float8 AS score, 'id' AS matched
-             FROM kb_controls c
-             WHERE c.version_id = {ACTIVE} AND lower(c.native_id) = ANY($1)
-               AND ($2::text IS NULL OR c.framework = $2)
-               AND (cardinality($3::text[]) = 0 OR split_part(c.framework, '@', 1) = ANY($3))
-               AND ($4::text IS NULL OR {touches_4})
-             ORDER BY array_position($1, lower(c.native_id)), c.framework
-             LIMIT $5"
-        ))
-        .bind(&candidates)
-        .bind(framework)
-        .bind(hints.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .bind(service)
-        .bind(limit)
-        .fetch_all(db)
-        .await?
-    };
-
-    let text: Vec<Hit> = sqlx::query_as(sql!(
-        "WITH q AS (
-            SELECT to_tsquery('english', nullif(regexp_replace(plainto_tsquery('english', $1)::text, ' & ', ' | ', 'g'), '')) AS tsq
+    let hints: Vec<String> = framework_hints(q).iter().map(|s| s.to_string()).collect();
+    sqlx::query_scalar!(
+        r#"WITH v AS (SELECT id FROM kb_versions WHERE active),
+         q AS (
+             SELECT tsq, tsq IS NOT NULL AND tsq::text !~ '<' AS pure, tsvector_to_array(to_tsvector('english', $1)) AS lexemes
+             FROM (SELECT to_tsquery('english', nullif(regexp_replace(plainto_tsquery('english', $1)::text, ' & ', ' | ', 'g'), '')) AS tsq) t
          ),
-         mapped AS (
-            SELECT r.to_id AS check_id FROM kb_relationships r
-            WHERE r.version_id = {ACTIVE} AND r.type = 'maps_to' AND $2::text IS NOT NULL
-              AND r.from_id LIKE 'control:' || $2 || ':%'
+         named AS (
+             SELECT c.id, c.title, c.framework, c.native_id, c.title || ' — ' || c.summary AS snippet,
+                    row_number() OVER (ORDER BY array_position($5::text[], lower(c.native_id)), c.framework) AS ord
+             FROM v
+             JOIN kb_controls c ON c.version_id = v.id
+             JOIN kb_search s ON s.version_id = c.version_id AND s.id = c.id
+             WHERE lower(c.native_id) = ANY($5::text[])
+               AND ($2::text IS NULL OR c.framework = $2)
+               AND (cardinality($6::text[]) = 0 OR split_part(c.framework, '@', 1) = ANY($6::text[]))
+               AND ($3::text IS NULL OR $3 = ANY(s.services))
+         ),
+         scored AS (
+             -- Pure OR queries: the sum of precomputed weights equals ts_rank_cd(search, tsq, 32).
+             SELECT t.id, (sum(t.weight) / (sum(t.weight) + 1))::float4::float8 AS score
+             FROM q, kb_search_terms t
+             WHERE q.pure AND t.version_id = (SELECT id FROM v) AND t.lexeme = ANY(q.lexemes)
+             GROUP BY t.id
+             UNION ALL
+             SELECT s.id, ts_rank_cd(s.search, q.tsq, 32)::float8
+             FROM q, kb_search s
+             WHERE NOT q.pure AND s.version_id = (SELECT id FROM v) AND s.search @@ (SELECT tsq FROM q)
+         ),
+         top AS (
+             SELECT x.id, x.score FROM scored x
+             WHERE x.id NOT IN (SELECT id FROM named)
+               AND ($2::text IS NULL AND $3::text IS NULL OR EXISTS (
+                     SELECT 1 FROM kb_search s WHERE s.version_id = (SELECT id FROM v) AND s.id = x.id
+                       AND ($2::text IS NULL OR $2 = ANY(s.frameworks))
+                       AND ($3::text IS NULL OR $3 = ANY(s.services))
+                       AND ($2::text IS NULL OR $3::text IS NULL OR $2 || '|' || $3 = ANY(s.pairs))))
+             ORDER BY x.score DESC, x.id
+             LIMIT $4
+         ),
+         ranked AS (
+             SELECT s.kind, s.id, s.title, s.framework, s.native_id, s.body, t.score
+             FROM top t JOIN kb_search s ON s.version_id = (SELECT id FROM v) AND s.id = t.id
          ),
          hits AS (
-            SELECT 'control' AS kind, c.id, c.title, c.framework, c.native_id,
-                   c.title || '. ' || c.summary AS body, ts_rank_cd(c.search, q.tsq, 32) AS score
-            FROM kb_controls c, q
-            WHERE c.version_id = {ACTIVE} AND c.search @@ q.tsq
-              AND ($2::text IS NULL OR c.framework = $2)
-              AND ($3::text IS NULL OR {touches_3})
-            UNION ALL
-            SELECT 'check', k.id, k.title, NULL, NULL, k.title || '. ' || k.description, ts_rank_cd(k.search, q.tsq, 32)
-            FROM kb_checks k, q
-            WHERE k.version_id = {ACTIVE} AND k.search @@ q.tsq
-              AND ($2::text IS NULL OR k.id IN (SELECT check_id FROM mapped))
-              AND ($3::text IS NULL OR $3 = ANY(k.services))
-            UNION ALL
-            SELECT 'remediation', m.id, m.title, NULL, NULL, m.title || '. ' || array_to_string(m.steps, ' '),
-                   ts_rank_cd(m.search, q.tsq, 32)
-            FROM kb_remediations m, q
-            WHERE m.version_id = {ACTIVE} AND m.search @@ q.tsq
-              AND ($2::text IS NULL AND $3::text IS NULL OR EXISTS (
-                    SELECT 1 FROM kb_checks k WHERE k.version_id = m.version_id AND k.remediation_id = m.id
-                      AND ($2::text IS NULL OR k.id IN (SELECT check_id FROM mapped))
-                      AND ($3::text IS NULL OR $3 = ANY(k.services))))
-            ORDER BY score DESC, id
-            LIMIT $4
+             SELECT 0 AS grp, ord, 'control' AS kind, id, title, framework, native_id, snippet,
+                    100.0::float8 AS score, 'id' AS matched
+             FROM named
+             UNION ALL
+             SELECT 1, row_number() OVER (ORDER BY r.score DESC, r.id), r.kind, r.id, r.title, r.framework, r.native_id,
+                    ts_headline('english', r.body, q.tsq, 'MaxWords=35, MinWords=12, MaxFragments=2, StartSel=**, StopSel=**'),
+                    r.score, 'text'
+             FROM ranked r, q
+             ORDER BY 1, 2
+             LIMIT $4
          )
-         SELECT kind, id, title, framework, native_id,
-                ts_headline('english', body, q.tsq, 'MaxWords=35, MinWords=12, MaxFragments=2, StartSel=**, StopSel=**') AS snippet,
-                score::float8 AS score, 'text' AS matched
-         FROM hits, q ORDER BY score DESC, id"
-    ))
-    .bind(q)
-    .bind(framework)
-    .bind(service)
-    .bind(limit)
-    .fetch_all(db)
-    .await?;
-    for hit in text {
-        if hits.len() as i64 >= limit {
-            break;
-        }
-        if !hits.iter().any(|h| h.id == hit.id) {
-            hits.push(hit);
-        }
-    }
-    Ok(hits)
+         SELECT coalesce(json_agg(json_build_object('kind', kind, 'id', id, 'title', title, 'framework', framework,
+                    'native_id', native_id, 'snippet', snippet, 'score', score, 'matched', matched) ORDER BY grp, ord), '[]')::text AS "body!"
+         FROM hits"#,
+        q,
+        framework,
+        service,
+        limit,
+        &candidates[..],
+        &hints[..]
+    )
+    .fetch_one(db)
+    .await
 }
 
 #[cfg(test)]

@@ -337,6 +337,331 @@ async fn search_ranks_text_matches_with_snippets_and_filters() {
     }
 }
 
+#[tokio::test]
+async fn nul_bytes_in_kb_input_are_400_problems_not_database_errors() {
+    let app = spawn_app().await;
+    for path in [
+        "/api/v1/kb/search?q=%00",
+        "/api/v1/kb/search?q=mfa%00",
+        "/api/v1/kb/search?q=mfa&framework=%00",
+        "/api/v1/kb/search?q=mfa&service=s3%00",
+        "/api/v1/kb/checks/%00",
+        "/api/v1/kb/checks?service=%00",
+        "/api/v1/kb/services/%00",
+        "/api/v1/kb/controls/pci-dss:8.4.2%00",
+        "/api/v1/kb/frameworks/%00/controls",
+        "/api/v1/kb/frameworks/pci-dss/controls?kind=%00",
+        "/api/v1/kb/frameworks/pci-dss/controls?service=%00",
+    ] {
+        let response = app.get_as(path, &app.admin_key).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{path}");
+        let content_type = response.headers()["content-type"].to_str().unwrap();
+        assert_eq!(content_type, "application/problem+json", "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(body["code"].is_string(), "{path}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn offsets_beyond_the_documented_maximum_are_400() {
+    let app = spawn_app().await;
+    for path in [
+        "/api/v1/kb/checks?offset=9223372036854775807",
+        "/api/v1/kb/checks?offset=1000001",
+        "/api/v1/kb/frameworks/pci-dss/controls?offset=1000001",
+        "/api/v1/kb/checks?offset=-1",
+    ] {
+        let response = app.get_as(path, &app.admin_key).send().await.unwrap();
+        assert_problem(response, 400, "invalid_offset").await;
+    }
+    let page = app.admin_json("/api/v1/kb/checks?offset=1000000").await;
+    assert_eq!(page["offset"], 1_000_000);
+    assert_eq!(page["items"], serde_json::json!([]));
+    assert!(page["total"].as_i64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn the_openapi_document_states_the_kb_parameter_constraints() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app
+        .get("/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let param = |path: &str, name: &str| -> serde_json::Value {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path} has parameters"))
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{path} has {name}"))
+            .clone()
+    };
+    let q = param("/api/v1/kb/search", "q");
+    assert_eq!(q["required"], true, "{q}");
+    assert_eq!(q["schema"]["minLength"], 1, "{q}");
+    assert_eq!(q["schema"]["maxLength"], 500, "{q}");
+    let limit = param("/api/v1/kb/search", "limit");
+    assert_eq!(limit["schema"]["minimum"], 1, "{limit}");
+    assert_eq!(limit["schema"]["maximum"], 50, "{limit}");
+    for path in ["/api/v1/kb/checks", "/api/v1/kb/frameworks/{id}/controls"] {
+        let offset = param(path, "offset");
+        assert_eq!(offset["schema"]["minimum"], 0, "{path}: {offset}");
+        assert_eq!(offset["schema"]["maximum"], 1_000_000, "{path}: {offset}");
+        let limit = param(path, "limit");
+        assert_eq!(limit["schema"]["minimum"], 1, "{path}: {limit}");
+        assert_eq!(limit["schema"]["maximum"], 500, "{path}: {limit}");
+    }
+}
+
+fn keys(value: &serde_json::Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = value
+        .as_object()
+        .unwrap_or_else(|| panic!("object: {value}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+const CONTROL_SUMMARY_KEYS: [&str; 11] = [
+    "attributes",
+    "framework",
+    "id",
+    "kind",
+    "native_id",
+    "parent_id",
+    "services",
+    "summary",
+    "technical",
+    "title",
+    "url",
+];
+
+#[tokio::test]
+async fn control_detail_has_the_documented_shape() {
+    let app = spawn_app().await;
+    let control = app
+        .admin_json("/api/v1/kb/controls/hipaa-sr:164.312(a)(1)")
+        .await;
+    let mut expected: Vec<&str> = CONTROL_SUMMARY_KEYS.to_vec();
+    expected.extend([
+        "checks",
+        "children",
+        "graph_source",
+        "parent",
+        "related",
+        "remediations",
+    ]);
+    expected.sort_unstable();
+    assert_eq!(keys(&control), expected);
+    assert_eq!(keys(&control["parent"]), CONTROL_SUMMARY_KEYS);
+    assert!(control["technical"].is_boolean() && control["attributes"].is_object());
+    let children = control["children"].as_array().unwrap();
+    assert!(!children.is_empty());
+    for child in children {
+        assert_eq!(keys(child), CONTROL_SUMMARY_KEYS);
+        assert_eq!(child["parent_id"], control["id"]);
+    }
+
+    let mfa = app.admin_json("/api/v1/kb/controls/pci-dss:8.4.2").await;
+    assert_eq!(mfa["parent"]["id"], "control:pci-dss@4.0.1:8.4");
+    let checks = mfa["checks"].as_array().unwrap();
+    for check in checks {
+        assert_eq!(
+            keys(check),
+            ["basis", "id", "services", "severity", "title"]
+        );
+    }
+    let check_ids: Vec<&str> = checks.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    let mut sorted = check_ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(check_ids, sorted);
+    // Services: the control's own and its checks', sorted, once each.
+    let services: Vec<&str> = mfa["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let mut expected_services: Vec<&str> = checks
+        .iter()
+        .flat_map(|c| c["services"].as_array().unwrap())
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    expected_services.sort_unstable();
+    expected_services.dedup();
+    assert!(expected_services.iter().all(|s| services.contains(s)));
+    let mut sorted = services.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(services, sorted);
+    // Remediations: those of its checks, each once, by id.
+    let remediations = mfa["remediations"].as_array().unwrap();
+    for remediation in remediations {
+        assert_eq!(
+            keys(remediation),
+            ["cli", "cloudformation", "id", "steps", "terraform", "title"]
+        );
+    }
+    let mut expected_remediations = Vec::new();
+    for id in &check_ids {
+        let check = app.admin_json(&format!("/api/v1/kb/checks/{id}")).await;
+        expected_remediations.push(check["remediation_id"].as_str().unwrap().to_string());
+    }
+    expected_remediations.sort();
+    expected_remediations.dedup();
+    let remediation_ids: Vec<&str> = remediations
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(remediation_ids, expected_remediations);
+    let related = mfa["related"].as_array().unwrap();
+    assert!(related.len() <= 25);
+    for r in related {
+        assert_eq!(
+            keys(r),
+            [
+                "basis",
+                "framework",
+                "id",
+                "native_id",
+                "shared_checks",
+                "title"
+            ]
+        );
+        assert!(r["shared_checks"].is_i64());
+    }
+    // Curated links first, then shared checks, most shared first.
+    let ranks: Vec<(bool, i64)> = related
+        .iter()
+        .map(|r| {
+            (
+                r["basis"] == "shared-checks",
+                -r["shared_checks"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let mut sorted = ranks.clone();
+    sorted.sort();
+    assert_eq!(ranks, sorted);
+    // A control without parent: null, not missing.
+    let root = app.admin_json("/api/v1/kb/controls/pci-dss:8").await;
+    assert!(root["parent"].is_null() && root["parent_id"].is_null());
+}
+
+#[tokio::test]
+async fn frameworks_counts_add_up_to_their_controls() {
+    let app = spawn_app().await;
+    let frameworks = app.admin_json("/api/v1/kb/frameworks").await;
+    for f in frameworks.as_array().unwrap() {
+        let by_kind: i64 = f["counts"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|n| n.as_i64().unwrap())
+            .sum();
+        assert_eq!(by_kind, f["controls"].as_i64().unwrap(), "{f}");
+        assert!(f["technical_controls"].as_i64().unwrap() <= by_kind);
+        let page = app
+            .admin_json(&format!(
+                "/api/v1/kb/frameworks/{}/controls?limit=1",
+                f["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(page["total"], f["controls"], "{f}");
+    }
+}
+
+#[tokio::test]
+async fn search_hits_have_the_documented_shape_and_no_duplicates() {
+    let app = spawn_app().await;
+    let hits = app
+        .admin_json(
+            "/api/v1/kb/search?q=PCI%20DSS%208.4.2%20multi-factor%20authentication&limit=15",
+        )
+        .await;
+    let hits = hits.as_array().unwrap();
+    assert_eq!(hits.len(), 15);
+    assert_eq!(hits[0]["id"], "control:pci-dss@4.0.1:8.4.2");
+    let mut ids: Vec<&str> = hits.iter().map(|h| h["id"].as_str().unwrap()).collect();
+    for hit in hits {
+        assert_eq!(
+            keys(hit),
+            [
+                "framework",
+                "id",
+                "kind",
+                "matched",
+                "native_id",
+                "score",
+                "snippet",
+                "title"
+            ]
+        );
+        assert!(hit["score"].is_number());
+        if hit["kind"] != "control" {
+            assert!(hit["framework"].is_null() && hit["native_id"].is_null());
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 15, "each hit once");
+    // Only stop words: nothing to match, an empty list rather than an error.
+    let none = app.admin_json("/api/v1/kb/search?q=the%20of").await;
+    assert_eq!(none, serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn search_filters_hold_for_every_kind_of_hit() {
+    let app = spawn_app().await;
+    let hits = app
+        .admin_json("/api/v1/kb/search?q=encryption%20logging%20access&framework=pci-dss&service=s3&limit=50")
+        .await;
+    let hits = hits.as_array().unwrap();
+    assert!(hits.iter().any(|h| h["kind"] == "check"), "{hits:?}");
+    for hit in hits {
+        let id = hit["id"].as_str().unwrap();
+        match hit["kind"].as_str().unwrap() {
+            "control" => {
+                assert_eq!(hit["framework"], "pci-dss@4.0.1");
+                let control = app
+                    .admin_json(&format!("/api/v1/kb/controls/{}", urlencode(id)))
+                    .await;
+                assert!(
+                    control["services"]
+                        .as_array()
+                        .unwrap()
+                        .contains(&serde_json::json!("s3")),
+                    "{id}"
+                );
+            }
+            "check" => {
+                let check = app.admin_json(&format!("/api/v1/kb/checks/{id}")).await;
+                assert!(
+                    check["services"]
+                        .as_array()
+                        .unwrap()
+                        .contains(&serde_json::json!("s3"))
+                );
+                assert!(
+                    check["controls"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|c| c["framework"] == "pci-dss@4.0.1"),
+                    "{id}"
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
