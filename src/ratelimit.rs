@@ -45,6 +45,8 @@ pub struct Decision {
 /// Keyed by what is limited (a key id, an IP address): no allocation per check in process.
 pub struct RateLimiter<K: std::hash::Hash + Eq + Clone + std::fmt::Display + Send + Sync> {
     per_minute: u32,
+    /// The script's arguments for this limiter (emission interval in ms, burst), formatted once.
+    script_args: [String; 2],
     redis_prefix: String,
     local: KeyedLimiter<K>,
     redis: Option<RedisHandle>,
@@ -96,8 +98,8 @@ impl<K: std::hash::Hash + Eq + Clone + std::fmt::Display + Send + Sync> Bucket
         let (limiter, bucket) = self;
         invocation
             .key(format!("{}{bucket}", limiter.redis_prefix))
-            .arg(60_000.0 / f64::from(limiter.per_minute))
-            .arg(limiter.per_minute);
+            .arg(limiter.script_args[0].as_str())
+            .arg(limiter.script_args[1].as_str());
     }
 
     fn decision(&self, reply: &[i64]) -> Option<Decision> {
@@ -163,6 +165,10 @@ impl<K: std::hash::Hash + Eq + Clone + std::fmt::Display + Send + Sync> RateLimi
         let quota = Quota::per_minute(burst).allow_burst(burst);
         Self {
             per_minute,
+            script_args: [
+                (60_000.0 / f64::from(per_minute.max(1))).to_string(),
+                per_minute.to_string(),
+            ],
             redis_prefix: redis_prefix.to_string(),
             local: Governor::keyed(quota).with_middleware::<StateInformationMiddleware>(),
             redis,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::RwLock;
+use std::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
 /// A Redis command slower than this counts as a failure: we would rather fall back than make
@@ -20,6 +20,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 #[derive(Clone)]
 pub struct RedisHandle {
     client: redis::Client,
+    /// A plain lock: read on every rate-limited request, written only by the supervisor, never
+    /// held across an await.
     manager: Arc<RwLock<Option<ConnectionManager>>>,
     healthy: Arc<AtomicBool>,
 }
@@ -50,7 +52,7 @@ impl RedisHandle {
         if !self.is_healthy() {
             return None;
         }
-        let conn = self.manager.read().await.clone()?;
+        let conn = self.manager.read().expect("redis manager lock").clone()?;
         match tokio::time::timeout(COMMAND_TIMEOUT, op(conn)).await {
             Ok(Ok(value)) => Some(value),
             Ok(Err(err)) => {
@@ -80,7 +82,7 @@ impl RedisHandle {
     }
 
     async fn ping(&self) -> bool {
-        let Some(mut conn) = self.manager.read().await.clone() else {
+        let Some(mut conn) = self.manager.read().expect("redis manager lock").clone() else {
             return false;
         };
         let cmd = redis::cmd("PING");
@@ -90,10 +92,10 @@ impl RedisHandle {
 
     /// One round of supervision: connect when not connected, ping, update the health flag.
     pub async fn refresh(&self) {
-        let connected = self.manager.read().await.is_some();
+        let connected = self.manager.read().expect("redis manager lock").is_some();
         if !connected {
             match self.connect().await {
-                Ok(conn) => *self.manager.write().await = Some(conn),
+                Ok(conn) => *self.manager.write().expect("redis manager lock") = Some(conn),
                 Err(err) => self.mark_down(&err.to_string()),
             }
         }
@@ -106,7 +108,7 @@ impl RedisHandle {
         }
         if !ok {
             // A fresh manager next round: the old one may be stuck reconnecting.
-            *self.manager.write().await = None;
+            *self.manager.write().expect("redis manager lock") = None;
         }
     }
 
