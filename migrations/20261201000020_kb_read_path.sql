@@ -21,16 +21,22 @@ CREATE TABLE kb_search (
     -- 'framework|service' of one control or check, so that both filters together still mean
     -- "the same check" for a remediation.
     pairs       text[]   NOT NULL,
+    -- Rank multiplier by kind: questions are answered by controls, so checks, remediation texts and
+    -- grouping nodes (sections, chapters, series, service groups) yield to the controls they hold.
+    boost       float8   NOT NULL DEFAULT 1,
     PRIMARY KEY (version_id, id)
 );
 CREATE INDEX kb_search_search ON kb_search USING gin (search);
 
--- Search queries are OR queries of plain lexemes (any word matches). For those, ts_rank_cd's
--- cover density is the sum, over every position of a query lexeme in the document, of that
--- position's weight (D 0.1, C 0.2, B 0.4, A 1.0): each occurrence is a cover of its own. So the
--- rank is a sum over per-(lexeme, document) weights, precomputed here, and a search reads a few
--- hundred index entries instead of ranking every matching document. Queries with phrases
--- (hyphenated words) are ranked with ts_rank_cd itself.
+-- Search queries are OR queries of plain lexemes (any word matches), ranked BM25-style: each
+-- query word found in a document adds idf(word) * tf(k+1)/(tf+k), where tf is the sum of the
+-- weights of the word's positions in the document (A 1.0 title, B 0.4 summary, C 0.2 context,
+-- D 0.1) and idf = ln(1 + (N - df + 0.5)/(df + 0.5)) over the version's documents. The rarer word
+-- counts more ("S3" over "encrypt"), and a word repeated in one document saturates instead of
+-- adding up. Every factor is known when a version is built, so the per-(word, document) term is
+-- precomputed here (times the document's boost) and a search sums a few hundred index entries
+-- instead of ranking every matching document. Queries with phrases (hyphenated words) are ranked
+-- with ts_rank_cd times the boost.
 CREATE TABLE kb_search_terms (
     version_id  bigint NOT NULL,
     lexeme      text   NOT NULL,
@@ -57,11 +63,47 @@ BEGIN
     -- edge is context, not evidence that a check bears on the control.
     ANALYZE kb_controls, kb_checks, kb_remediations, kb_relationships;
 
-    INSERT INTO kb_search (version_id, kind, id, title, framework, native_id, body, search, frameworks, services, pairs)
+    -- A control is found by more than its own words: the names people give its framework (so
+    -- "SOC 2" or "Security Hub" in a question favours that framework's controls), its parent's
+    -- title (hierarchy: "technical safeguards" reaches 164.312's specifications), its attributes
+    -- (required/addressable, Level 1/2, automated/manual, safeguard, category) at weight C, and the words of the checks
+    -- that evidence it (direct or partial), each distinct word once at weight C: the vocabulary of
+    -- AWS configuration ("MFA", "KMS", "public access") reaches the requirement that needs it.
+    INSERT INTO kb_search (version_id, kind, id, title, framework, native_id, body, search, frameworks, services, pairs, boost)
     SELECT c.version_id, 'control', c.id, c.title, c.framework, c.native_id, c.title || '. ' || c.summary,
-           c.search, ARRAY[c.framework], s.services,
-           ARRAY(SELECT c.framework || '|' || x FROM unnest(s.services) x)
+           c.search
+             || setweight(to_tsvector('english', concat_ws(' ',
+                    CASE split_part(c.framework, '@', 1)
+                        WHEN 'soc2' THEN 'SOC 2 SOC2'
+                        WHEN 'pci-dss' THEN 'PCI DSS'
+                        WHEN 'hipaa-sr' THEN 'HIPAA'
+                        WHEN 'gdpr' THEN 'GDPR'
+                        WHEN 'cis-aws' THEN 'CIS benchmark'
+                        WHEN 'aws-fsbp' THEN 'FSBP foundational Security Hub'
+                        WHEN 'aws-wa-security' THEN 'Well-Architected'
+                    END,
+                    p.title,
+                    (SELECT string_agg(CASE a.key WHEN 'level' THEN 'Level ' || a.value ELSE a.value END, ' ')
+                     FROM jsonb_each_text(c.attributes) a WHERE a.key IN ('obligation', 'level', 'assessment', 'safeguard', 'category')))), 'C')
+             || setweight(to_tsvector('simple', coalesce(array_to_string(tsvector_to_array(to_tsvector('english', hop.words)), ' '), '')), 'C'),
+           ARRAY[c.framework], s.services,
+           ARRAY(SELECT c.framework || '|' || x FROM unnest(s.services) x),
+           CASE WHEN c.kind IN ('service', 'section', 'chapter', 'series', 'principal_requirement',
+                                'requirement_group', 'appendix') THEN 0.6 ELSE 1 END
+           -- A question that names no version means the newest release: an older one (CIS v3.0.0
+           -- beside v5.0.0) still answers, below it.
+           * CASE WHEN EXISTS (SELECT 1 FROM kb_frameworks f
+                               WHERE f.version_id = c.version_id AND f.id = split_part(c.framework, '@', 1)
+                                 AND f.version COLLATE kb_natural > split_part(c.framework, '@', 2))
+                  THEN 0.5 ELSE 1 END
     FROM kb_controls c
+    LEFT JOIN kb_controls p ON p.version_id = c.version_id AND p.id = c.parent_id
+    CROSS JOIN LATERAL (
+        SELECT string_agg(k.title, ' ') AS words
+        FROM kb_relationships r JOIN kb_checks k ON k.version_id = r.version_id AND k.id = r.to_id
+        WHERE r.version_id = c.version_id AND r.type = 'maps_to' AND r.from_id = c.id
+          AND r.strength IN ('direct', 'partial')
+    ) hop
     CROSS JOIN LATERAL (
         SELECT coalesce(array_agg(DISTINCT x ORDER BY x), '{}') AS services FROM (
             SELECT unnest(c.services)
@@ -74,10 +116,10 @@ BEGIN
     ) s
     WHERE c.version_id = v;
 
-    INSERT INTO kb_search (version_id, kind, id, title, framework, native_id, body, search, frameworks, services, pairs)
+    INSERT INTO kb_search (version_id, kind, id, title, framework, native_id, body, search, frameworks, services, pairs, boost)
     SELECT k.version_id, 'check', k.id, k.title, NULL, NULL, k.title || '. ' || k.description,
            k.search, f.frameworks, k.services,
-           ARRAY(SELECT fw || '|' || sv FROM unnest(f.frameworks) fw, unnest(k.services) sv)
+           ARRAY(SELECT fw || '|' || sv FROM unnest(f.frameworks) fw, unnest(k.services) sv), 0.8
     FROM kb_checks k
     CROSS JOIN LATERAL (
         SELECT coalesce(array_agg(DISTINCT c.framework ORDER BY c.framework), '{}') AS frameworks
@@ -89,10 +131,10 @@ BEGIN
 
     ANALYZE kb_search;
 
-    INSERT INTO kb_search (version_id, kind, id, title, framework, native_id, body, search, frameworks, services, pairs)
+    INSERT INTO kb_search (version_id, kind, id, title, framework, native_id, body, search, frameworks, services, pairs, boost)
     SELECT m.version_id, 'remediation', m.id, m.title, NULL, NULL,
            m.title || '. ' || array_to_string(m.steps, ' '), m.search,
-           coalesce(f.a, '{}'), coalesce(s.a, '{}'), coalesce(p.a, '{}')
+           coalesce(f.a, '{}'), coalesce(s.a, '{}'), coalesce(p.a, '{}'), 0.5
     FROM kb_remediations m
     LEFT JOIN (
         SELECT k.remediation_id AS id, array_agg(DISTINCT x ORDER BY x) AS a
@@ -112,14 +154,19 @@ BEGIN
     WHERE m.version_id = v;
 
     INSERT INTO kb_search_terms (version_id, lexeme, id, weight)
-    SELECT s.version_id, u.lexeme, s.id,
-           -- ts_rank_cd's default weights are float4: sum them as it does.
-           sum(CASE w WHEN 'A' THEN 1.0::float4 WHEN 'B' THEN 0.4::float4
-                      WHEN 'C' THEN 0.2::float4 ELSE 0.1::float4 END::float8)
-    FROM kb_search s, unnest(s.search) u, unnest(u.weights) w
-    WHERE s.version_id = v
-    GROUP BY s.version_id, u.lexeme, s.id
-    ORDER BY u.lexeme, s.id;
+    WITH tf AS (
+        SELECT s.version_id, u.lexeme, s.id, s.boost,
+               sum(CASE w WHEN 'A' THEN 1.0 WHEN 'B' THEN 0.4 WHEN 'C' THEN 0.2 ELSE 0.1 END) AS tf
+        FROM kb_search s, unnest(s.search) u, unnest(u.weights) w
+        WHERE s.version_id = v
+        GROUP BY s.version_id, u.lexeme, s.id, s.boost
+    ),
+    df AS (SELECT lexeme, count(*) AS df FROM tf GROUP BY lexeme),
+    n AS (SELECT count(*) AS n FROM kb_search WHERE version_id = v)
+    SELECT tf.version_id, tf.lexeme, tf.id,
+           ln(1 + (n.n - df.df + 0.5) / (df.df + 0.5)) * tf.tf * 2.2 / (tf.tf + 1.2) * tf.boost
+    FROM tf JOIN df USING (lexeme), n
+    ORDER BY tf.lexeme, tf.id;
 
     -- New rows sit in the GIN pending list (scanned linearly by every search) until a vacuum;
     -- move them into the index proper now.

@@ -84,9 +84,10 @@ pub fn framework_hints(q: &str) -> Vec<&'static str> {
 /// The search answer (a JSON array of [`Hit`]) in one statement: controls named by id first (in
 /// the order the query names them), then text matches ranked over `kb_search`, the one table that
 /// holds every searchable kind with its filters precomputed at load. Text matching uses OR
-/// semantics: any query word matches; the ranking rewards documents with more of them. The rank is
-/// `ts_rank_cd(search, query, 32)`, read from `kb_search_terms` for plain word queries (see the
-/// migration for why that is the same number) and computed for queries with phrases.
+/// semantics: any query word matches; the ranking rewards documents with more of them, rare words
+/// more than common ones. Plain word queries sum BM25-style terms precomputed in `kb_search_terms`
+/// (see the migration); queries with phrases use `ts_rank_cd`. Either way the score is `r/(r+1)`
+/// of the document's boosted rank `r`, so it lies in [0, 1).
 pub async fn search(
     db: &PgPool,
     q: &str,
@@ -123,14 +124,14 @@ pub async fn search(
                    ORDER BY split_part(framework, '@', 1), pos, split_part(framework, '@', 2) COLLATE kb_natural DESC) n
          ),
          scored AS (
-             -- Pure OR queries: the sum of precomputed weights equals ts_rank_cd(search, tsq, 32).
+             -- Pure OR queries: the sum of the precomputed BM25-style terms (see the migration).
              SELECT t.id, (sum(t.weight) / (sum(t.weight) + 1))::float4::float8 AS score
              FROM q, kb_search_terms t
              WHERE q.pure AND t.version_id = (SELECT id FROM v) AND t.lexeme = ANY(q.lexemes)
              GROUP BY t.id
              UNION ALL
-             SELECT s.id, ts_rank_cd(s.search, q.tsq, 32)::float8
-             FROM q, kb_search s
+             SELECT s.id, (r / (r + 1))::float4::float8
+             FROM q, kb_search s, LATERAL (SELECT ts_rank_cd(s.search, q.tsq)::float8 * s.boost AS r) b
              WHERE NOT q.pure AND s.version_id = (SELECT id FROM v) AND s.search @@ (SELECT tsq FROM q)
          ),
          top AS (

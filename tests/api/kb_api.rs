@@ -807,3 +807,42 @@ fn urlencode(s: &str) -> String {
 fn pathencode(s: &str) -> String {
     urlencode(s).replace('+', "%20")
 }
+
+#[tokio::test]
+async fn search_ranks_by_framework_names_hierarchy_and_version() {
+    let app = spawn_app().await;
+    let top = |hits: &serde_json::Value, n: usize| -> Vec<String> {
+        hits.as_array()
+            .unwrap()
+            .iter()
+            .take(n)
+            .map(|h| h["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // The framework's name and the parent's title ("Technical safeguards") are searchable.
+    let hits = app
+        .admin_json("/api/v1/kb/search?q=which%20HIPAA%20technical%20safeguards%20apply%20to%20audit%20logs")
+        .await;
+    assert_eq!(
+        top(&hits, 1),
+        ["control:hipaa-sr@2013:164.312(b)"],
+        "{hits}"
+    );
+    let hits = app
+        .admin_json("/api/v1/kb/search?q=SOC%202%20change%20management")
+        .await;
+    assert_eq!(top(&hits, 1), ["control:soc2@2017:CC8.1"], "{hits}");
+    // No version named: CIS v5.0.0 ranks above the same recommendation of v3.0.0.
+    let hits = app
+        .admin_json("/api/v1/kb/search?q=CIS%20root%20account%20hardware%20MFA&limit=50")
+        .await;
+    let ids = top(&hits, 50);
+    let first_v5 = ids
+        .iter()
+        .position(|id| id.starts_with("control:cis-aws@5.0.0"));
+    let first_v3 = ids
+        .iter()
+        .position(|id| id.starts_with("control:cis-aws@3.0.0"));
+    assert!(first_v5.is_some(), "{ids:?}");
+    assert!(first_v3.is_none_or(|v3| Some(v3) > first_v5), "{ids:?}");
+}
