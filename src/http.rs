@@ -143,6 +143,16 @@ fn complete_openapi(doc: &utoipa::openapi::OpenApi) -> serde_json::Value {
             let has_body = operation.get("requestBody").is_some();
             let responses = operation["responses"].as_object_mut().expect("responses");
             for (status, response) in responses.iter_mut() {
+                // OpenAPI requires a description on every response; utoipa omits an empty one.
+                if response.get("$ref").is_none() && response.get("description").is_none() {
+                    let reason = status
+                        .parse::<u16>()
+                        .ok()
+                        .and_then(|code| StatusCode::from_u16(code).ok())
+                        .and_then(|code| code.canonical_reason())
+                        .unwrap_or("response");
+                    response["description"] = json!(reason);
+                }
                 // utoipa labels every body JSON; the server sends errors as problem+json.
                 if let Some(content) = response.get_mut("content").and_then(Value::as_object_mut)
                     && let Some(json) = content.remove("application/json")

@@ -780,7 +780,7 @@ async fn list_services(
     }))
 }
 
-/// A service with its checks and controls: the fields of [`ServiceInfo`] side by side with the
+/// A service with its checks and controls: the fields of a `ServiceInfo` side by side with the
 /// lists (no flattening, so no name is used twice).
 #[derive(Serialize, ToSchema)]
 pub struct ServiceDetail {
