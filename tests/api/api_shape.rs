@@ -478,3 +478,23 @@ async fn search_pages_and_marks_matches_as_documented() {
         );
     }
 }
+
+#[test]
+fn the_shipped_knowledge_base_never_contains_the_snippet_marker() {
+    // Search snippets mark matched words with `**`; the README promises the text has none.
+    fn walk(dir: &std::path::Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, found);
+            } else if path.extension().is_some_and(|e| e == "json")
+                && std::fs::read_to_string(&path).unwrap().contains("**")
+            {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(std::path::Path::new(KB_DIR), &mut found);
+    assert!(found.is_empty(), "`**` in {found:?}");
+}

@@ -238,6 +238,7 @@ async fn control_ids_resolve_as_people_type_them() {
 async fn every_control_answers_to_its_canonical_and_short_ids() {
     let app = spawn_app_with(|env| {
         env.insert("RATE_LIMIT_PER_MINUTE".into(), "100000".into());
+        env.insert("RATE_LIMIT_IP_PER_MINUTE".into(), "100000".into());
     })
     .await;
     let frameworks = app.admin_json("/api/v1/kb/frameworks").await;

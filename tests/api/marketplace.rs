@@ -1098,7 +1098,7 @@ async fn a_replacement_task_with_new_credentials_never_resends_what_the_old_task
     assert_eq!(chat["unconfirmed"]["units"], 6, "{chat}");
     assert_eq!(
         chat["unconfirmed"]["hours"],
-        serde_json::json!([hour]),
+        serde_json::json!([cloud_optimizer::web::timestamp::format(&hour)]),
         "{chat}"
     );
     assert_eq!(chat["unreported"], 0, "{chat}");
