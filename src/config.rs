@@ -187,7 +187,9 @@ pub struct Config {
     pub cors_allowed_origins: Vec<String>,
     /// Budget per API key.
     pub rate_limit_per_minute: u32,
-    /// Budget per client IP (defaults to the per-key budget).
+    /// Budget per client IP: a guard against unauthenticated abuse (key guessing, floods), set
+    /// well above the per-key budget so that clients sharing one address (a NAT, an ALB without
+    /// `TRUSTED_PROXY_CIDRS`) are not throttled as one.
     pub rate_limit_ip_per_minute: u32,
     pub trusted_proxies: Vec<IpNet>,
     pub bootstrap_admin_api_key: Option<SecretString>,
@@ -314,7 +316,7 @@ impl Config {
         }
         let rate_limit_ip_per_minute: u32 = env.parse(
             "RATE_LIMIT_IP_PER_MINUTE",
-            rate_limit_per_minute,
+            1000,
             "a whole number of requests",
         )?;
         if rate_limit_ip_per_minute == 0 {
@@ -604,6 +606,12 @@ mod tests {
         assert_eq!(config.port, 8000);
         assert_eq!(config.metrics_port, Some(9464));
         assert_eq!(config.rate_limit_per_minute, 100);
+        assert_eq!(config.rate_limit_ip_per_minute, 1000);
+        let config = Config::from_env(&env(&[("RATE_LIMIT_PER_MINUTE", "5")])).unwrap();
+        assert_eq!(
+            config.rate_limit_ip_per_minute, 1000,
+            "the per-IP guard does not follow the per-key budget"
+        );
         assert!(!config.marketplace.enabled);
     }
 

@@ -104,6 +104,11 @@ impl ApiError {
         }
     }
 
+    /// A well-formed body whose content breaks a rule (an empty name, an unknown dimension): 422.
+    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::problem(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail))
+    }
+
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::NotFound(detail.into())
     }
@@ -213,9 +218,9 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::MissingJsonContentType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
-            JsonRejection::JsonSyntaxError(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "malformed_json")
-            }
+            // Not JSON at all: the request itself is malformed (400). Well-formed JSON that is not
+            // the expected shape is understood but unprocessable (422).
+            JsonRejection::JsonSyntaxError(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
             JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
             JsonRejection::BytesRejection(_) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")

@@ -22,7 +22,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
@@ -37,7 +37,20 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[openapi(
     info(
         title = "Cloud Optimizer API",
-        description = "Security advisor for AWS: compliance knowledge base, security Q&A, document analysis, account scans and usage. Every error is application/problem+json with a stable `code`.",
+        description = "The HTTP API of Cloud Optimizer, a security advisor for AWS that runs in your own account. \
+What exists today: API keys (`/keys`), the compliance knowledge base (frameworks, controls, checks, AWS services, \
+full-text search under `/kb`), the license, trial and usage ledger (`/license`, `/usage`), a small billable action \
+(`/billable-actions`) and health probes.
+
+* **Authentication**: every `/api/v1` route needs `Authorization: Bearer <key>`.
+* **Lists** answer `{items, total, limit, offset, next}`; `next` is the path and query of the next page, `null` on the last. \
+`limit` and `offset` out of their documented ranges are a 400.
+* **Timestamps** are RFC 3339 in UTC with milliseconds: `2026-12-01T06:00:00.000Z`.
+* **Errors** are `application/problem+json` with a stable `code`; a body that is not JSON is a 400 `malformed_json`, \
+well-formed JSON that breaks a rule a 422.
+* **Rate limits**: `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` on every authenticated answer; \
+a 429 adds `Retry-After`.",
+        license(name = "Proprietary (AWS Marketplace subscription terms)", identifier = "LicenseRef-Proprietary"),
     ),
     modifiers(&BearerAuth),
     tags(
@@ -56,9 +69,140 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "api_key",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key (`co_…`) from `cloud-optimizer keys create` or `POST /api/v1/keys`",
+                    ))
+                    .build(),
+            ),
         );
     }
+}
+
+/// What every operation shares but utoipa's per-handler attributes would repeat: the error
+/// answers (problem+json), the rate-limit headers, the security requirement. Applied to the
+/// generated document once, so a new route gets them without writing them.
+fn complete_openapi(doc: &utoipa::openapi::OpenApi) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let mut doc = serde_json::to_value(doc).expect("OpenAPI document serialises");
+    let problem = |description: &str| {
+        json!({
+            "description": description,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        })
+    };
+    let rate_headers = json!({
+        "RateLimit-Limit": {"$ref": "#/components/headers/RateLimit-Limit"},
+        "RateLimit-Remaining": {"$ref": "#/components/headers/RateLimit-Remaining"},
+        "RateLimit-Reset": {"$ref": "#/components/headers/RateLimit-Reset"},
+    });
+    let header = |description: &str| {
+        json!({"description": description, "required": true,
+               "schema": {"type": "integer", "minimum": 0}})
+    };
+    let components = doc["components"].as_object_mut().expect("components");
+    components.insert(
+        "headers".into(),
+        json!({
+            "RateLimit-Limit": header("requests allowed per minute"),
+            "RateLimit-Remaining": header("requests left in the current window"),
+            "RateLimit-Reset": header("seconds until the budget is whole again"),
+            "Retry-After": header("seconds to wait before retrying"),
+        }),
+    );
+    let mut too_many = problem(
+        "rate limit exceeded (`rate_limited`): per API key, or per client address before authentication",
+    );
+    too_many["headers"] = rate_headers.clone();
+    too_many["headers"]["Retry-After"] = json!({"$ref": "#/components/headers/Retry-After"});
+    let mut unauthorized = problem(
+        "no, malformed, unknown or revoked API key (`missing_api_key`, `invalid_authorization_header`, `invalid_api_key`, `api_key_revoked`)",
+    );
+    unauthorized["headers"] = json!({"WWW-Authenticate": {"schema": {"type": "string", "const": "Bearer"}, "required": true}});
+    components.insert(
+        "responses".into(),
+        json!({
+            "BadRequest": problem("a parameter or the URL is invalid (`invalid_query`, `invalid_limit`, `invalid_offset`, `invalid_character`, `malformed_json`, …)"),
+            "Unauthorized": unauthorized,
+            "Forbidden": problem("the key lacks the admin scope (`insufficient_scope`)"),
+            "NotFound": problem("no such resource (`not_found`, …)"),
+            "PayloadTooLarge": problem("the body is larger than `MAX_BODY_BYTES` (`payload_too_large`)"),
+            "UnsupportedMediaType": problem("the body is not sent as `application/json` (`unsupported_media_type`)"),
+            "UnprocessableContent": problem("well-formed JSON that breaks a rule of the schema (`invalid_body`, `invalid_name`, …), or an `Idempotency-Key` reused for another request (`idempotency_key_reused`)"),
+            "TooManyRequests": too_many,
+            "Error": problem("any other error, as problem+json with its `code` (405, 408, 414, 500, 503, …)"),
+        }),
+    );
+    let response_ref = |name: &str| json!({"$ref": format!("#/components/responses/{name}")});
+    let paths = doc["paths"].as_object_mut().expect("paths");
+    for (path, item) in paths.iter_mut() {
+        let api = path.starts_with("/api/v1/");
+        for (_, operation) in item.as_object_mut().expect("path item").iter_mut() {
+            let has_body = operation.get("requestBody").is_some();
+            let responses = operation["responses"].as_object_mut().expect("responses");
+            for (status, response) in responses.iter_mut() {
+                // OpenAPI requires a description on every response; utoipa omits an empty one.
+                if response.get("$ref").is_none() && response.get("description").is_none() {
+                    let reason = status
+                        .parse::<u16>()
+                        .ok()
+                        .and_then(|code| StatusCode::from_u16(code).ok())
+                        .and_then(|code| code.canonical_reason())
+                        .unwrap_or("response");
+                    response["description"] = json!(reason);
+                }
+                // utoipa labels every body JSON; the server sends errors as problem+json.
+                if let Some(content) = response.get_mut("content").and_then(Value::as_object_mut)
+                    && let Some(json) = content.remove("application/json")
+                {
+                    let is_problem = json["schema"]["$ref"] == "#/components/schemas/Problem";
+                    content.insert(
+                        if is_problem {
+                            PROBLEM_JSON
+                        } else {
+                            "application/json"
+                        }
+                        .into(),
+                        json,
+                    );
+                }
+                if api && status.starts_with('2') {
+                    let headers = response
+                        .as_object_mut()
+                        .expect("response")
+                        .entry("headers")
+                        .or_insert_with(|| json!({}));
+                    for (name, value) in rate_headers.as_object().expect("headers") {
+                        headers[name] = value.clone();
+                    }
+                }
+            }
+            let mut add = |status: &str, name: &str| {
+                responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| response_ref(name));
+            };
+            add("400", "BadRequest");
+            if api {
+                add("401", "Unauthorized");
+                add("403", "Forbidden");
+                add("404", "NotFound");
+                add("429", "TooManyRequests");
+            }
+            if has_body {
+                add("413", "PayloadTooLarge");
+                add("415", "UnsupportedMediaType");
+                add("422", "UnprocessableContent");
+            }
+            add("default", "Error");
+            if api && operation.get("security").is_none() {
+                operation["security"] = json!([{"api_key": []}]);
+            }
+        }
+    }
+    doc
 }
 
 /// Every `/api/v1` router, before the auth layer: `tests/` walks this list to prove that each
@@ -80,8 +224,7 @@ pub fn app(state: AppState) -> Router {
         .merge(health::router())
         .nest("/api/v1", protected)
         .split_for_parts();
-    let openapi_json = openapi
-        .to_pretty_json()
+    let openapi_json = serde_json::to_string_pretty(&complete_openapi(&openapi))
         .expect("OpenAPI document serialises");
 
     let routes = routes
@@ -93,6 +236,11 @@ pub fn app(state: AppState) -> Router {
                     openapi_json.clone(),
                 )
             }),
+        )
+        // No console yet: the API reference is the front page.
+        .route(
+            "/",
+            axum::routing::get(|| async { axum::response::Redirect::temporary("/docs") }),
         )
         .merge(crate::docs::router())
         .fallback(|| async { ApiError::problem(problem_for_status(StatusCode::NOT_FOUND)) });

@@ -15,6 +15,124 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, Problem};
 
+/// The envelope of every list the API returns. `next` is the path and query of the next page
+/// (the request's own query with `offset` advanced), or `null` on the last page.
+#[derive(Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Items matching the request over all pages.
+    pub total: i64,
+    /// The page size used.
+    pub limit: i64,
+    /// Items skipped before this page.
+    pub offset: i64,
+    /// Path and query of the next page, relative to the server; `null` on the last page.
+    pub next: Option<String>,
+}
+
+/// The largest `offset` any list accepts: far beyond any real page, and a bound that keeps
+/// absurd values (`9223372036854775807`) out of the database and in the OpenAPI document.
+pub const MAX_OFFSET: i64 = 1_000_000;
+
+/// `limit` and `offset` of a list request, checked against its bounds: out of range is a 400
+/// naming the parameter and the range.
+pub fn page_bounds(
+    limit: Option<i64>,
+    offset: Option<i64>,
+    default_limit: i64,
+    max_limit: i64,
+) -> Result<(i64, i64), ApiError> {
+    let limit = limit.unwrap_or(default_limit);
+    if !(1..=max_limit).contains(&limit) {
+        return Err(ApiError::problem(
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_limit",
+                format!("limit must be between 1 and {max_limit}"),
+            )
+            .with("minimum", 1)
+            .with("maximum", max_limit),
+        ));
+    }
+    let offset = offset.unwrap_or(0);
+    if !(0..=MAX_OFFSET).contains(&offset) {
+        return Err(ApiError::problem(
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_offset",
+                format!("offset must be between 0 and {MAX_OFFSET}"),
+            )
+            .with("minimum", 0)
+            .with("maximum", MAX_OFFSET),
+        ));
+    }
+    Ok((limit, offset))
+}
+
+/// The `next` link of a page: the request's path and query with `limit` and `offset` set for
+/// the following page, or `None` when this page reaches the end.
+pub fn next_link(uri: &axum::http::Uri, limit: i64, offset: i64, total: i64) -> Option<String> {
+    let next = offset.checked_add(limit)?;
+    if next >= total || next > MAX_OFFSET {
+        return None;
+    }
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
+        if name != "limit" && name != "offset" {
+            query.append_pair(&name, &value);
+        }
+    }
+    query.append_pair("limit", &limit.to_string());
+    query.append_pair("offset", &next.to_string());
+    Some(format!("{}?{}", uri.path(), query.finish()))
+}
+
+/// The page envelope around items already serialised as a JSON array (the KB builds its lists
+/// in PostgreSQL and sends them unchanged).
+pub fn page_json(items: &str, total: i64, limit: i64, offset: i64, next: Option<&str>) -> String {
+    let next = serde_json::to_string(&next).unwrap_or_else(|_| "null".into());
+    format!(
+        r#"{{"items":{items},"total":{total},"limit":{limit},"offset":{offset},"next":{next}}}"#
+    )
+}
+
+/// Every timestamp the API writes: RFC 3339 in UTC with exactly three fractional digits
+/// (`2026-12-01T06:00:00.000Z`), whatever precision the clock or the database had. Use with
+/// `#[serde(with = "crate::web::timestamp")]` (`timestamp::option`, `timestamp::vec` for
+/// optional and repeated values).
+pub mod timestamp {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::Serializer;
+
+    pub fn format(at: &DateTime<Utc>) -> String {
+        at.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+
+    pub fn serialize<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(at))
+    }
+
+    pub mod option {
+        use super::*;
+        pub fn serialize<S: Serializer>(
+            at: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match at {
+                Some(at) => s.serialize_str(&format(at)),
+                None => s.serialize_none(),
+            }
+        }
+    }
+
+    pub mod vec {
+        use super::*;
+        pub fn serialize<S: Serializer>(at: &[DateTime<Utc>], s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(at.iter().map(format))
+        }
+    }
+}
+
 /// `Json<T>` whose rejections are our problem+json errors (415, 413, 400, 422) instead of plain
 /// text, and which refuses a NUL character in any JSON string: PostgreSQL cannot store one, so
 /// it is refused here, in one place, with a code that says what to fix.
@@ -107,7 +225,8 @@ impl std::str::FromStr for Scope {
 /// Who is calling. The authentication middleware inserts it for every authenticated request.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Principal {
-    /// The key's id; the nil UUID for the bootstrap admin key.
+    /// The key's id (as in `/keys`); the nil UUID for the bootstrap admin key.
+    #[serde(rename = "id")]
     pub key_id: Uuid,
     pub name: String,
     pub scope: Scope,
@@ -159,6 +278,35 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
 #[cfg(test)]
 mod tests {
     use super::contains_escaped_nul;
+
+    #[test]
+    fn timestamps_have_millisecond_precision_in_utc() {
+        use chrono::TimeZone;
+        let at = chrono::Utc
+            .timestamp_opt(1_795_000_000, 123_456_789)
+            .unwrap();
+        assert_eq!(super::timestamp::format(&at), "2026-11-18T11:06:40.123Z");
+        let whole = chrono::Utc.timestamp_opt(1_795_000_000, 0).unwrap();
+        assert_eq!(super::timestamp::format(&whole), "2026-11-18T11:06:40.000Z");
+    }
+
+    #[test]
+    fn next_link_keeps_filters_and_advances_the_offset() {
+        let uri: axum::http::Uri = "/api/v1/kb/checks?service=s3&limit=5&offset=5"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            super::next_link(&uri, 5, 5, 12).as_deref(),
+            Some("/api/v1/kb/checks?service=s3&limit=5&offset=10")
+        );
+        assert_eq!(super::next_link(&uri, 5, 10, 12), None);
+        assert_eq!(super::next_link(&uri, 5, 5, 10), None);
+        let bare: axum::http::Uri = "/api/v1/keys".parse().unwrap();
+        assert_eq!(
+            super::next_link(&bare, 2, 0, 3).as_deref(),
+            Some("/api/v1/keys?limit=2&offset=2")
+        );
+    }
 
     #[test]
     fn an_escaped_nul_is_found_only_when_its_backslash_is_not_escaped() {

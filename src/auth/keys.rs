@@ -56,8 +56,11 @@ pub struct ApiKeyInfo {
     pub scope: Scope,
     /// The first characters of the key, to tell keys apart.
     pub prefix: String,
+    #[serde(with = "crate::web::timestamp")]
     pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::web::timestamp::option")]
     pub last_used_at: Option<DateTime<Utc>>,
+    #[serde(with = "crate::web::timestamp::option")]
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
@@ -122,6 +125,35 @@ pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<ApiKeyInfo>> {
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// One page of keys, oldest first, and how many there are.
+pub async fn page(pool: &PgPool, limit: i64, offset: i64) -> sqlx::Result<(Vec<ApiKeyInfo>, i64)> {
+    let rows = sqlx::query_as!(
+        KeyRow,
+        "SELECT id, name, scope, prefix, created_at, last_used_at, revoked_at
+         FROM api_keys ORDER BY created_at, id LIMIT $1 OFFSET $2",
+        limit,
+        offset
+    )
+    .fetch_all(pool)
+    .await?;
+    let total = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM api_keys"#)
+        .fetch_one(pool)
+        .await?;
+    Ok((rows.into_iter().map(Into::into).collect(), total))
+}
+
+pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<ApiKeyInfo>> {
+    let row = sqlx::query_as!(
+        KeyRow,
+        "SELECT id, name, scope, prefix, created_at, last_used_at, revoked_at
+         FROM api_keys WHERE id = $1",
+        id
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(Into::into))
 }
 
 /// Revokes a key; `None` when no such key exists. Revoking twice keeps the first time.

@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{FromRef, Path, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRef, OriginalUri, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -26,14 +27,14 @@ use subtle::ConstantTimeEq;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::ratelimit::{self, RateLimiter};
-use crate::web::{Admin, ApiJson, Auth, Principal};
+use crate::web::{Admin, ApiJson, Auth, Page, Principal, next_link, page_bounds};
 pub use keys::Scope;
 
 /// What the authentication middleware and `/api/v1/keys` need.
@@ -312,43 +313,101 @@ where
     OpenApiRouter::new()
         .routes(routes!(create_key, list_keys))
         .routes(routes!(current_key))
-        .routes(routes!(revoke_key))
+        .routes(routes!(get_key, revoke_key))
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
-    /// A label for the key, 1-100 characters (surrounding spaces are trimmed), no control
-    /// characters.
-    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
+    /// A label for the key, 1-100 characters (surrounding spaces are trimmed), not only
+    /// spaces, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        example = "ci bot",
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
     pub scope: Scope,
 }
 
-/// Create an API key (admin). The key is in the response once and never again.
+/// Create an API key (admin). The key is in the response once and never again; `Location`
+/// names the new key.
 #[utoipa::path(post, path = "/keys", tag = "keys", request_body = CreateKeyRequest,
-    responses((status = 201, body = keys::CreatedApiKey), (status = 400, body = crate::error::Problem)),
+    responses((status = 201, body = keys::CreatedApiKey,
+        headers(("Location" = String, description = "`/api/v1/keys/{id}` of the new key")))),
     security(("api_key" = [])))]
 async fn create_key(
     State(state): State<AuthState>,
     Admin(_admin): Admin,
     ApiJson(body): ApiJson<CreateKeyRequest>,
-) -> Result<(StatusCode, Json<keys::CreatedApiKey>), ApiError> {
+) -> Result<Response, ApiError> {
     let name =
-        keys::KeyName::parse(&body.name).map_err(|e| ApiError::invalid("invalid_name", e))?;
+        keys::KeyName::parse(&body.name).map_err(|e| ApiError::unprocessable("invalid_name", e))?;
     let created = keys::create(&state.db, &name, body.scope).await?;
     tracing::info!(key_id = %created.info.id, scope = created.info.scope.as_str(), "api key created");
-    Ok((StatusCode::CREATED, Json(created)))
+    let location = HeaderValue::try_from(format!("/api/v1/keys/{}", created.info.id))
+        .map_err(anyhow::Error::from)?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(created),
+    )
+        .into_response())
 }
 
-/// List API keys (admin), revoked ones included.
-#[utoipa::path(get, path = "/keys", tag = "keys",
-    responses((status = 200, body = Vec<keys::ApiKeyInfo>)), security(("api_key" = [])))]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct KeyListParams {
+    /// Page size.
+    #[param(minimum = 1, maximum = 500, default = 100)]
+    limit: Option<i64>,
+    /// Keys to skip.
+    #[param(minimum = 0, maximum = 1000000, default = 0)]
+    offset: Option<i64>,
+}
+
+/// List API keys (admin), revoked ones included, oldest first.
+#[utoipa::path(get, path = "/keys", tag = "keys", params(KeyListParams),
+    responses((status = 200, body = Page<keys::ApiKeyInfo>)), security(("api_key" = [])))]
 async fn list_keys(
     State(state): State<AuthState>,
     Admin(_admin): Admin,
-) -> Result<Json<Vec<keys::ApiKeyInfo>>, ApiError> {
-    Ok(Json(keys::list(&state.db).await?))
+    OriginalUri(uri): OriginalUri,
+    params: Result<Query<KeyListParams>, QueryRejection>,
+) -> Result<Json<Page<keys::ApiKeyInfo>>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
+    let (limit, offset) = page_bounds(params.limit, params.offset, 100, 500)?;
+    let (items, total) = keys::page(&state.db, limit, offset).await?;
+    Ok(Json(Page {
+        items,
+        total,
+        limit,
+        offset,
+        next: next_link(&uri, limit, offset, total),
+    }))
+}
+
+/// One API key (admin).
+#[utoipa::path(get, path = "/keys/{id}", tag = "keys",
+    params(("id" = Uuid, Path, description = "key id")),
+    responses((status = 200, body = keys::ApiKeyInfo)), security(("api_key" = [])))]
+async fn get_key(
+    State(state): State<AuthState>,
+    Admin(_admin): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<keys::ApiKeyInfo>, ApiError> {
+    let id = parse_key_id(&id)?;
+    keys::get(&state.db, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no API key with id {id}")))
+}
+
+fn parse_key_id(id: &str) -> Result<Uuid, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::invalid("invalid_id", format!("{id:?} is not a key id (a UUID)")))
 }
 
 /// The key making this request.
@@ -361,15 +420,13 @@ async fn current_key(Auth(principal): Auth) -> Json<Principal> {
 /// Revoke an API key (admin). Effective at once on every replica.
 #[utoipa::path(delete, path = "/keys/{id}", tag = "keys",
     params(("id" = Uuid, Path, description = "key id")),
-    responses((status = 204), (status = 404, body = crate::error::Problem)), security(("api_key" = [])))]
+    responses((status = 204, description = "revoked (revoking again changes nothing)")), security(("api_key" = [])))]
 async fn revoke_key(
     State(state): State<AuthState>,
     Admin(_admin): Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let id: Uuid = id
-        .parse()
-        .map_err(|_| ApiError::invalid("invalid_id", format!("{id:?} is not a key id (a UUID)")))?;
+    let id = parse_key_id(&id)?;
     match keys::revoke(&state.db, id).await? {
         Some(_) => {
             // This replica forgets the key before answering; the others flush on the NOTIFY.

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRef, Path, Query, State};
-use axum::http::header;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRef, OriginalUri, Path, Query, State};
+use axum::http::{Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -17,6 +18,7 @@ use utoipa_axum::routes;
 use super::KbState;
 use super::{ids, search};
 use crate::error::{ApiError, Problem};
+use crate::web::{Page, next_link, page_bounds, page_json};
 
 pub fn router<S>() -> OpenApiRouter<S>
 where
@@ -54,28 +56,62 @@ pub struct FrameworkInfo {
     pub technical_controls: i64,
 }
 
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    /// Page size.
+    #[param(minimum = 1, maximum = 500, default = 100)]
+    limit: Option<i64>,
+    /// Items to skip.
+    #[param(minimum = 0, maximum = 1000000, default = 0)]
+    offset: Option<i64>,
+}
+
 /// Frameworks in the knowledge base with control counts.
-#[utoipa::path(get, path = "/kb/frameworks", tag = "knowledge base",
-    responses((status = 200, body = Vec<FrameworkInfo>)), security(("api_key" = [])))]
-async fn list_frameworks(State(state): State<KbState>) -> Result<Response, ApiError> {
-    let body = sqlx::query_scalar!(
-        r#"SELECT coalesce(json_agg(json_build_object(
+#[utoipa::path(get, path = "/kb/frameworks", tag = "knowledge base", params(PageParams),
+    responses((status = 200, body = Page<FrameworkInfo>)), security(("api_key" = [])))]
+async fn list_frameworks(
+    State(state): State<KbState>,
+    OriginalUri(uri): OriginalUri,
+    params: Result<Query<PageParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
+    let (limit, offset) = page_bounds(params.limit, params.offset, 100, 500)?;
+    let page = sqlx::query!(
+        r#"WITH f AS (SELECT * FROM kb_frameworks WHERE version_id = (SELECT id FROM kb_versions WHERE active)),
+           page AS (SELECT * FROM f ORDER BY id, key LIMIT $1 OFFSET $2)
+           SELECT coalesce(json_agg(json_build_object(
                'id', f.id, 'version', f.version, 'key', f.key, 'name', f.name, 'publisher', f.publisher,
                'url', f.url, 'summary', f.summary, 'kinds', f.kinds,
                'counts', coalesce(n.counts, '{}'), 'controls', coalesce(n.controls, 0),
-               'technical_controls', coalesce(n.technical, 0)) ORDER BY f.id), '[]')::text AS "body!"
-           FROM kb_frameworks f
+               'technical_controls', coalesce(n.technical, 0)) ORDER BY f.id, f.key), '[]')::text AS "items!",
+               (SELECT count(*) FROM f) AS "total!"
+           FROM page f
            LEFT JOIN LATERAL (
                SELECT json_object_agg(kind, n ORDER BY kind) AS counts, sum(n) AS controls, sum(t) AS technical
                FROM (SELECT c.kind, count(*) AS n, count(*) FILTER (WHERE c.technical) AS t
                      FROM kb_controls c WHERE c.version_id = f.version_id AND c.framework = f.key
                      GROUP BY c.kind) k
-           ) n ON true
-           WHERE f.version_id = (SELECT id FROM kb_versions WHERE active)"#
+           ) n ON true"#,
+        limit,
+        offset
     )
     .fetch_one(&state.db)
     .await?;
-    Ok(json_bytes(Bytes::from(body)))
+    Ok(page_response(&uri, &page.items, page.total, limit, offset))
+}
+
+/// A page whose items PostgreSQL serialised, in the envelope every list has.
+fn page_response(uri: &Uri, items: &str, total: i64, limit: i64, offset: i64) -> Response {
+    let next = next_link(uri, limit, offset, total);
+    json_bytes(Bytes::from(page_json(
+        items,
+        total,
+        limit,
+        offset,
+        next.as_deref(),
+    )))
 }
 
 async fn framework_keys(db: &PgPool) -> Result<Vec<String>, ApiError> {
@@ -156,21 +192,30 @@ fn invalid_filter(name: &str, value: &str, allowed: &[String]) -> ApiError {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ControlFilter {
-    /// Control kind, e.g. `requirement`, `implementation_specification`, `recommendation`.
+    /// Control kind, e.g. `requirement`, `implementation_specification`, `recommendation`
+    /// (the framework's own kinds; another value is a 400 `invalid_filter` listing them).
+    #[param(min_length = 1)]
     kind: Option<String>,
     /// HIPAA: `required` or `addressable`.
+    #[param(pattern = "^(required|addressable)$")]
     obligation: Option<String>,
     /// CIS: `1` or `2`.
+    #[param(pattern = "^[12]$")]
     level: Option<String>,
-    /// AWS service id (see `/kb/services`): controls that concern it or map to its checks.
+    /// AWS service id (see `/kb/services`): controls that concern it or map to its checks. An id
+    /// the loaded KB does not have is a 400 `invalid_filter` listing the ids.
+    #[param(min_length = 1)]
     service: Option<String>,
     /// Only controls that AWS configuration can evidence.
     technical: Option<bool>,
-    #[param(minimum = 1, maximum = 500)]
+    /// Page size.
+    #[param(minimum = 1, maximum = 500, default = 100)]
     limit: Option<i64>,
-    #[param(minimum = 0, maximum = 1000000)]
+    /// Items to skip.
+    #[param(minimum = 0, maximum = 1000000, default = 0)]
     offset: Option<i64>,
 }
 
@@ -188,35 +233,6 @@ pub struct ControlSummary {
     pub services: Vec<String>,
     #[schema(value_type = Object)]
     pub attributes: serde_json::Value,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub total: i64,
-    pub limit: i64,
-    pub offset: i64,
-}
-
-/// Far beyond any KB page; a bound keeps absurd offsets out of the database (and the schema).
-const MAX_OFFSET: i64 = 1_000_000;
-
-fn page_bounds(limit: Option<i64>, offset: Option<i64>, max: i64) -> Result<(i64, i64), ApiError> {
-    let limit = limit.unwrap_or(100);
-    if !(1..=max).contains(&limit) {
-        return Err(ApiError::invalid(
-            "invalid_limit",
-            format!("limit must be between 1 and {max}"),
-        ));
-    }
-    let offset = offset.unwrap_or(0);
-    if !(0..=MAX_OFFSET).contains(&offset) {
-        return Err(ApiError::invalid(
-            "invalid_offset",
-            format!("offset must be between 0 and {MAX_OFFSET}"),
-        ));
-    }
-    Ok((limit, offset))
 }
 
 async fn service_ids(db: &PgPool) -> Result<Vec<String>, ApiError> {
@@ -241,13 +257,14 @@ const CONTROL_COLUMNS: &str = "c.id, c.framework, c.native_id, c.kind, c.parent_
 
 /// Controls of a framework, paged and filtered.
 #[utoipa::path(get, path = "/kb/frameworks/{id}/controls", tag = "knowledge base",
-    params(("id" = String, Path, description = "framework id (`pci-dss`) or key (`pci-dss@4.0.1`)"), ControlFilter),
+    params(("id" = String, Path, description = "framework id (`pci-dss`) or key (`pci-dss@4.0.1`)", example = "pci-dss"), ControlFilter),
     responses((status = 200, body = Page<ControlSummary>), (status = 400, body = Problem), (status = 404, body = Problem)),
     security(("api_key" = [])))]
 async fn framework_controls(
     State(state): State<KbState>,
     Path(id): Path<String>,
-    filter: Result<Query<ControlFilter>, axum::extract::rejection::QueryRejection>,
+    OriginalUri(uri): OriginalUri,
+    filter: Result<Query<ControlFilter>, QueryRejection>,
 ) -> Result<Json<Page<ControlSummary>>, ApiError> {
     let Query(filter) = filter.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
     for (name, value) in [
@@ -260,7 +277,7 @@ async fn framework_controls(
         }
     }
     let key = framework_key(&state.db, &id).await?;
-    let (limit, offset) = page_bounds(filter.limit, filter.offset, 500)?;
+    let (limit, offset) = page_bounds(filter.limit, filter.offset, 100, 500)?;
     let kinds: Vec<String> = sqlx::query_scalar(sql!(
         "SELECT unnest(kinds) FROM kb_frameworks WHERE version_id = {ACTIVE} AND key = $1"
     ))
@@ -332,6 +349,7 @@ async fn framework_controls(
         total,
         limit,
         offset,
+        next: next_link(&uri, limit, offset, total),
     }))
 }
 
@@ -453,7 +471,8 @@ pub async fn resolve_control(db: &PgPool, raw: &str) -> Result<String, ApiError>
 /// One control with its parent, children, checks, services, remediation and related controls.
 /// The id may be any form [`resolve_control`] reads; the answer is the canonical control.
 #[utoipa::path(get, path = "/kb/controls/{id}", tag = "knowledge base",
-    params(("id" = String, Path, description = "`control:pci-dss@4.0.1:8.4.2`, the short `pci-dss:8.4.2`, or an alias people type: `PCI DSS Req. 8.4.2`, `164.308(a)(7)(i)`, `GDPR Art. 32`, `cis-aws:1.4` (no version: the newest), `IAM.6`")),
+    params(("id" = String, Path, description = "`control:pci-dss@4.0.1:8.4.2`, the short `pci-dss:8.4.2`, or an alias people type: `PCI DSS Req. 8.4.2`, `164.308(a)(7)(i)`, `GDPR Art. 32`, `cis-aws:1.4` (no version: the newest), `IAM.6`",
+        example = "pci-dss:8.4.2")),
     responses((status = 200, body = ControlDetail), (status = 400, body = Problem), (status = 404, body = Problem)),
     security(("api_key" = [])))]
 async fn get_control(
@@ -636,15 +655,21 @@ async fn control_body_with_links(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CheckFilter {
-    /// AWS service id.
+    /// AWS service id (see `/kb/services`); an id the loaded KB does not have is a 400
+    /// `invalid_filter` listing the ids.
+    #[param(min_length = 1)]
     service: Option<String>,
     /// `low`, `medium`, `high` or `critical`.
+    #[param(pattern = "^(low|medium|high|critical)$")]
     severity: Option<String>,
-    #[param(minimum = 1, maximum = 500)]
+    /// Page size.
+    #[param(minimum = 1, maximum = 500, default = 100)]
     limit: Option<i64>,
-    #[param(minimum = 0, maximum = 1000000)]
+    /// Items to skip.
+    #[param(minimum = 0, maximum = 1000000, default = 0)]
     offset: Option<i64>,
 }
 
@@ -668,10 +693,11 @@ const CHECK_COLUMNS: &str = "k.id, k.title, k.description, k.services, k.resourc
     responses((status = 200, body = Page<CheckSummary>), (status = 400, body = Problem)), security(("api_key" = [])))]
 async fn list_checks(
     State(state): State<KbState>,
-    filter: Result<Query<CheckFilter>, axum::extract::rejection::QueryRejection>,
+    OriginalUri(uri): OriginalUri,
+    filter: Result<Query<CheckFilter>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(filter) = filter.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
-    let (limit, offset) = page_bounds(filter.limit, filter.offset, 500)?;
+    let (limit, offset) = page_bounds(filter.limit, filter.offset, 100, 500)?;
     if let Some(severity) = &filter.severity
         && !super::model::SEVERITIES.contains(&severity.as_str())
     {
@@ -684,20 +710,16 @@ async fn list_checks(
     if let Some(service) = &filter.service {
         check_service(&state.db, service).await?;
     }
-    let body = sqlx::query_scalar!(
+    let page = sqlx::query!(
         r#"WITH k AS (
                SELECT k.id, k.title, k.description, k.services, k.resource_type, k.severity, k.refs, k.remediation_id
                FROM kb_checks k
                WHERE k.version_id = (SELECT id FROM kb_versions WHERE active)
                  AND ($1::text IS NULL OR $1 = ANY(k.services)) AND ($2::text IS NULL OR k.severity = $2)
            )
-           SELECT json_build_object(
-               'items', coalesce((SELECT json_agg(p ORDER BY p.id) FROM (
-                   SELECT * FROM k ORDER BY k.id LIMIT $3 OFFSET $4) p), '[]'),
-               'total', (SELECT count(*) FROM k),
-               'limit', $3::bigint,
-               'offset', $4::bigint
-           )::text AS "body!""#,
+           SELECT coalesce((SELECT json_agg(p ORDER BY p.id) FROM (
+                      SELECT * FROM k ORDER BY k.id LIMIT $3 OFFSET $4) p), '[]')::text AS "items!",
+                  (SELECT count(*) FROM k) AS "total!""#,
         filter.service,
         filter.severity,
         limit,
@@ -705,7 +727,7 @@ async fn list_checks(
     )
     .fetch_one(&state.db)
     .await?;
-    Ok(json_bytes(Bytes::from(body)))
+    Ok(page_response(&uri, &page.items, page.total, limit, offset))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -719,7 +741,7 @@ pub struct CheckDetail {
 
 /// One check with its remediation and the controls it evidences.
 #[utoipa::path(get, path = "/kb/checks/{id}", tag = "knowledge base",
-    params(("id" = String, Path, description = "`check:kb:s3-bucket-public-access-blocked` or just the slug")),
+    params(("id" = String, Path, description = "`check:kb:s3-account-public-access-blocked` or just the slug", example = "s3-account-public-access-blocked")),
     responses((status = 200, body = CheckDetail), (status = 404, body = Problem)), security(("api_key" = [])))]
 async fn get_check(
     State(state): State<KbState>,
@@ -760,37 +782,63 @@ pub struct ServiceInfo {
     pub id: String,
     pub name: String,
     pub category: String,
-    pub checks: i64,
-    pub controls: i64,
+    /// Checks of this service.
+    pub check_count: i64,
+    /// Controls that concern it directly or through one of its checks.
+    pub control_count: i64,
 }
 
 fn service_counts() -> String {
     let touches_s = super::touches_service("s.id");
     format!("
     SELECT s.id, s.name, s.category,
-           (SELECT count(*) FROM kb_checks k WHERE k.version_id = s.version_id AND s.id = ANY(k.services)) AS checks,
+           (SELECT count(*) FROM kb_checks k WHERE k.version_id = s.version_id AND s.id = ANY(k.services)) AS check_count,
            (SELECT count(DISTINCT c.id) FROM kb_controls c
-              WHERE c.version_id = s.version_id AND ({touches_s})) AS controls
+              WHERE c.version_id = s.version_id AND ({touches_s})) AS control_count
     FROM kb_services s")
 }
 
 /// AWS services with how many checks and controls touch each.
-#[utoipa::path(get, path = "/kb/services", tag = "knowledge base",
-    responses((status = 200, body = Vec<ServiceInfo>)), security(("api_key" = [])))]
-async fn list_services(State(state): State<KbState>) -> Result<Json<Vec<ServiceInfo>>, ApiError> {
+#[utoipa::path(get, path = "/kb/services", tag = "knowledge base", params(PageParams),
+    responses((status = 200, body = Page<ServiceInfo>)), security(("api_key" = [])))]
+async fn list_services(
+    State(state): State<KbState>,
+    OriginalUri(uri): OriginalUri,
+    params: Result<Query<PageParams>, QueryRejection>,
+) -> Result<Json<Page<ServiceInfo>>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
+    let (limit, offset) = page_bounds(params.limit, params.offset, 100, 500)?;
     let service_counts = service_counts();
-    let services = sqlx::query_as(sql!(
-        "{service_counts} WHERE s.version_id = {ACTIVE} ORDER BY s.id"
+    let items = sqlx::query_as(sql!(
+        "{service_counts} WHERE s.version_id = {ACTIVE} ORDER BY s.id LIMIT $1 OFFSET $2"
     ))
+    .bind(limit)
+    .bind(offset)
     .fetch_all(&state.db)
     .await?;
-    Ok(Json(services))
+    let total = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM kb_services WHERE version_id = (SELECT id FROM kb_versions WHERE active)"#
+    )
+    .fetch_one(&state.db)
+    .await?;
+    Ok(Json(Page {
+        items,
+        total,
+        limit,
+        offset,
+        next: next_link(&uri, limit, offset, total),
+    }))
 }
 
+/// A service with its checks and controls: the fields of a `ServiceInfo` side by side with the
+/// lists (no flattening, so no name is used twice).
 #[derive(Serialize, ToSchema)]
 pub struct ServiceDetail {
-    #[serde(flatten)]
-    pub service: ServiceInfo,
+    pub id: String,
+    pub name: String,
+    pub category: String,
+    pub check_count: i64,
+    pub control_count: i64,
     pub checks: Vec<CheckSummary>,
     /// Controls that concern the service directly or through one of its checks.
     pub controls: Vec<ControlSummary>,
@@ -798,7 +846,7 @@ pub struct ServiceDetail {
 
 /// One AWS service with its checks and the controls that touch it.
 #[utoipa::path(get, path = "/kb/services/{name}", tag = "knowledge base",
-    params(("name" = String, Path, description = "service id, e.g. `s3`")),
+    params(("name" = String, Path, description = "service id, e.g. `s3`", example = "s3")),
     responses((status = 200, body = ServiceDetail), (status = 404, body = Problem)), security(("api_key" = [])))]
 async fn get_service(
     State(state): State<KbState>,
@@ -831,32 +879,46 @@ async fn get_service(
     .fetch_all(&state.db)
     .await?;
     Ok(Json(ServiceDetail {
-        service,
+        id: service.id,
+        name: service.name,
+        category: service.category,
+        check_count: service.check_count,
+        control_count: service.control_count,
         checks,
         controls,
     }))
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
     /// Words, or a control id such as `PCI DSS 8.4.2` or `HIPAA 164.312(a)(2)(iv)`.
-    #[param(required = true, min_length = 1, max_length = 500)]
+    #[param(required = true, min_length = 1, max_length = 500, pattern = r"\S")]
     q: Option<String>,
-    /// Framework id or key.
+    /// Framework id (`pci-dss`) or key (`pci-dss@4.0.1`) of the loaded KB; another value is a 400
+    /// `invalid_filter` listing them.
+    #[param(min_length = 1)]
     framework: Option<String>,
-    /// AWS service id.
+    /// AWS service id (see `/kb/services`); an id the loaded KB does not have is a 400
+    /// `invalid_filter` listing the ids.
+    #[param(min_length = 1)]
     service: Option<String>,
-    #[param(minimum = 1, maximum = 50)]
+    /// Page size.
+    #[param(minimum = 1, maximum = 50, default = 10)]
     limit: Option<i64>,
+    /// Hits to skip.
+    #[param(minimum = 0, maximum = 1000000, default = 0)]
+    offset: Option<i64>,
 }
 
 /// Full-text search over controls, checks and remediation, ranked, with snippets.
 #[utoipa::path(get, path = "/kb/search", tag = "knowledge base", params(SearchParams),
-    responses((status = 200, body = Vec<search::Hit>), (status = 400, body = Problem)), security(("api_key" = [])))]
+    responses((status = 200, body = Page<search::Hit>), (status = 400, body = Problem)), security(("api_key" = [])))]
 async fn search_kb(
     State(state): State<KbState>,
-    params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
+    OriginalUri(uri): OriginalUri,
+    params: Result<Query<SearchParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
     let q = params.q.as_deref().map(str::trim).unwrap_or_default();
@@ -873,13 +935,7 @@ async fn search_kb(
             "q must be at most 500 characters",
         ));
     }
-    let limit = params.limit.unwrap_or(10);
-    if !(1..=50).contains(&limit) {
-        return Err(ApiError::invalid(
-            "invalid_limit",
-            "limit must be between 1 and 50",
-        ));
-    }
+    let (limit, offset) = page_bounds(params.limit, params.offset, 10, 50)?;
     let framework = match &params.framework {
         Some(f) => Some(framework_filter(&state.db, f).await?),
         None => None,
@@ -888,23 +944,42 @@ async fn search_kb(
         check_service(&state.db, service).await?;
     }
     let cache_key = format!(
-        "search\u{0}{}\u{0}{}\u{0}{}\u{0}{limit}",
+        "search\u{0}{}\u{0}{}\u{0}{}\u{0}{limit}\u{0}{offset}",
         q.to_lowercase(),
         framework.as_deref().unwrap_or_default(),
         params.service.as_deref().unwrap_or_default()
     );
-    if let Some(hit) = state.cache.get(&cache_key).await {
-        return Ok(json_bytes(hit));
-    }
-    let body = search::search(
-        &state.db,
-        q,
-        framework.as_deref(),
-        params.service.as_deref(),
-        limit,
-    )
-    .await?;
-    let bytes = Bytes::from(body);
-    state.cache.put(cache_key, bytes.clone()).await;
-    Ok(json_bytes(bytes))
+    // Cached as the items and total: `next` repeats the request's own query, which differs
+    // between requests that share an answer (parameter order, spelling of the framework).
+    let (items, total) = match state.cache.get(&cache_key).await {
+        Some(hit) => split_cached_page(&hit)?,
+        None => {
+            let (items, total) = search::search(
+                &state.db,
+                q,
+                framework.as_deref(),
+                params.service.as_deref(),
+                limit,
+                offset,
+            )
+            .await?;
+            state
+                .cache
+                .put(cache_key, Bytes::from(format!("{total}\n{items}")))
+                .await;
+            (items, total)
+        }
+    };
+    Ok(page_response(&uri, &items, total, limit, offset))
+}
+
+fn split_cached_page(cached: &[u8]) -> Result<(String, i64), ApiError> {
+    let text = std::str::from_utf8(cached).map_err(anyhow::Error::from)?;
+    let (total, items) = text
+        .split_once('\n')
+        .ok_or_else(|| anyhow::anyhow!("cached search page without its total"))?;
+    Ok((
+        items.to_string(),
+        total.parse().map_err(anyhow::Error::from)?,
+    ))
 }

@@ -20,7 +20,9 @@ pub struct Hit {
     /// For controls: the framework key, e.g. `pci-dss@4.0.1`.
     pub framework: Option<String>,
     pub native_id: Option<String>,
-    /// Why it matched: matched words are wrapped in `**`.
+    /// Why it matched: a passage of the text with each matched word between `**` markers
+    /// (`… enable **MFA** for …`); the KB text itself never contains `**`. For a control named by
+    /// id, its title and summary (no markers).
     pub snippet: String,
     pub score: f64,
     /// `id` when the query named this control, `text` otherwise.
@@ -81,7 +83,8 @@ pub fn framework_hints(q: &str) -> Vec<&'static str> {
     out
 }
 
-/// The search answer (a JSON array of [`Hit`]) in one statement: controls named by id first (in
+/// One page of the search answer (a JSON array of [`Hit`]) and the number of hits over all pages,
+/// in one statement: controls named by id first (in
 /// the order the query names them), then text matches ranked over `kb_search`, the one table that
 /// holds every searchable kind with its filters precomputed at load. Text matching uses OR
 /// semantics: any query word matches; the ranking rewards documents with more of them, rare words
@@ -94,11 +97,12 @@ pub async fn search(
     framework: Option<&str>,
     service: Option<&str>,
     limit: i64,
-) -> sqlx::Result<String> {
+    offset: i64,
+) -> sqlx::Result<(String, i64)> {
     let candidates = id_candidates(q);
     let hints: Vec<String> = framework_hints(q).iter().map(|s| s.to_string()).collect();
     let version = ids::version_in(q);
-    sqlx::query_scalar!(
+    let page = sqlx::query!(
         r#"WITH v AS (SELECT id FROM kb_versions WHERE active),
          q AS (
              SELECT tsq, tsq IS NOT NULL AND tsq::text !~ '<' AS pure, tsvector_to_array(to_tsvector('english', $1)) AS lexemes
@@ -134,7 +138,7 @@ pub async fn search(
              FROM q, kb_search s, LATERAL (SELECT ts_rank_cd(s.search, q.tsq)::float8 * s.boost AS r) b
              WHERE NOT q.pure AND s.version_id = (SELECT id FROM v) AND s.search @@ (SELECT tsq FROM q)
          ),
-         top AS (
+         matched AS (
              SELECT x.id, x.score FROM scored x
              WHERE x.id NOT IN (SELECT id FROM named)
                AND ($2::text IS NULL AND $3::text IS NULL OR EXISTS (
@@ -142,8 +146,11 @@ pub async fn search(
                        AND ($2::text IS NULL OR $2 = ANY(s.frameworks))
                        AND ($3::text IS NULL OR $3 = ANY(s.services))
                        AND ($2::text IS NULL OR $3::text IS NULL OR $2 || '|' || $3 = ANY(s.pairs))))
+         ),
+         top AS (
+             SELECT x.id, x.score FROM matched x
              ORDER BY x.score DESC, x.id
-             LIMIT $4
+             LIMIT $4::bigint + $8::bigint
          ),
          ranked AS (
              SELECT s.kind, s.id, s.title, s.framework, s.native_id, s.body, t.score
@@ -159,10 +166,11 @@ pub async fn search(
                     r.score, 'text'
              FROM ranked r, q
              ORDER BY 1, 2
-             LIMIT $4
+             LIMIT $4 OFFSET $8::bigint
          )
          SELECT coalesce(json_agg(json_build_object('kind', kind, 'id', id, 'title', title, 'framework', framework,
-                    'native_id', native_id, 'snippet', snippet, 'score', score, 'matched', matched) ORDER BY grp, ord), '[]')::text AS "body!"
+                    'native_id', native_id, 'snippet', snippet, 'score', score, 'matched', matched) ORDER BY grp, ord), '[]')::text AS "items!",
+                (SELECT count(*) FROM named) + (SELECT count(*) FROM matched) AS "total!"
          FROM hits"#,
         q,
         framework,
@@ -170,10 +178,12 @@ pub async fn search(
         limit,
         &candidates[..],
         &hints[..],
-        version
+        version,
+        offset
     )
     .fetch_one(db)
-    .await
+    .await?;
+    Ok((page.items, page.total))
 }
 
 #[cfg(test)]

@@ -37,12 +37,15 @@ pub struct License {
     pub reason: String,
     pub marketplace_enabled: bool,
     pub product_code: Option<String>,
+    #[serde(with = "crate::web::timestamp")]
     pub trial_started_at: DateTime<Utc>,
+    #[serde(with = "crate::web::timestamp")]
     pub trial_ends_at: DateTime<Utc>,
     /// Whole days left in the trial (0 when over).
     pub trial_days_left: i64,
     /// Whether trial limits apply to billable actions now.
     pub limits_apply: bool,
+    #[serde(with = "crate::web::timestamp::option")]
     pub last_check_at: Option<DateTime<Utc>>,
 }
 
@@ -66,12 +69,14 @@ async fn get_license(State(market): State<Arc<Marketplace>>, Auth(_caller): Auth
 
 #[derive(Serialize, ToSchema)]
 pub struct LastReport {
+    #[serde(with = "crate::web::timestamp")]
     pub hour: DateTime<Utc>,
     pub quantity: i32,
     /// `pending`, `sent`, `failed`, `expired` or `unconfirmed`.
     pub status: String,
     pub metering_record_id: Option<String>,
     pub last_error: Option<String>,
+    #[serde(with = "crate::web::timestamp")]
     pub at: DateTime<Utc>,
 }
 
@@ -102,6 +107,7 @@ pub struct DimensionUsage {
 pub struct Unconfirmed {
     pub units: i64,
     /// The hours of the unconfirmed reports, oldest first.
+    #[serde(with = "crate::web::timestamp::vec")]
     pub hours: Vec<DateTime<Utc>>,
 }
 
@@ -200,6 +206,7 @@ pub struct BillableAction {
     pub id: Uuid,
     pub dimension: Dimension,
     pub input: String,
+    #[serde(with = "crate::web::timestamp")]
     pub created_at: DateTime<Utc>,
     pub usage: UsageEvent,
 }
@@ -207,8 +214,10 @@ pub struct BillableAction {
 /// Perform a small billable action: the action and its usage record commit together.
 /// Send `Idempotency-Key` to make retries safe: a retry returns the first result, uncharged.
 #[utoipa::path(post, path = "/billable-actions", tag = "usage", request_body = BillableActionRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry return the first result without a second charge")),
-    responses((status = 201, body = BillableAction), (status = 402, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]{1,255}$",
+        description = "makes a retry return the first result without a second charge; 1-255 visible ASCII characters (a UUID is a good choice)")),
+    responses((status = 201, body = BillableAction), (status = 402, body = crate::error::Problem,
+        description = "the license or trial does not allow it (`trial_limit_reached`, `license_expired`, `license_invalid`)")),
     security(("api_key" = [])))]
 async fn create_billable_action(
     State(market): State<Arc<Marketplace>>,
@@ -217,13 +226,13 @@ async fn create_billable_action(
     ApiJson(body): ApiJson<BillableActionRequest>,
 ) -> Result<Response, ApiError> {
     let dimension = Dimension::parse(&body.dimension).ok_or_else(|| {
-        ApiError::invalid(
+        ApiError::unprocessable(
             "invalid_dimension",
             "dimension must be one of SecurityScans, ChatQuestions, DocumentAnalysis",
         )
     })?;
     if body.input.is_empty() || body.input.chars().count() > 10_000 {
-        return Err(ApiError::invalid(
+        return Err(ApiError::unprocessable(
             "invalid_input",
             "input must be 1 to 10,000 characters",
         ));

@@ -105,11 +105,11 @@ async fn admin_creates_lists_and_revokes_keys() {
         .json()
         .await
         .unwrap();
-    assert_eq!(me["key_id"], id.as_str());
+    assert_eq!(me["id"], id.as_str(), "ids are `id`, as in /keys");
     assert_eq!(me["scope"], "user");
 
     let list: serde_json::Value = app.admin_json("/api/v1/keys").await;
-    let listed = list
+    let listed = list["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -166,7 +166,7 @@ async fn bad_key_requests_get_clear_errors() {
         .send()
         .await
         .unwrap();
-    assert_problem(response, 400, "invalid_name").await;
+    assert_problem(response, 422, "invalid_name").await;
     let response = app
         .post_as("/api/v1/keys", &app.admin_key)
         .json(&serde_json::json!({"name": "x", "scope": "root"}))
@@ -286,7 +286,7 @@ async fn cli_creates_lists_and_revokes_keys_that_the_server_accepts() {
         .await
         .unwrap();
     assert_eq!(me["scope"], "admin");
-    let id = me["key_id"].as_str().unwrap().to_string();
+    let id = me["id"].as_str().unwrap().to_string();
 
     let listed = run(&["keys", "list"]);
     let listing = String::from_utf8(listed.stdout).unwrap();

@@ -6,9 +6,8 @@ use crate::helpers::*;
 async fn frameworks_are_listed_with_counts() {
     let app = spawn_app().await;
     let frameworks = app.admin_json("/api/v1/kb/frameworks").await;
+    let frameworks = items(&frameworks);
     let keys: Vec<&str> = frameworks
-        .as_array()
-        .unwrap()
         .iter()
         .map(|f| f["key"].as_str().unwrap())
         .collect();
@@ -25,12 +24,7 @@ async fn frameworks_are_listed_with_counts() {
             "soc2@2017"
         ]
     );
-    let soc2 = frameworks
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["id"] == "soc2")
-        .unwrap();
+    let soc2 = frameworks.iter().find(|f| f["id"] == "soc2").unwrap();
     assert_eq!(soc2["counts"]["criterion"], 61);
 }
 
@@ -244,11 +238,12 @@ async fn control_ids_resolve_as_people_type_them() {
 async fn every_control_answers_to_its_canonical_and_short_ids() {
     let app = spawn_app_with(|env| {
         env.insert("RATE_LIMIT_PER_MINUTE".into(), "100000".into());
+        env.insert("RATE_LIMIT_IP_PER_MINUTE".into(), "100000".into());
     })
     .await;
     let frameworks = app.admin_json("/api/v1/kb/frameworks").await;
     let mut seen = 0;
-    for framework in frameworks.as_array().unwrap() {
+    for framework in items(&frameworks) {
         let key = framework["key"].as_str().unwrap();
         let page = app
             .admin_json(&format!(
@@ -331,16 +326,16 @@ async fn checks_and_services_link_back_to_controls() {
     let page = app
         .admin_json("/api/v1/kb/checks?service=s3&severity=critical&limit=50")
         .await;
-    let items = page["items"].as_array().unwrap();
-    assert!(!items.is_empty());
-    assert!(items.iter().all(|c| {
+    let checks = items(&page);
+    assert!(!checks.is_empty());
+    assert!(checks.iter().all(|c| {
         c["severity"] == "critical"
             && c["services"]
                 .as_array()
                 .unwrap()
                 .contains(&serde_json::json!("s3"))
     }));
-    let id = items[0]["id"].as_str().unwrap();
+    let id = checks[0]["id"].as_str().unwrap();
     let check = app.admin_json(&format!("/api/v1/kb/checks/{id}")).await;
     assert!(
         check["remediation"]["steps"]
@@ -350,18 +345,35 @@ async fn checks_and_services_link_back_to_controls() {
     assert!(!check["controls"].as_array().unwrap().is_empty());
 
     let services = app.admin_json("/api/v1/kb/services").await;
-    let s3 = services
-        .as_array()
-        .unwrap()
+    let s3 = items(&services)
         .iter()
         .find(|s| s["id"] == "s3")
-        .unwrap();
-    assert!(s3["checks"].as_i64().unwrap() > 10 && s3["controls"].as_i64().unwrap() > 10);
+        .unwrap()
+        .clone();
+    assert!(s3["check_count"].as_i64().unwrap() > 10 && s3["control_count"].as_i64().unwrap() > 10);
     let detail = app.admin_json("/api/v1/kb/services/S3").await;
     assert_eq!(
         detail["checks"].as_array().unwrap().len() as i64,
-        s3["checks"].as_i64().unwrap()
+        s3["check_count"].as_i64().unwrap()
     );
+    assert_eq!(
+        detail["controls"].as_array().unwrap().len() as i64,
+        s3["control_count"].as_i64().unwrap()
+    );
+    // Every field once: the counts and the lists have names of their own.
+    let text = app
+        .get_as("/api/v1/kb/services/s3", &app.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let TopLevelKeys(names) = serde_json::from_str(&text).unwrap();
+    let mut unique = names.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "duplicate keys: {names:?}");
 }
 
 #[tokio::test]
@@ -392,14 +404,13 @@ async fn search_puts_a_named_control_first() {
         let hits = app
             .admin_json(&format!("/api/v1/kb/search?q={}", urlencode(q)))
             .await;
-        assert_eq!(hits[0]["id"], expected, "{q}: {hits}");
+        let hits = items(&hits);
+        assert_eq!(hits[0]["id"], expected, "{q}: {hits:?}");
         assert_eq!(hits[0]["matched"], "id");
     }
     // No version named: the newest CIS only, not both releases' 1.5.
     let hits = app.admin_json("/api/v1/kb/search?q=CIS%201.5").await;
-    let named: Vec<&str> = hits
-        .as_array()
-        .unwrap()
+    let named: Vec<&str> = items(&hits)
         .iter()
         .filter(|h| h["matched"] == "id")
         .map(|h| h["id"].as_str().unwrap())
@@ -413,7 +424,7 @@ async fn search_ranks_text_matches_with_snippets_and_filters() {
     let hits = app
         .admin_json("/api/v1/kb/search?q=encrypt%20S3%20buckets%20at%20rest&limit=10")
         .await;
-    let hits = hits.as_array().unwrap();
+    let hits = items(&hits);
     assert!(!hits.is_empty());
     assert!(hits.iter().any(|h| h["kind"] == "check"));
     assert!(
@@ -434,23 +445,13 @@ async fn search_ranks_text_matches_with_snippets_and_filters() {
     let filtered = app
         .admin_json("/api/v1/kb/search?q=multi-factor%20authentication&framework=hipaa-sr&limit=20")
         .await;
-    for hit in filtered
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h["kind"] == "control")
-    {
+    for hit in items(&filtered).iter().filter(|h| h["kind"] == "control") {
         assert_eq!(hit["framework"], "hipaa-sr@2013");
     }
     let by_service = app
         .admin_json("/api/v1/kb/search?q=encryption&service=rds&limit=20")
         .await;
-    for hit in by_service
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h["kind"] == "check")
-    {
+    for hit in items(&by_service).iter().filter(|h| h["kind"] == "check") {
         let check = app
             .admin_json(&format!(
                 "/api/v1/kb/checks/{}",
@@ -695,7 +696,7 @@ async fn control_detail_has_the_documented_shape() {
 async fn frameworks_counts_add_up_to_their_controls() {
     let app = spawn_app().await;
     let frameworks = app.admin_json("/api/v1/kb/frameworks").await;
-    for f in frameworks.as_array().unwrap() {
+    for f in items(&frameworks) {
         let by_kind: i64 = f["counts"]
             .as_object()
             .unwrap()
@@ -722,7 +723,7 @@ async fn search_hits_have_the_documented_shape_and_no_duplicates() {
             "/api/v1/kb/search?q=PCI%20DSS%208.4.2%20multi-factor%20authentication&limit=15",
         )
         .await;
-    let hits = hits.as_array().unwrap();
+    let hits = items(&hits);
     assert_eq!(hits.len(), 15);
     assert_eq!(hits[0]["id"], "control:pci-dss@4.0.1:8.4.2");
     let mut ids: Vec<&str> = hits.iter().map(|h| h["id"].as_str().unwrap()).collect();
@@ -750,7 +751,10 @@ async fn search_hits_have_the_documented_shape_and_no_duplicates() {
     assert_eq!(ids.len(), 15, "each hit once");
     // Only stop words: nothing to match, an empty list rather than an error.
     let none = app.admin_json("/api/v1/kb/search?q=the%20of").await;
-    assert_eq!(none, serde_json::json!([]));
+    assert_eq!(
+        none,
+        serde_json::json!({"items": [], "total": 0, "limit": 10, "offset": 0, "next": null})
+    );
 }
 
 #[tokio::test]
@@ -759,7 +763,7 @@ async fn search_filters_hold_for_every_kind_of_hit() {
     let hits = app
         .admin_json("/api/v1/kb/search?q=encryption%20logging%20access&framework=pci-dss&service=s3&limit=50")
         .await;
-    let hits = hits.as_array().unwrap();
+    let hits = items(&hits);
     assert!(hits.iter().any(|h| h["kind"] == "check"), "{hits:?}");
     for hit in hits {
         let id = hit["id"].as_str().unwrap();
@@ -796,6 +800,43 @@ async fn search_filters_hold_for_every_kind_of_hit() {
             }
             _ => {}
         }
+    }
+}
+
+/// The items of a list answer, after checking it has the envelope every list has.
+fn items(page: &serde_json::Value) -> &Vec<serde_json::Value> {
+    assert_eq!(
+        keys(page),
+        ["items", "limit", "next", "offset", "total"],
+        "{page}"
+    );
+    page["items"].as_array().unwrap()
+}
+
+/// The top-level keys of a JSON object in the order sent, duplicates included (a `Value` would
+/// keep only the last of two equal keys).
+struct TopLevelKeys(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for TopLevelKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TopLevelKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut keys = Vec::new();
+                while let Some((key, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                    keys.push(key);
+                }
+                Ok(TopLevelKeys(keys))
+            }
+        }
+        d.deserialize_map(Visitor)
     }
 }
 

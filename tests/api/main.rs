@@ -1,5 +1,6 @@
 //! Integration tests: the real server over TCP against real PostgreSQL and Redis.
 
+mod api_shape;
 mod auth;
 mod deployment;
 mod docs;
