@@ -726,3 +726,48 @@ async fn usage_command(config: Config, command: UsageCommand) -> anyhow::Result<
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(command: &clap::Command, path: &str) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                assert!(arg.get_help().is_some(), "{path} {id} has no help");
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_name() == "help" {
+                    continue;
+                }
+                assert!(
+                    sub.get_about().is_some(),
+                    "{path} {} has no help",
+                    sub.get_name()
+                );
+                walk(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        walk(&cli, "cloud-optimizer");
+    }
+
+    #[test]
+    fn an_error_chain_does_not_repeat_what_its_context_quotes() {
+        let err = anyhow::anyhow!("bad token at line 948")
+            .context("kb.json: bad token at line 948")
+            .context("cannot load the KB");
+        assert_eq!(
+            error_chain(&err),
+            "cannot load the KB: kb.json: bad token at line 948"
+        );
+    }
+}

@@ -119,9 +119,10 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .expect("static buckets are valid")
                 .build_recorder();
             let handle = recorder.handle();
-            // In tests another recorder may exist already; the handle still renders ours.
+            // Described on our recorder itself: in tests another global recorder may exist
+            // already, and the handle still renders ours, with its `# HELP` lines.
+            metrics::with_local_recorder(&recorder, describe_metrics);
             let _ = metrics::set_global_recorder(recorder);
-            describe_metrics();
             handle
         })
         .clone()

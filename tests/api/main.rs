@@ -1,6 +1,7 @@
 //! Integration tests: the real server over TCP against real PostgreSQL and Redis.
 
 mod auth;
+mod cli;
 mod deployment;
 mod docs;
 mod errors;
