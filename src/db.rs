@@ -29,15 +29,16 @@ pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(5))
         .with_jitter()
-        .without_max_times()
-        .with_total_delay(Some(config.connect_deadline));
+        .without_max_times();
     let probed = (|| async {
         attempts.fetch_add(1, Ordering::Relaxed);
         probe(config).await
     })
     .retry(backoff)
     .sleep(tokio::time::sleep)
-    .when(|err| is_transient(err) && started.elapsed() < config.connect_deadline)
+    .when(is_transient)
+    // Wall-clock bound: an attempt itself may take up to CONNECT_TIMEOUT.
+    .adjust(|_, delay| delay.filter(|d| started.elapsed() + *d <= config.connect_deadline))
     .notify(|err, delay| {
         tracing::warn!(
             attempt = attempts.load(Ordering::Relaxed),

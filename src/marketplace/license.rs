@@ -136,11 +136,11 @@ pub async fn check_with_retries(
     stop: &CancellationToken,
 ) -> Option<Check> {
     use backon::{ExponentialBuilder, Retryable};
+    let started = tokio::time::Instant::now();
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(500))
         .with_max_delay(Duration::from_secs(60))
-        .without_max_times()
-        .with_total_delay(Some(give_up_after));
+        .without_max_times();
     let checked = (|| async {
         match check_once(market).await {
             Check::Transient(reason) => Err(reason),
@@ -149,6 +149,8 @@ pub async fn check_with_retries(
     })
     .retry(backoff)
     .sleep(tokio::time::sleep)
+    // Wall-clock bound: a throttled call itself takes time (the SDK's own retries).
+    .adjust(|_, delay| delay.filter(|d| started.elapsed() + *d < give_up_after))
     .notify(|reason: &String, delay: Duration| {
         tracing::warn!(
             reason,
