@@ -53,6 +53,8 @@ BEGIN
     -- Called inside the load transaction, before the loader's own ANALYZE: without statistics
     -- the planner takes a version's rows for a handful and picks per-row scans (quadratic on
     -- large KBs). ANALYZE sees this transaction's rows.
+    -- Filters (framework, service) follow only `direct` and `partial` mappings: a `supporting`
+    -- edge is context, not evidence that a check bears on the control.
     ANALYZE kb_controls, kb_checks, kb_remediations, kb_relationships;
 
     INSERT INTO kb_search (version_id, kind, id, title, framework, native_id, body, search, frameworks, services, pairs)
@@ -67,6 +69,7 @@ BEGIN
             SELECT unnest(k.services)
             FROM kb_relationships r JOIN kb_checks k ON k.version_id = r.version_id AND k.id = r.to_id
             WHERE r.version_id = c.version_id AND r.type = 'maps_to' AND r.from_id = c.id
+              AND r.strength IN ('direct', 'partial')
         ) u(x)
     ) s
     WHERE c.version_id = v;
@@ -80,6 +83,7 @@ BEGIN
         SELECT coalesce(array_agg(DISTINCT c.framework ORDER BY c.framework), '{}') AS frameworks
         FROM kb_relationships r JOIN kb_controls c ON c.version_id = r.version_id AND c.id = r.from_id
         WHERE r.version_id = k.version_id AND r.type = 'maps_to' AND r.to_id = k.id
+          AND r.strength IN ('direct', 'partial')
     ) f
     WHERE k.version_id = v;
 

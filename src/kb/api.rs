@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::KbState;
-use super::search;
+use super::{ids, search};
 use crate::error::{ApiError, Problem};
 
 pub fn router<S>() -> OpenApiRouter<S>
@@ -86,11 +86,27 @@ async fn framework_keys(db: &PgPool) -> Result<Vec<String>, ApiError> {
     .await?)
 }
 
+/// `pci-dss@4.0.1` exactly, `cis-aws@5` by version prefix, or `cis-aws` alone: the newest
+/// version, as a client that names no version means the current one.
 fn match_framework(keys: &[String], raw: &str) -> Option<String> {
     let wanted = raw.trim().to_ascii_lowercase();
-    keys.iter()
-        .find(|k| k.to_ascii_lowercase() == wanted || k.split('@').next() == Some(wanted.as_str()))
-        .cloned()
+    let (base, version) = wanted.split_once('@').unwrap_or((&wanted, ""));
+    let mut candidates: Vec<&String> = keys
+        .iter()
+        .filter(|k| {
+            let (k_base, k_version) = k.split_once('@').unwrap_or((k, ""));
+            k_base.eq_ignore_ascii_case(base)
+                && (version.is_empty()
+                    || ids::version_matches(&k_version.to_ascii_lowercase(), version))
+        })
+        .collect();
+    candidates.sort_by(|a, b| {
+        ids::compare_versions(
+            a.split_once('@').map_or("", |x| x.1),
+            b.split_once('@').map_or("", |x| x.1),
+        )
+    });
+    candidates.last().map(|k| (*k).clone())
 }
 
 /// Resolves `cis-aws` or `cis-aws@3.0.0` in a path to the active framework key, or 404 naming the choices.
@@ -344,6 +360,14 @@ pub struct MappedCheck {
     pub severity: String,
     pub services: Vec<String>,
     pub basis: String,
+    /// How far the check's passing evidences the control: `direct` (evidence the control is met
+    /// for that resource), `partial` (covers part of it) or `supporting` (context only; compliance
+    /// views and related-control derivation ignore it).
+    #[schema(nullable = false)]
+    pub strength: Option<String>,
+    /// Why the check bears on the control, in one line.
+    #[schema(nullable = false)]
+    pub rationale: Option<String>,
 }
 
 #[derive(Serialize, ToSchema, sqlx::FromRow)]
@@ -368,37 +392,81 @@ pub struct RelatedControl {
     pub shared_checks: i64,
 }
 
-/// Splits `control:pci-dss@4.0.1:8.4.2`, `pci-dss@4.0.1:8.4.2` or `pci-dss:8.4.2` into framework
-/// and native id.
-fn parse_control_id(raw: &str) -> Result<(&str, &str), ApiError> {
+/// The canonical id of the control a client named, in any form people type (see [`ids`]):
+/// `control:pci-dss@4.0.1:8.4.2`, `pci-dss:8.4.2`, `PCI DSS Req. 8.4.2`, `164.308(a)(7)(i)`,
+/// `GDPR Article 32(1)(a)`, `cis-aws:1.4` (newest CIS), `CIS v3.0.0 1.5`, `iam.6`. An id that names
+/// no framework and matches controls of several frameworks is a 400 listing them.
+pub async fn resolve_control(db: &PgPool, raw: &str) -> Result<String, ApiError> {
     no_nul("id", raw)?;
-    let trimmed = raw.trim();
-    let rest = trimmed.strip_prefix("control:").unwrap_or(trimmed);
-    rest.split_once(':').ok_or_else(|| {
-        ApiError::invalid(
+    let typed = ids::parse(raw);
+    if typed.key.is_empty() {
+        return Err(ApiError::invalid(
             "invalid_control_id",
             format!(
-                "{raw:?} is not a control id; use control:<framework>@<version>:<id>, e.g. control:pci-dss@4.0.1:8.4.2, or pci-dss:8.4.2"
+                "{raw:?} is not a control id; use control:<framework>@<version>:<id>, e.g. control:pci-dss@4.0.1:8.4.2, pci-dss:8.4.2 or PCI DSS 8.4.2"
             ),
-        )
-    })
+        ));
+    }
+    let rows = sqlx::query!(
+        "SELECT id, framework FROM kb_controls
+         WHERE version_id = (SELECT id FROM kb_versions WHERE active) AND alias_keys @> ARRAY[$1::text]",
+        typed.key
+    )
+    .fetch_all(db)
+    .await?;
+    let matches: Vec<(String, String)> = rows
+        .into_iter()
+        .map(|r| (r.id, r.framework))
+        .filter(|(_, framework)| {
+            let (base, version) = framework.split_once('@').unwrap_or((framework, ""));
+            typed.framework.is_none_or(|f| f == base)
+                && typed
+                    .version
+                    .as_deref()
+                    .is_none_or(|v| ids::version_matches(version, v))
+        })
+        .collect();
+    let newest = ids::newest_per_framework(&matches);
+    match newest.as_slice() {
+        [] => Err(ApiError::not_found(format!(
+            "no control {raw:?} in the knowledge base"
+        ))),
+        [(id, _)] => Ok(id.clone()),
+        several => Err(ApiError::problem(
+            Problem::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "ambiguous_control_id",
+                format!(
+                    "{raw:?} names a control in {} frameworks; prefix it with the framework, e.g. {}",
+                    several.len(),
+                    several[0].0.trim_start_matches("control:")
+                ),
+            )
+            .with(
+                "candidates",
+                several.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+            ),
+        )),
+    }
 }
 
 /// One control with its parent, children, checks, services, remediation and related controls.
+/// The id may be any form [`resolve_control`] reads; the answer is the canonical control.
 #[utoipa::path(get, path = "/kb/controls/{id}", tag = "knowledge base",
-    params(("id" = String, Path, description = "`control:pci-dss@4.0.1:8.4.2`, or the short `pci-dss:8.4.2`")),
+    params(("id" = String, Path, description = "`control:pci-dss@4.0.1:8.4.2`, the short `pci-dss:8.4.2`, or an alias people type: `PCI DSS Req. 8.4.2`, `164.308(a)(7)(i)`, `GDPR Art. 32`, `cis-aws:1.4` (no version: the newest), `IAM.6`")),
     responses((status = 200, body = ControlDetail), (status = 400, body = Problem), (status = 404, body = Problem)),
     security(("api_key" = [])))]
 async fn get_control(
     State(state): State<KbState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (framework, native) = parse_control_id(&id)?;
+    no_nul("id", &id)?;
     let cache_key = format!("control\u{0}{id}");
     if let Some(hit) = state.cache.get(&cache_key).await {
         return Ok(json_bytes(hit));
     }
-    let body = control_body(&state, framework, native)
+    let canonical = resolve_control(&state.db, &id).await?;
+    let body = control_body(&state, &canonical)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no control {id:?} in the knowledge base")))?;
     let bytes = Bytes::from(body);
@@ -412,32 +480,14 @@ fn json_bytes(bytes: Bytes) -> Response {
 
 /// The [`ControlDetail`] body, built by PostgreSQL in one statement. With a reachable Neo4j
 /// mirror, the checks and related controls come from the mirror and the rest from PostgreSQL.
-async fn control_body(
-    state: &KbState,
-    framework: &str,
-    native: &str,
-) -> Result<Option<String>, ApiError> {
+async fn control_body(state: &KbState, id: &str) -> Result<Option<String>, ApiError> {
     let db = &state.db;
     if let Some(graph) = state.graph.as_ref().filter(|g| g.is_available()) {
-        let Some(id) = sqlx::query_scalar!(
-            "SELECT c.id FROM kb_controls c
-             WHERE c.version_id = (SELECT id FROM kb_versions WHERE active) AND lower(c.native_id) = lower($2)
-               AND (lower(c.framework) = lower($1) OR lower(split_part(c.framework, '@', 1)) = lower($1))
-             ORDER BY c.framework
-             LIMIT 1",
-            framework,
-            native
-        )
-        .fetch_optional(db)
-        .await?
-        else {
-            return Ok(None);
-        };
-        match graph.control_links(&id).await {
+        match graph.control_links(id).await {
             Ok((checks, related)) => {
                 let checks = serde_json::to_value(&checks).map_err(anyhow::Error::from)?;
                 let related = serde_json::to_value(&related).map_err(anyhow::Error::from)?;
-                return Ok(control_body_with_links(db, &id, checks, related).await?);
+                return Ok(control_body_with_links(db, id, checks, related).await?);
             }
             Err(err) => {
                 tracing::warn!(error = %err, "neo4j query failed; answering from PostgreSQL");
@@ -449,13 +499,10 @@ async fn control_body(
     Ok(sqlx::query_scalar!(
         r#"WITH c AS (
             SELECT c.* FROM kb_controls c
-            WHERE c.version_id = (SELECT id FROM kb_versions WHERE active) AND lower(c.native_id) = lower($2)
-              AND (lower(c.framework) = lower($1) OR lower(split_part(c.framework, '@', 1)) = lower($1))
-            ORDER BY c.framework
-            LIMIT 1
+            WHERE c.version_id = (SELECT id FROM kb_versions WHERE active) AND c.id = $1
         ),
         mapped AS (
-            SELECT k.id, k.title, k.severity, k.services, r.basis, k.remediation_id
+            SELECT k.id, k.title, k.severity, k.services, r.basis, r.strength, r.rationale, k.remediation_id
             FROM c
             JOIN kb_relationships r ON r.version_id = c.version_id AND r.type = 'maps_to' AND r.from_id = c.id
             JOIN kb_checks k ON k.version_id = r.version_id AND k.id = r.to_id
@@ -472,7 +519,8 @@ async fn control_body(
             FROM c
             JOIN kb_relationships a ON a.version_id = c.version_id AND a.type = 'maps_to' AND a.from_id = c.id
             JOIN kb_relationships b ON b.version_id = a.version_id AND b.type = 'maps_to' AND b.to_id = a.to_id
-            WHERE b.from_id <> c.id
+            -- Two controls share a check only when it evidences both; context edges do not count.
+            WHERE b.from_id <> c.id AND a.strength IN ('direct', 'partial') AND b.strength IN ('direct', 'partial')
             GROUP BY b.from_id
         ),
         merged AS (
@@ -506,7 +554,8 @@ async fn control_body(
                        h.technical, h.services, h.attributes
                 FROM kb_controls h WHERE h.version_id = c.version_id AND h.parent_id = c.id) h), '[]'),
             'checks', coalesce((SELECT json_agg(json_build_object('id', k.id, 'title', k.title,
-                'severity', k.severity, 'services', k.services, 'basis', k.basis) ORDER BY k.id) FROM mapped k), '[]'),
+                'severity', k.severity, 'services', k.services, 'basis', k.basis, 'strength', k.strength,
+                'rationale', k.rationale) ORDER BY k.id) FROM mapped k), '[]'),
             'services', (SELECT coalesce(array_agg(DISTINCT s ORDER BY s), '{}') FROM (
                 SELECT unnest(c.services) UNION ALL SELECT unnest(k.services) FROM mapped k) u(s)),
             'remediations', coalesce((SELECT json_agg(m ORDER BY m.id) FROM (
@@ -519,8 +568,7 @@ async fn control_body(
             'graph_source', 'postgres'
         )::text AS "body!"
         FROM c"#,
-        framework,
-        native
+        id
     )
     .fetch_optional(db)
     .await?)
@@ -540,9 +588,10 @@ async fn control_body_with_links(
             WHERE c.version_id = (SELECT id FROM kb_versions WHERE active) AND c.id = $1
         ),
         mapped AS (
-            SELECT x.id, x.title, x.severity, x.services, x.basis, k.remediation_id
+            SELECT x.id, x.title, x.severity, x.services, x.basis, x.strength, x.rationale, k.remediation_id
             FROM c
-            CROSS JOIN jsonb_to_recordset($2::jsonb) AS x(id text, title text, severity text, services text[], basis text)
+            CROSS JOIN jsonb_to_recordset($2::jsonb)
+                AS x(id text, title text, severity text, services text[], basis text, strength text, rationale text)
             LEFT JOIN kb_checks k ON k.version_id = c.version_id AND k.id = x.id
         ),
         related AS (
@@ -564,7 +613,8 @@ async fn control_body_with_links(
                        h.technical, h.services, h.attributes
                 FROM kb_controls h WHERE h.version_id = c.version_id AND h.parent_id = c.id) h), '[]'),
             'checks', coalesce((SELECT json_agg(json_build_object('id', k.id, 'title', k.title,
-                'severity', k.severity, 'services', k.services, 'basis', k.basis) ORDER BY k.id) FROM mapped k), '[]'),
+                'severity', k.severity, 'services', k.services, 'basis', k.basis, 'strength', k.strength,
+                'rationale', k.rationale) ORDER BY k.id) FROM mapped k), '[]'),
             'services', (SELECT coalesce(array_agg(DISTINCT s ORDER BY s), '{}') FROM (
                 SELECT unnest(c.services) UNION ALL SELECT unnest(k.services) FROM mapped k) u(s)),
             'remediations', coalesce((SELECT json_agg(m ORDER BY m.id) FROM (

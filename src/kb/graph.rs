@@ -138,7 +138,7 @@ impl KbGraph {
         for (kind, cypher) in [
             (
                 "maps_to",
-                "UNWIND $rows AS row MATCH (c:Control {id: row.from}), (k:Check {id: row.to}) CREATE (c)-[:MAPS_TO {basis: row.basis}]->(k)",
+                "UNWIND $rows AS row MATCH (c:Control {id: row.from}), (k:Check {id: row.to}) CREATE (c)-[:MAPS_TO {basis: row.basis, strength: row.strength, rationale: row.rationale}]->(k)",
             ),
             (
                 "related_to",
@@ -154,6 +154,14 @@ impl KbGraph {
                         ("from".to_string(), r.from.clone().into()),
                         ("to".to_string(), r.to.clone().into()),
                         ("basis".to_string(), r.basis.clone().into()),
+                        (
+                            "strength".to_string(),
+                            r.strength.clone().unwrap_or_default().into(),
+                        ),
+                        (
+                            "rationale".to_string(),
+                            r.rationale.clone().unwrap_or_default().into(),
+                        ),
                     ])
                 })
                 .collect();
@@ -196,7 +204,8 @@ impl KbGraph {
             .execute(
                 query(
                     "MATCH (:Control {id: $id})-[r:MAPS_TO]->(k:Check)
-                     RETURN k.id AS id, k.title AS title, k.severity AS severity, k.services AS services, r.basis AS basis
+                     RETURN k.id AS id, k.title AS title, k.severity AS severity, k.services AS services, r.basis AS basis,
+                            r.strength AS strength, r.rationale AS rationale
                      ORDER BY k.id",
                 )
                 .param("id", control_id),
@@ -209,6 +218,11 @@ impl KbGraph {
                 severity: row.get("severity")?,
                 services: row.get("services")?,
                 basis: row.get("basis")?,
+                strength: row.get::<String>("strength").ok().filter(|s| !s.is_empty()),
+                rationale: row
+                    .get::<String>("rationale")
+                    .ok()
+                    .filter(|s| !s.is_empty()),
             });
         }
         let mut related: Vec<RelatedControl> = Vec::new();
@@ -221,7 +235,8 @@ impl KbGraph {
                      RETURN o.id AS id, o.framework AS framework, o.native_id AS native_id, o.title AS title, r.basis AS basis,
                             0 AS shared
                      UNION
-                     MATCH (c:Control {id: $id})-[:MAPS_TO]->(k:Check)<-[:MAPS_TO]-(o:Control) WHERE o.framework <> c.framework
+                     MATCH (c:Control {id: $id})-[a:MAPS_TO]->(k:Check)<-[b:MAPS_TO]-(o:Control)
+                     WHERE o.framework <> c.framework AND a.strength IN ['direct', 'partial'] AND b.strength IN ['direct', 'partial']
                      RETURN o.id AS id, o.framework AS framework, o.native_id AS native_id, o.title AS title,
                             'shared-checks' AS basis, count(k) AS shared",
                 )

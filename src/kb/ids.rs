@@ -78,11 +78,10 @@ pub fn parse(raw: &str) -> TypedId {
     for (word, id) in FRAMEWORK_WORDS {
         if let Some(stripped) = rest.strip_prefix(word) {
             // Short words must not eat the start of an id such as `waf.1`.
-            let boundary = stripped
-                .chars()
-                .next()
-                .is_none_or(|c| !c.is_ascii_alphabetic());
-            if boundary || word.len() > 3 {
+            let next = stripped.chars().next();
+            let boundary = next.is_none_or(|c| !c.is_ascii_alphabetic());
+            // `SecurityHub.1` is an FSBP control id, not the word Security Hub before `.1`.
+            if next != Some('.') && (boundary || word.len() > 3) {
                 framework = Some(*id);
                 rest = stripped.trim_start_matches(['-', ':']).to_string();
                 break;
@@ -145,6 +144,55 @@ fn implied_framework(key: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Whether a framework version (`5.0.0`) is the one a client named (`5.0.0`, `5.0` or `5`).
+pub fn version_matches(version: &str, wanted: &str) -> bool {
+    version.eq_ignore_ascii_case(wanted)
+        || version
+            .strip_prefix(wanted)
+            .is_some_and(|rest| rest.starts_with(['.', '-']))
+}
+
+/// Orders framework versions by their numbers (`3.0.0` < `5.0.0` < `10.0`), text as a tie-break.
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    fn numbers(v: &str) -> Vec<u64> {
+        v.split(|c: char| !c.is_ascii_digit())
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse().unwrap_or(u64::MAX))
+            .collect()
+    }
+    numbers(a).cmp(&numbers(b)).then_with(|| a.cmp(b))
+}
+
+/// Of `(control id, framework key)` matches, the one of the newest version of each framework:
+/// a client that names no version means the current release (CIS v5.0.0 over v3.0.0).
+pub fn newest_per_framework(matches: &[(String, String)]) -> Vec<(String, String)> {
+    let mut best: Vec<(String, String)> = Vec::new();
+    for (id, framework) in matches {
+        let (base, version) = framework.split_once('@').unwrap_or((framework, ""));
+        match best
+            .iter_mut()
+            .find(|(_, f)| f.split_once('@').map_or(f.as_str(), |x| x.0) == base)
+        {
+            Some(slot) => {
+                let current = slot.1.split_once('@').map_or("", |x| x.1);
+                if compare_versions(version, current).is_gt() {
+                    *slot = (id.clone(), framework.clone());
+                }
+            }
+            None => best.push((id.clone(), framework.clone())),
+        }
+    }
+    best.sort_by(|a, b| a.1.cmp(&b.1));
+    best
+}
+
+/// A framework version named anywhere in free text (`CIS v3.0.0 1.5`, `pci-dss@4.0.1`).
+pub fn version_in(text: &str) -> Option<String> {
+    VERSION
+        .captures(&text.to_lowercase())
+        .map(|caps| caps[1].to_string())
 }
 
 /// Every key a control answers to: its own id and the other forms in use for it.
@@ -249,6 +297,7 @@ mod tests {
             (Some("aws-wa-security"), None, "sec01-bp02".into())
         );
         assert_eq!(key("WAF.1"), (None, None, "waf.1".into()));
+        assert_eq!(key("SecurityHub.1"), (None, None, "securityhub.1".into()));
         assert_eq!(key("SOC 2 CC6.1"), (Some("soc2"), None, "cc6.1".into()));
         assert_eq!(
             key("Security Hub ELBv2.1"),
@@ -258,6 +307,29 @@ mod tests {
             key("CIS v5 1.4"),
             (Some("cis-aws"), Some("5".into()), "1.4".into())
         );
+    }
+
+    #[test]
+    fn versions_match_by_prefix_and_order_by_number() {
+        assert!(version_matches("5.0.0", "5"));
+        assert!(version_matches("5.0.0", "5.0.0"));
+        assert!(!version_matches("5.0.0", "5.0.1"));
+        assert!(!version_matches("50.0", "5"));
+        assert!(compare_versions("10.0", "5.0.0").is_gt());
+        let newest = newest_per_framework(&[
+            ("control:cis-aws@5.0.0:1.4".into(), "cis-aws@5.0.0".into()),
+            ("control:cis-aws@3.0.0:1.4".into(), "cis-aws@3.0.0".into()),
+            ("control:pci-dss@4.0.1:1.4".into(), "pci-dss@4.0.1".into()),
+        ]);
+        assert_eq!(
+            newest,
+            vec![
+                ("control:cis-aws@5.0.0:1.4".into(), "cis-aws@5.0.0".into()),
+                ("control:pci-dss@4.0.1:1.4".into(), "pci-dss@4.0.1".into()),
+            ]
+        );
+        assert_eq!(version_in("CIS v3.0.0 1.5"), Some("3.0.0".into()));
+        assert_eq!(version_in("how do I encrypt s3"), None);
     }
 
     #[test]

@@ -11,12 +11,14 @@ macro_rules! sql {
 }
 
 /// SQL condition: control `c` concerns the AWS service `service` (a parameter or column)
-/// directly, or through a check it maps to.
+/// directly, or through a check that evidences it (`direct` or `partial`; a `supporting` mapping is
+/// context, not evidence).
 pub(crate) fn touches_service(service: &str) -> String {
     format!(
         "{service} = ANY(c.services) OR EXISTS (
             SELECT 1 FROM kb_relationships r JOIN kb_checks k ON k.version_id = r.version_id AND k.id = r.to_id
-            WHERE r.version_id = c.version_id AND r.type = 'maps_to' AND r.from_id = c.id AND {service} = ANY(k.services))"
+            WHERE r.version_id = c.version_id AND r.type = 'maps_to' AND r.from_id = c.id
+              AND r.strength IN ('direct', 'partial') AND {service} = ANY(k.services))"
     )
 }
 

@@ -8,6 +8,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
+use super::ids;
+
 /// One search result (the schema of the JSON that [`search`] builds in PostgreSQL).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Hit {
@@ -28,10 +30,10 @@ pub struct Hit {
 static ID_PATTERN: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
         r"(?ix)
-        \b(?:art(?:icle)?\.?\s*(\d{1,2}))\b            # GDPR article
-        | \b(164\.\d{3}(?:\([a-z0-9]{1,5}\))*)           # HIPAA section and paragraphs
-        | \b(sec\d{2}(?:-bp\d{2})?)\b                  # Well-Architected
-        | \b((?:cc|pi|a|c|p)\d\.\d{1,2})\b             # SOC 2
+        \b(art(?:icle)?\.?\s*\d{1,2}|gdpr[-\s]?\d{1,2})\b         # GDPR article
+        | \b(164\.\d{3}(?:\s?\([a-z0-9]{1,5}\))*|164_\d{3}(?:_[a-z0-9]{1,4})*)  # HIPAA, also Prowler's form
+        | \b(sec\d{1,2}(?:-?bp\d{1,2})?)\b                # Well-Architected
+        | \b((?:cc\s?|pi|a|c|p)\d\.\d{1,2})\b             # SOC 2
         | \b([a-z][a-z0-9]{1,24}\.\d{1,3})\b             # Security Hub style (IAM.6, S3.1)
         | \b((?:a\d\.)?\d{1,2}(?:\.\d{1,2}){1,3})\b      # PCI DSS / CIS numbering
         ",
@@ -39,19 +41,19 @@ static ID_PATTERN: LazyLock<Regex> = LazyLock::new(|| {
     .expect("static regex")
 });
 
-/// Candidate native ids named in a query, lower-cased.
+/// Lookup keys (see [`ids`]) of the control ids a query names, in the order it names them: the
+/// same keys every control stores for its aliases, so `Req. 8.4.2`, `164_308_a_7_i`, `GDPR-32`
+/// and `SEC1-BP2` find their control as exactly as its canonical id.
 pub fn id_candidates(q: &str) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out: Vec<String> = Vec::new();
     for caps in ID_PATTERN.captures_iter(q) {
-        if let Some(article) = caps.get(1) {
-            out.push(format!("art. {}", article.as_str()));
-            continue;
-        }
-        if let Some(m) = (2..=6).filter_map(|i| caps.get(i)).next() {
-            out.push(m.as_str().to_ascii_lowercase());
+        if let Some(m) = (1..=6).filter_map(|i| caps.get(i)).next() {
+            let key = ids::parse(m.as_str()).key;
+            if !key.is_empty() && !out.contains(&key) {
+                out.push(key);
+            }
         }
     }
-    out.dedup();
     out
 }
 
@@ -94,22 +96,31 @@ pub async fn search(
 ) -> sqlx::Result<String> {
     let candidates = id_candidates(q);
     let hints: Vec<String> = framework_hints(q).iter().map(|s| s.to_string()).collect();
+    let version = ids::version_in(q);
     sqlx::query_scalar!(
         r#"WITH v AS (SELECT id FROM kb_versions WHERE active),
          q AS (
              SELECT tsq, tsq IS NOT NULL AND tsq::text !~ '<' AS pure, tsvector_to_array(to_tsvector('english', $1)) AS lexemes
              FROM (SELECT to_tsquery('english', nullif(regexp_replace(plainto_tsquery('english', $1)::text, ' & ', ' | ', 'g'), '')) AS tsq) t
          ),
-         named AS (
+         named_all AS (
              SELECT c.id, c.title, c.framework, c.native_id, c.title || ' — ' || c.summary AS snippet,
-                    row_number() OVER (ORDER BY array_position($5::text[], lower(c.native_id)), c.framework) AS ord
+                    (SELECT min(array_position($5::text[], k)) FROM unnest(c.alias_keys) k) AS pos
              FROM v
              JOIN kb_controls c ON c.version_id = v.id
              JOIN kb_search s ON s.version_id = c.version_id AND s.id = c.id
-             WHERE lower(c.native_id) = ANY($5::text[])
+             WHERE c.alias_keys && $5::text[]
                AND ($2::text IS NULL OR c.framework = $2)
                AND (cardinality($6::text[]) = 0 OR split_part(c.framework, '@', 1) = ANY($6::text[]))
+               AND ($7::text IS NULL OR split_part(c.framework, '@', 2) = $7
+                    OR split_part(c.framework, '@', 2) LIKE $7 || '.%')
                AND ($3::text IS NULL OR $3 = ANY(s.services))
+         ),
+         -- A query that names no version means the newest release of each framework.
+         named AS (
+             SELECT id, title, framework, native_id, snippet, row_number() OVER (ORDER BY pos, framework) AS ord
+             FROM (SELECT DISTINCT ON (split_part(framework, '@', 1), pos) * FROM named_all
+                   ORDER BY split_part(framework, '@', 1), pos, split_part(framework, '@', 2) COLLATE kb_natural DESC) n
          ),
          scored AS (
              -- Pure OR queries: the sum of precomputed weights equals ts_rank_cd(search, tsq, 32).
@@ -157,7 +168,8 @@ pub async fn search(
         service,
         limit,
         &candidates[..],
-        &hints[..]
+        &hints[..],
+        version
     )
     .fetch_one(db)
     .await
@@ -174,8 +186,19 @@ mod tests {
             id_candidates("HIPAA 164.312(a)(2)(iv) encryption"),
             vec!["164.312(a)(2)(iv)"]
         );
-        assert_eq!(id_candidates("GDPR Article 32"), vec!["art. 32"]);
-        assert_eq!(id_candidates("what is Art. 5?"), vec!["art. 5"]);
+        assert_eq!(id_candidates("GDPR Article 32"), vec!["art.32"]);
+        assert_eq!(id_candidates("what is Art. 5?"), vec!["art.5"]);
+        assert_eq!(
+            id_candidates("GDPR-32 and Article 32(1)(a)"),
+            vec!["art.32"]
+        );
+        assert_eq!(id_candidates("PCI Req. 8.4.2"), vec!["8.4.2"]);
+        assert_eq!(
+            id_candidates("prowler 164_308_a_7_i"),
+            vec!["164.308(a)(7)(i)"]
+        );
+        assert_eq!(id_candidates("SEC1-BP2 keys"), vec!["sec01-bp02"]);
+        assert_eq!(id_candidates("SOC 2 CC 6.1"), vec!["cc6.1"]);
         assert_eq!(id_candidates("SOC 2 CC6.1"), vec!["cc6.1"]);
         assert_eq!(id_candidates("Security Hub IAM.6"), vec!["iam.6"]);
         assert_eq!(id_candidates("SEC08-BP02"), vec!["sec08-bp02"]);

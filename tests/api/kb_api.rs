@@ -161,11 +161,114 @@ async fn unknown_ids_are_404_problems() {
     let body = assert_problem(response, 404, "unknown_framework").await;
     assert!(body["allowed"].as_array().unwrap().len() == 8);
     let response = app
-        .get_as("/api/v1/kb/controls/no-colon", &app.admin_key)
+        .get_as("/api/v1/kb/controls/no-such-id", &app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 404, "not_found").await;
+    let response = app
+        .get_as("/api/v1/kb/controls/control:", &app.admin_key)
         .send()
         .await
         .unwrap();
     assert_problem(response, 400, "invalid_control_id").await;
+}
+
+#[tokio::test]
+async fn control_ids_resolve_as_people_type_them() {
+    let app = spawn_app().await;
+    let hipaa_7 = "control:hipaa-sr@2013:164.308(a)(7)";
+    let ba = "control:hipaa-sr@2013:164.314(a)(1)";
+    let art_32 = "control:gdpr@2016-679:Art. 32";
+    let mfa = "control:pci-dss@4.0.1:8.4.2";
+    let cis5 = "control:cis-aws@5.0.0:1.4";
+    let cis3 = "control:cis-aws@3.0.0:1.4";
+    let iam6 = "control:aws-fsbp@1.0.0:IAM.6";
+    let cc61 = "control:soc2@2017:CC6.1";
+    for (alias, canonical) in [
+        ("164.308(a)(7)(i)", hipaa_7),
+        ("164.308 (a)(7)(i)", hipaa_7),
+        ("164_308_a_7_i", hipaa_7),
+        ("HIPAA 164.308(a)(7)", hipaa_7),
+        ("164.314(a)", ba),
+        ("45 CFR 164.314(a)", ba),
+        ("Article 32(1)(a)", art_32),
+        ("Art 32", art_32),
+        ("GDPR-32", art_32),
+        ("gdpr:Art. 32", art_32),
+        ("Req. 8.4.2", mfa),
+        ("8.4.2", mfa),
+        ("PCI DSS 8.4.2", mfa),
+        ("pci-dss@4.0.1:8.4.2", mfa),
+        ("cis-aws:1.4", cis5),
+        ("CIS 1.4", cis5),
+        ("CIS v5 1.4", cis5),
+        ("CIS v3.0.0 1.4", cis3),
+        ("control:cis-aws@3.0.0:1.4", cis3),
+        ("iam.6", iam6),
+        ("[IAM.6]", iam6),
+        ("Security Hub IAM.6", iam6),
+        ("CC 6.1", cc61),
+        ("soc2:cc6.1", cc61),
+        ("SEC6-BP6", "control:aws-wa-security@2024-06-27:SEC06-BP04"),
+        ("sec1-bp1", "control:aws-wa-security@2024-06-27:SEC01-BP01"),
+    ] {
+        let control = app
+            .admin_json(&format!("/api/v1/kb/controls/{}", pathencode(alias)))
+            .await;
+        assert_eq!(control["id"], canonical, "{alias}");
+    }
+    // Named by neither framework nor version, `1.4` is CIS (newest) and PCI DSS: say which.
+    let response = app
+        .get_as("/api/v1/kb/controls/1.4", &app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    let body = assert_problem(response, 400, "ambiguous_control_id").await;
+    assert_eq!(
+        body["candidates"],
+        serde_json::json!([cis5, "control:pci-dss@4.0.1:1.4"])
+    );
+    // A framework named without a version means its newest release in filters too.
+    let page = app
+        .admin_json("/api/v1/kb/frameworks/cis-aws/controls?limit=1")
+        .await;
+    assert_eq!(page["items"][0]["framework"], "cis-aws@5.0.0");
+    let page = app
+        .admin_json("/api/v1/kb/frameworks/cis-aws@3/controls?limit=1")
+        .await;
+    assert_eq!(page["items"][0]["framework"], "cis-aws@3.0.0");
+}
+
+#[tokio::test]
+async fn every_control_answers_to_its_canonical_and_short_ids() {
+    let app = spawn_app_with(|env| {
+        env.insert("RATE_LIMIT_PER_MINUTE".into(), "100000".into());
+    })
+    .await;
+    let frameworks = app.admin_json("/api/v1/kb/frameworks").await;
+    let mut seen = 0;
+    for framework in frameworks.as_array().unwrap() {
+        let key = framework["key"].as_str().unwrap();
+        let page = app
+            .admin_json(&format!(
+                "/api/v1/kb/frameworks/{}/controls?limit=500",
+                urlencode(key)
+            ))
+            .await;
+        for control in page["items"].as_array().unwrap() {
+            let id = control["id"].as_str().unwrap();
+            let short = format!("{key}:{}", control["native_id"].as_str().unwrap());
+            for form in [id, short.as_str()] {
+                let got = app
+                    .admin_json(&format!("/api/v1/kb/controls/{}", pathencode(form)))
+                    .await;
+                assert_eq!(got["id"], id, "{form}");
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen > 1000, "{seen} controls walked");
 }
 
 #[tokio::test]
@@ -190,6 +293,13 @@ async fn a_control_comes_with_parent_children_checks_services_remediation_and_re
             .contains(&serde_json::json!("iam"))
     );
     assert!(!control["remediations"].as_array().unwrap().is_empty());
+    for check in checks {
+        assert!(
+            ["direct", "partial"].contains(&check["strength"].as_str().unwrap()),
+            "{check}"
+        );
+        assert!(!check["rationale"].as_str().unwrap().is_empty(), "{check}");
+    }
     let related = control["related"].as_array().unwrap();
     assert!(
         related
@@ -267,8 +377,17 @@ async fn search_puts_a_named_control_first() {
             "what does GDPR Article 32 require",
             "control:gdpr@2016-679:Art. 32",
         ),
-        ("CIS 1.5 root", "control:cis-aws@3.0.0:1.5"),
+        ("CIS 1.5 root", "control:cis-aws@5.0.0:1.5"),
+        ("CIS v3.0.0 1.5 root", "control:cis-aws@3.0.0:1.5"),
         ("IAM.6", "control:aws-fsbp@1.0.0:IAM.6"),
+        // Aliases are exact ids too.
+        ("PCI Req. 8.4.2", "control:pci-dss@4.0.1:8.4.2"),
+        (
+            "prowler 164_308_a_7_i",
+            "control:hipaa-sr@2013:164.308(a)(7)",
+        ),
+        ("GDPR-32 processors", "control:gdpr@2016-679:Art. 32"),
+        ("SEC6-BP6", "control:aws-wa-security@2024-06-27:SEC06-BP04"),
     ] {
         let hits = app
             .admin_json(&format!("/api/v1/kb/search?q={}", urlencode(q)))
@@ -276,6 +395,16 @@ async fn search_puts_a_named_control_first() {
         assert_eq!(hits[0]["id"], expected, "{q}: {hits}");
         assert_eq!(hits[0]["matched"], "id");
     }
+    // No version named: the newest CIS only, not both releases' 1.5.
+    let hits = app.admin_json("/api/v1/kb/search?q=CIS%201.5").await;
+    let named: Vec<&str> = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["matched"] == "id")
+        .map(|h| h["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(named, ["control:cis-aws@5.0.0:1.5"]);
 }
 
 #[tokio::test]
@@ -474,7 +603,15 @@ async fn control_detail_has_the_documented_shape() {
     for check in checks {
         assert_eq!(
             keys(check),
-            ["basis", "id", "services", "severity", "title"]
+            [
+                "basis",
+                "id",
+                "rationale",
+                "services",
+                "severity",
+                "strength",
+                "title"
+            ]
         );
     }
     let check_ids: Vec<&str> = checks.iter().map(|c| c["id"].as_str().unwrap()).collect();
@@ -570,7 +707,7 @@ async fn frameworks_counts_add_up_to_their_controls() {
         let page = app
             .admin_json(&format!(
                 "/api/v1/kb/frameworks/{}/controls?limit=1",
-                f["id"].as_str().unwrap()
+                f["key"].as_str().unwrap()
             ))
             .await;
         assert_eq!(page["total"], f["controls"], "{f}");
@@ -630,7 +767,7 @@ async fn search_filters_hold_for_every_kind_of_hit() {
             "control" => {
                 assert_eq!(hit["framework"], "pci-dss@4.0.1");
                 let control = app
-                    .admin_json(&format!("/api/v1/kb/controls/{}", urlencode(id)))
+                    .admin_json(&format!("/api/v1/kb/controls/{}", pathencode(id)))
                     .await;
                 assert!(
                     control["services"]
@@ -664,4 +801,9 @@ async fn search_filters_hold_for_every_kind_of_hit() {
 
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Percent-encoding for a path segment: form encoding's `+` for a space is a literal `+` there.
+fn pathencode(s: &str) -> String {
+    urlencode(s).replace('+', "%20")
 }

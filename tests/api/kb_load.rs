@@ -630,3 +630,66 @@ fn verify_rejects_a_control_check_edge_without_strength_or_rationale() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn supporting_mappings_are_shown_but_never_count_as_evidence() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("compliance");
+    copy_dir(Path::new(KB_DIR), &dir);
+    // 8.4.2 reaches IAM only through its checks, and every one of them becomes context only.
+    edit_json(&dir.join("pci-dss/controls.json"), |items| {
+        let item = items.iter_mut().find(|c| c["id"] == "8.4.2").unwrap();
+        item["services"] = serde_json::json!([]);
+    });
+    edit_json(&dir.join("pci-dss/relationships.json"), |items| {
+        for edge in items
+            .iter_mut()
+            .filter(|e| e["from"] == "control:pci-dss@4.0.1:8.4.2")
+        {
+            edge["strength"] = serde_json::json!("supporting");
+        }
+    });
+    cloud_optimizer::kb::model::write_manifest(&dir, Some("2099.2.0")).unwrap();
+    let dir_text = dir.display().to_string();
+    let app = spawn_app_with(|env| {
+        env.insert("KB_PATH".into(), dir_text);
+    })
+    .await;
+
+    let control: serde_json::Value = app.admin_json("/api/v1/kb/controls/pci-dss:8.4.2").await;
+    let checks = control["checks"].as_array().unwrap();
+    assert!(!checks.is_empty());
+    assert!(
+        checks.iter().all(|c| c["strength"] == "supporting"),
+        "{checks:?}"
+    );
+    assert!(
+        control["related"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["basis"] != "shared-checks"),
+        "context edges derive no related controls: {}",
+        control["related"]
+    );
+    let iam: serde_json::Value = app
+        .admin_json("/api/v1/kb/frameworks/pci-dss/controls?service=iam&limit=500")
+        .await;
+    let ids: Vec<&str> = iam["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["native_id"].as_str().unwrap())
+        .collect();
+    assert!(!ids.is_empty());
+    assert!(!ids.contains(&"8.4.2"), "{ids:?}");
+    let q = "/api/v1/kb/search?q=MFA%20for%20all%20access%20into%20the%20CDE&framework=pci-dss&limit=50";
+    let hit = |hits: &serde_json::Value| {
+        hits.as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["id"] == "control:pci-dss@4.0.1:8.4.2")
+    };
+    assert!(hit(&app.admin_json(q).await));
+    assert!(!hit(&app.admin_json(&format!("{q}&service=iam")).await));
+}
