@@ -1,23 +1,40 @@
-//! The command line: `serve` (default), `migrate`, `healthcheck`, `config check`, `keys …`.
+//! The command line: `serve` (default), `migrate`, `healthcheck`, `config check`, `keys …`,
+//! `kb …`, `usage …`.
 //!
-//! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
+//! Exit codes: 0 success; 1 a valid command that failed (database unreachable, key not found,
+//! invalid KB data, …); 2 the command line or the configuration is wrong (clap's own usage
+//! errors exit 2 too). A failure is printed once, on stderr, with its whole cause chain.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::auth::keys::{self, KeyName, Scope};
-use crate::config::{Config, Env};
+use crate::config::{Config, ConfigError, Env};
 use crate::server::{self, Server};
 use crate::{db, telemetry};
+
+const CONFIG_HELP: &str = "Configuration comes from environment variables only. Every variable, \
+its default and what it does: the README's \"Configuration\" section and .env.example. \
+`cloud-optimizer config check` validates the environment and prints the effective configuration \
+(secrets redacted).";
+
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 the command failed (database unreachable, \
+key not found, invalid KB data, …); 2 wrong usage or invalid configuration.";
+
+/// Longest window `usage report --hours` accepts: ten years.
+const MAX_REPORT_HOURS: i64 = 24 * 366 * 10;
 
 #[derive(Parser)]
 #[command(
     name = "cloud-optimizer",
     about = "Security advisor for AWS",
-    disable_version_flag = true
+    disable_version_flag = true,
+    after_help = EXIT_CODES
 )]
 struct Cli {
     /// Print the version (v{app}-ib{knowledge base}) and exit.
@@ -30,13 +47,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (the default).
+    #[command(after_help = CONFIG_HELP)]
     Serve,
     /// Apply database migrations and exit (for a one-off ECS task).
     Migrate,
     /// Exit 0 when the local server answers /health/ready with 200 (the image's HEALTHCHECK).
     Healthcheck {
         /// Seconds to wait for an answer.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=300))]
         timeout: u64,
     },
     /// Configuration commands.
@@ -72,28 +90,38 @@ enum UsageCommand {
     },
     /// Print the ledger by hour and dimension with what was reported.
     Report {
-        /// How many hours back.
-        #[arg(long, default_value_t = 48)]
+        /// How many hours back (1 to 87840, ten years).
+        #[arg(long, default_value_t = 48, value_parser = clap::value_parser!(i64).range(1..=MAX_REPORT_HOURS))]
         hours: i64,
+        /// Print JSON (an array of rows) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 #[derive(Subcommand)]
 enum KbCommand {
     /// Validate a KB directory without a database (schema, checksums, ids, references, counts).
+    /// Reads no variable but KB_PATH.
     Verify {
-        /// Defaults to KB_PATH.
+        /// The KB directory (holding manifest.json); defaults to KB_PATH.
         path: Option<std::path::PathBuf>,
     },
     /// Load a KB (directory, https:// or s3:// .tar.gz bundle) into the database; no-op when unchanged.
     Load {
-        /// Defaults to KB_PATH.
+        /// A KB directory, or an https:// or s3:// URL of a .tar.gz bundle; defaults to KB_PATH.
         path: Option<String>,
     },
     /// Counts per framework and relationship type of the loaded KB.
-    Stats,
+    Stats {
+        /// Print one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Rewrite manifest.json from the files (checksums, sizes, counts) after editing data.
+    /// Reads no variable but KB_PATH.
     Manifest {
+        /// The KB directory to rewrite the manifest of; defaults to KB_PATH.
         path: Option<std::path::PathBuf>,
         /// Set a new kb_version.
         #[arg(long)]
@@ -104,80 +132,116 @@ enum KbCommand {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate the environment and print the effective configuration, secrets redacted.
+    #[command(after_help = CONFIG_HELP)]
     Check,
 }
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Create a key and print it once (only its hash is stored).
+    /// Create a key and print it once on stdout (only its hash is stored).
     Create {
-        #[arg(long)]
-        name: String,
+        /// A label, 1-100 characters, unique among active keys.
+        #[arg(long, value_parser = parse_key_name)]
+        name: KeyName,
+        /// `admin` may manage keys; `user` may use the API.
         #[arg(long, value_parser = ["admin", "user"])]
         scope: String,
     },
-    /// List keys.
-    List,
-    /// Revoke a key by id.
-    Revoke { id: uuid::Uuid },
+    /// List keys, revoked ones included.
+    List {
+        /// Print JSON (an array of keys) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key; effective at once on every replica.
+    Revoke {
+        /// The key's id, or the prefix `keys list` shows (co_…).
+        #[arg(value_parser = parse_key_ref)]
+        key: KeyRef,
+    },
 }
+
+fn parse_key_name(raw: &str) -> Result<KeyName, String> {
+    KeyName::parse(raw)
+}
+
+/// How `keys revoke` names a key.
+#[derive(Clone, Debug)]
+enum KeyRef {
+    Id(uuid::Uuid),
+    Prefix(String),
+}
+
+fn parse_key_ref(raw: &str) -> Result<KeyRef, String> {
+    if let Ok(id) = raw.parse() {
+        return Ok(KeyRef::Id(id));
+    }
+    if raw.starts_with(keys::KEY_PREFIX) && raw.len() > keys::KEY_PREFIX.len() {
+        return Ok(KeyRef::Prefix(raw.to_string()));
+    }
+    Err("expected a key id (a UUID) or the prefix `keys list` shows (co_…)".into())
+}
+
+/// A mistake in how a command was called that only shows once it runs: exit 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
 
 pub fn main() -> ExitCode {
     crate::ensure_crypto_provider();
+    // Usage errors and --help are clap's: exit 2 and 0.
     let cli = Cli::parse();
     if cli.version {
         println!("cloud-optimizer {}", crate::version());
         return ExitCode::SUCCESS;
     }
     let env = Env::from_process();
+    let command = cli.command.unwrap_or(Command::Serve);
+    // KB files only: no database, and no variable but KB_PATH (a bad PORT must not stop them).
+    match &command {
+        Command::Kb {
+            command: KbCommand::Verify { path },
+        } => {
+            let path = path
+                .clone()
+                .unwrap_or_else(|| crate::config::kb_path(&env).into());
+            return kb_verify(&path);
+        }
+        Command::Kb {
+            command: KbCommand::Manifest { path, kb_version },
+        } => {
+            let path = path
+                .clone()
+                .unwrap_or_else(|| crate::config::kb_path(&env).into());
+            return finish(kb_manifest(&path, kb_version.as_deref()));
+        }
+        _ => {}
+    }
     let config = match Config::from_env(&env) {
         Ok(config) => config,
-        Err(err) => {
-            eprintln!("{err}");
-            return ExitCode::from(2);
-        }
+        Err(err) => return finish(Err(err.into())),
     };
+    if matches!(
+        command,
+        Command::Serve
+            | Command::Config {
+                command: ConfigCommand::Check
+            }
+    ) && let Err(err) = config.check_kb_path_exists()
+    {
+        return finish(Err(err.into()));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(err) => {
-            eprintln!("cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
+            return finish(Err(
+                anyhow::Error::new(err).context("cannot start the async runtime")
+            ));
         }
     };
-    let command = cli.command.unwrap_or(Command::Serve);
-    // Commands that need no configuration or database.
-    match &command {
-        Command::Kb {
-            command: KbCommand::Verify { path },
-        } => {
-            let path = path.clone().unwrap_or_else(|| config.kb_path.clone());
-            return kb_verify(&path);
-        }
-        Command::Kb {
-            command: KbCommand::Manifest { path, kb_version },
-        } => {
-            let path = path.clone().unwrap_or_else(|| config.kb_path.clone());
-            return match crate::kb::model::write_manifest(&path, kb_version.as_deref()) {
-                Ok(m) => {
-                    println!(
-                        "wrote {} ({} files, kb_version {})",
-                        path.join("manifest.json").display(),
-                        m.files.len(),
-                        m.kb_version
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(err) => {
-                    eprintln!("error: {err:#}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
-        _ => {}
-    }
     let result = runtime.block_on(async move {
         match command {
             Command::Serve => serve(config).await,
@@ -194,14 +258,41 @@ pub fn main() -> ExitCode {
             Command::Usage { command } => usage_command(config, command).await,
         }
     });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "exiting");
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
+    finish(result)
+}
+
+/// Prints a failure once (stderr, whole cause chain) and picks the exit code.
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    let Err(err) = result else {
+        return ExitCode::SUCCESS;
+    };
+    let usage = err
+        .chain()
+        .any(|cause| cause.is::<UsageError>() || cause.is::<ConfigError>());
+    if err.is::<ConfigError>() {
+        // Already one line naming the variable.
+        eprintln!("{err}");
+    } else {
+        eprintln!("error: {}", error_chain(&err));
     }
+    ExitCode::from(if usage { 2 } else { 1 })
+}
+
+/// The cause chain joined by ": ", skipping a cause whose text its context already quotes
+/// (`cannot parse x: bad at line 3` followed by `bad at line 3`).
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if part.is_empty() || text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -247,13 +338,14 @@ async fn healthcheck(config: &Config, timeout: u64) -> anyhow::Result<()> {
         std::net::SocketAddr::new(host, config.port)
     );
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(timeout.max(1)))
+        .timeout(Duration::from_secs(timeout))
         .build()?;
+    // The error's sources carry the root cause ("Connection refused", "operation timed out").
     let response = client
         .get(&url)
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+        .context("the server did not answer")?;
     if response.status().is_success() {
         Ok(())
     } else {
@@ -261,15 +353,41 @@ async fn healthcheck(config: &Config, timeout: u64) -> anyhow::Result<()> {
     }
 }
 
-async fn keys_command(config: Config, command: KeysCommand) -> anyhow::Result<()> {
+/// For commands that only read: no migrations (they are `migrate`'s and `serve`'s job, and a
+/// reader must not change the schema under running replicas), but a clear word when there is
+/// no schema yet.
+async fn connect_read_only(config: &Config) -> anyhow::Result<sqlx::PgPool> {
+    let pool = db::connect(&config.database).await?;
+    let migrated =
+        sqlx::query_scalar!(r#"SELECT to_regclass('_sqlx_migrations') IS NOT NULL AS "migrated!""#)
+            .fetch_one(&pool)
+            .await?;
+    if !migrated {
+        anyhow::bail!(
+            "the database at {} has no schema yet: run `cloud-optimizer migrate` (or start the server) first",
+            config.database.display
+        );
+    }
+    Ok(pool)
+}
+
+/// For commands that write: the schema they write into must be there.
+async fn connect_and_migrate(config: &Config) -> anyhow::Result<sqlx::PgPool> {
     let pool = db::connect(&config.database).await?;
     db::migrate(&pool).await?;
+    Ok(pool)
+}
+
+fn format_time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+async fn keys_command(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create { name, scope } => {
-            let name = KeyName::parse(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
-            let scope: Scope = scope
-                .parse()
-                .map_err(|e: String| anyhow::anyhow!("--scope: {e}"))?;
+            let pool = connect_and_migrate(&config).await?;
+            let scope: Scope = scope.parse().map_err(UsageError)?;
             let created = keys::create(&pool, &name, scope).await?;
             eprintln!(
                 "Created {} key {:?} (id {}). It is shown once; store it now:",
@@ -279,32 +397,66 @@ async fn keys_command(config: Config, command: KeysCommand) -> anyhow::Result<()
             );
             println!("{}", created.key);
         }
-        KeysCommand::List => {
+        KeysCommand::List { json } => {
+            let pool = connect_read_only(&config).await?;
             let list = keys::list(&pool).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
             println!(
-                "{:<36}  {:<6}  {:<10}  {:<20}  {:<20}  NAME",
-                "ID", "SCOPE", "PREFIX", "LAST USED", "REVOKED"
+                "{:<36}  {:<10}  {:<6}  {:<19}  {:<19}  NAME",
+                "ID", "PREFIX", "SCOPE", "LAST USED", "REVOKED"
             );
             for key in list {
-                let fmt = |t: Option<chrono::DateTime<chrono::Utc>>| {
-                    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                        .unwrap_or_else(|| "-".into())
-                };
                 println!(
-                    "{:<36}  {:<6}  {:<10}  {:<20}  {:<20}  {}",
+                    "{:<36}  {:<10}  {:<6}  {:<19}  {:<19}  {}",
                     key.id,
-                    key.scope.as_str(),
                     key.prefix,
-                    fmt(key.last_used_at),
-                    fmt(key.revoked_at),
+                    key.scope.as_str(),
+                    format_time(key.last_used_at),
+                    format_time(key.revoked_at),
                     key.name
                 );
             }
         }
-        KeysCommand::Revoke { id } => match keys::revoke(&pool, id).await? {
-            Some(_) => eprintln!("Revoked key {id}."),
-            None => anyhow::bail!("no API key with id {id}"),
-        },
+        KeysCommand::Revoke { key } => {
+            let pool = connect_and_migrate(&config).await?;
+            let id = match &key {
+                KeyRef::Id(id) => *id,
+                KeyRef::Prefix(prefix) => {
+                    let ids = keys::ids_with_prefix(&pool, prefix).await?;
+                    match ids.as_slice() {
+                        [] => anyhow::bail!("no API key with prefix {prefix}"),
+                        [id] => *id,
+                        many => anyhow::bail!(
+                            "{} keys share the prefix {prefix}; revoke one by id: {}",
+                            many.len(),
+                            many.iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    }
+                }
+            };
+            match keys::revoke(&pool, id).await? {
+                keys::Revocation::Revoked(info) => {
+                    eprintln!(
+                        "Revoked key {} ({:?}, {}).",
+                        info.id, info.name, info.prefix
+                    )
+                }
+                keys::Revocation::AlreadyRevoked(info) => eprintln!(
+                    "Key {} ({:?}, {}) was already revoked at {}.",
+                    info.id,
+                    info.name,
+                    info.prefix,
+                    format_time(info.revoked_at)
+                ),
+                keys::Revocation::NotFound => anyhow::bail!("no API key with id {id}"),
+            }
+        }
     }
     Ok(())
 }
@@ -335,13 +487,92 @@ fn kb_verify(path: &std::path::Path) -> ExitCode {
     }
 }
 
+fn kb_manifest(path: &std::path::Path, kb_version: Option<&str>) -> anyhow::Result<()> {
+    let manifest = crate::kb::model::write_manifest(path, kb_version)?;
+    println!(
+        "wrote {} ({} files, kb_version {})",
+        path.join("manifest.json").display(),
+        manifest.files.len(),
+        manifest.kb_version
+    );
+    Ok(())
+}
+
+/// What `kb stats --json` prints.
+#[derive(Serialize)]
+struct KbStats {
+    kb_version: String,
+    source: String,
+    loaded_at: chrono::DateTime<chrono::Utc>,
+    /// Controls per framework and kind.
+    controls: Vec<ControlCount>,
+    checks: i64,
+    remediations: i64,
+    services: i64,
+    /// Relationships per type.
+    relationships: std::collections::BTreeMap<String, i64>,
+}
+
+#[derive(Serialize)]
+struct ControlCount {
+    framework: String,
+    kind: String,
+    count: i64,
+}
+
+async fn kb_stats(pool: &sqlx::PgPool) -> anyhow::Result<KbStats> {
+    let version =
+        sqlx::query!("SELECT id, kb_version, source, loaded_at FROM kb_versions WHERE active")
+            .fetch_optional(pool)
+            .await?;
+    let Some(version) = version else {
+        anyhow::bail!("no knowledge base is loaded; run `cloud-optimizer kb load`");
+    };
+    let controls = sqlx::query_as!(
+        ControlCount,
+        r#"SELECT framework, kind, count(*) AS "count!" FROM kb_controls WHERE version_id = $1
+           GROUP BY 1, 2 ORDER BY 1, 2"#,
+        version.id
+    )
+    .fetch_all(pool)
+    .await?;
+    let totals = sqlx::query!(
+        r#"SELECT (SELECT count(*) FROM kb_checks WHERE version_id = $1) AS "checks!",
+                  (SELECT count(*) FROM kb_remediations WHERE version_id = $1) AS "remediations!",
+                  (SELECT count(*) FROM kb_services WHERE version_id = $1) AS "services!""#,
+        version.id
+    )
+    .fetch_one(pool)
+    .await?;
+    let relationships = sqlx::query!(
+        r#"SELECT type AS "kind!", count(*) AS "count!" FROM kb_relationships WHERE version_id = $1
+           GROUP BY 1 ORDER BY 1"#,
+        version.id
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|row| (row.kind, row.count))
+    .collect();
+    Ok(KbStats {
+        kb_version: version.kb_version,
+        source: version.source,
+        loaded_at: version.loaded_at,
+        controls,
+        checks: totals.checks,
+        remediations: totals.remediations,
+        services: totals.services,
+        relationships,
+    })
+}
+
 async fn kb_command(config: Config, command: KbCommand) -> anyhow::Result<()> {
-    let pool = db::connect(&config.database).await?;
-    db::migrate(&pool).await?;
     match command {
         KbCommand::Load { path } => {
+            let pool = connect_and_migrate(&config).await?;
             let raw = path.unwrap_or_else(|| config.kb_path.display().to_string());
-            let source = crate::kb::source::Source::parse(&raw)?;
+            let source =
+                crate::kb::source::Source::parse(&raw).map_err(|e| UsageError(format!("{e:#}")))?;
             let materialized = crate::kb::source::materialize(&source).await?;
             match crate::kb::load::load_dir(&pool, &materialized.dir, &source.describe()).await? {
                 crate::kb::load::Outcome::Unchanged { kb_version } => {
@@ -358,77 +589,66 @@ async fn kb_command(config: Config, command: KbCommand) -> anyhow::Result<()> {
                 ),
             }
         }
-        KbCommand::Stats => {
-            let version: Option<(String, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
-                "SELECT kb_version, source, loaded_at FROM kb_versions WHERE active",
-            )
-            .fetch_optional(&pool)
-            .await?;
-            let Some((kb_version, source, loaded_at)) = version else {
-                anyhow::bail!("no knowledge base is loaded; run `cloud-optimizer kb load`");
-            };
-            println!("kb_version {kb_version} from {source}, loaded {loaded_at}");
-            let rows: Vec<(String, String, i64)> = sqlx::query_as(
-                "SELECT framework, kind, count(*) FROM kb_controls WHERE version_id = (SELECT id FROM kb_versions WHERE active)
-                 GROUP BY 1, 2 ORDER BY 1, 2",
-            )
-            .fetch_all(&pool)
-            .await?;
-            println!("\n{:<28} {:<30} {:>6}", "FRAMEWORK", "KIND", "COUNT");
-            for (framework, kind, n) in rows {
-                println!("{framework:<28} {kind:<30} {n:>6}");
+        KbCommand::Stats { json } => {
+            let pool = connect_read_only(&config).await?;
+            let stats = kb_stats(&pool).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&stats)?);
+                return Ok(());
             }
-            let rows: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT 'checks', count(*) FROM kb_checks WHERE version_id = (SELECT id FROM kb_versions WHERE active)
-                 UNION ALL SELECT 'remediations', count(*) FROM kb_remediations WHERE version_id = (SELECT id FROM kb_versions WHERE active)
-                 UNION ALL SELECT 'aws services', count(*) FROM kb_services WHERE version_id = (SELECT id FROM kb_versions WHERE active)",
-            )
-            .fetch_all(&pool)
-            .await?;
+            println!(
+                "kb_version {} from {}, loaded {}",
+                stats.kb_version, stats.source, stats.loaded_at
+            );
+            println!("\n{:<28} {:<30} {:>6}", "FRAMEWORK", "KIND", "COUNT");
+            for row in &stats.controls {
+                println!("{:<28} {:<30} {:>6}", row.framework, row.kind, row.count);
+            }
             println!();
-            for (what, n) in rows {
+            for (what, n) in [
+                ("checks", stats.checks),
+                ("remediations", stats.remediations),
+                ("aws services", stats.services),
+            ] {
                 println!("{what:<59} {n:>6}");
             }
-            let rows: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT type, count(*) FROM kb_relationships WHERE version_id = (SELECT id FROM kb_versions WHERE active)
-                 GROUP BY 1 ORDER BY 1",
-            )
-            .fetch_all(&pool)
-            .await?;
             println!("\n{:<59} {:>6}", "RELATIONSHIP", "COUNT");
-            for (kind, n) in rows {
+            for (kind, n) in &stats.relationships {
                 println!("{kind:<59} {n:>6}");
             }
         }
         KbCommand::Verify { .. } | KbCommand::Manifest { .. } => {
-            unreachable!("handled before the runtime starts")
+            unreachable!("handled before the configuration is read")
         }
     }
     Ok(())
 }
 
 /// One line of `usage report`: what was recorded in an hour and which reports it went into.
+#[derive(Serialize)]
 struct LedgerRow {
     hour: chrono::DateTime<chrono::Utc>,
     dimension: String,
     events: i64,
     refunded: i64,
     reported: i64,
+    /// The reports these events went into, as `status MM-DD HH:00`.
     reports: Option<String>,
 }
 
 async fn usage_command(config: Config, command: UsageCommand) -> anyhow::Result<()> {
-    let pool = db::connect(&config.database).await?;
-    db::migrate(&pool).await?;
     match command {
         UsageCommand::Flush {
             include_current_hour,
         } => {
             if !config.marketplace.enabled {
-                anyhow::bail!(
+                return Err(UsageError(
                     "MARKETPLACE_ENABLED is false: usage is recorded locally and never sent to AWS"
-                );
+                        .into(),
+                )
+                .into());
             }
+            let pool = connect_and_migrate(&config).await?;
             let unblocked = crate::marketplace::reporter::unblock_all(&pool).await?;
             if unblocked > 0 {
                 eprintln!("cleared {unblocked} reporting stop(s) caused by permanent errors");
@@ -465,7 +685,8 @@ async fn usage_command(config: Config, command: UsageCommand) -> anyhow::Result<
                 );
             }
         }
-        UsageCommand::Report { hours } => {
+        UsageCommand::Report { hours, json } => {
+            let pool = connect_read_only(&config).await?;
             let now = crate::marketplace::Clock::from_process_env()?.now();
             let since = now - chrono::Duration::hours(hours);
             let rows = sqlx::query_as!(
@@ -482,6 +703,10 @@ async fn usage_command(config: Config, command: UsageCommand) -> anyhow::Result<
             )
             .fetch_all(&pool)
             .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
             println!(
                 "{:<17} {:<17} {:>7} {:>9} {:>9}  REPORTED IN",
                 "HOUR (UTC)", "DIMENSION", "EVENTS", "REFUNDED", "REPORTED"
@@ -500,4 +725,49 @@ async fn usage_command(config: Config, command: UsageCommand) -> anyhow::Result<
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(command: &clap::Command, path: &str) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                assert!(arg.get_help().is_some(), "{path} {id} has no help");
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_name() == "help" {
+                    continue;
+                }
+                assert!(
+                    sub.get_about().is_some(),
+                    "{path} {} has no help",
+                    sub.get_name()
+                );
+                walk(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        walk(&cli, "cloud-optimizer");
+    }
+
+    #[test]
+    fn an_error_chain_does_not_repeat_what_its_context_quotes() {
+        let err = anyhow::anyhow!("bad token at line 948")
+            .context("kb.json: bad token at line 948")
+            .context("cannot load the KB");
+        assert_eq!(
+            error_chain(&err),
+            "cannot load the KB: kb.json: bad token at line 948"
+        );
+    }
 }

@@ -236,12 +236,7 @@ impl Config {
             return Err(invalid("METRICS_PORT", "must differ from PORT"));
         }
         let log_level = env.string("LOG_LEVEL", "info");
-        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
-            return Err(invalid(
-                "LOG_LEVEL",
-                format!("{log_level:?} is not a level (error, warn, info, debug, trace) or filter"),
-            ));
-        }
+        check_log_level(&log_level)?;
         let log_format = match env.string("LOG_FORMAT", "json").to_lowercase().as_str() {
             "json" => LogFormat::Json,
             "pretty" | "text" => LogFormat::Pretty,
@@ -361,15 +356,21 @@ impl Config {
         }
         let otel_endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(str::to_string);
         if let Some(endpoint) = &otel_endpoint {
-            url::Url::parse(endpoint).map_err(|e| {
-                invalid(
+            // `collector:4318` parses as a URL whose scheme is "collector": only http(s) can work.
+            let scheme = url::Url::parse(endpoint).map(|u| u.scheme().to_string());
+            if !matches!(scheme.as_deref(), Ok("http" | "https")) {
+                return Err(invalid(
                     "OTEL_EXPORTER_OTLP_ENDPOINT",
-                    format!("not a URL ({e}), e.g. http://collector:4318"),
-                )
-            })?;
+                    format!(
+                        "{endpoint:?} is not an http:// or https:// URL, e.g. http://collector:4318"
+                    ),
+                ));
+            }
         }
         let otel_service_name = env.string("OTEL_SERVICE_NAME", "cloud-optimizer");
-        let kb_path = PathBuf::from(env.string("KB_PATH", "data/compliance"));
+        let kb_path = kb_path(env);
+        check_kb_url(&kb_path)?;
+        let kb_path = PathBuf::from(kb_path);
         let kb_refresh_interval = match env.get("KB_REFRESH_INTERVAL") {
             None => None,
             Some(_) => Some(env.seconds("KB_REFRESH_INTERVAL", 0, 60)?),
@@ -455,6 +456,68 @@ impl Config {
             "TRIAL_DAYS": self.marketplace.trial_days,
         })
     }
+}
+
+/// Where the KB comes from (`KB_PATH`): read on its own by `kb verify` and `kb manifest`, which
+/// need no other variable.
+pub fn kb_path(env: &Env) -> String {
+    env.string("KB_PATH", DEFAULT_KB_PATH)
+}
+
+pub const DEFAULT_KB_PATH: &str = "data/compliance";
+
+/// A bundle URL can only be checked for its scheme before it is fetched.
+fn check_kb_url(raw: &str) -> Result<(), ConfigError> {
+    if let Some((scheme, _)) = raw.split_once("://")
+        && !matches!(scheme, "https" | "http" | "s3")
+    {
+        return Err(invalid(
+            "KB_PATH",
+            format!("{raw:?}: a bundle URL must be https://, http:// or s3://"),
+        ));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// What only the commands that use the KB check (`serve`, `config check`): a local
+    /// `KB_PATH` must be an existing directory, or a typo surfaces much later as a failed KB
+    /// load in `/health`. Other commands (`keys`, `usage`, …) run from any directory.
+    pub fn check_kb_path_exists(&self) -> Result<(), ConfigError> {
+        let raw = self.kb_path.display().to_string();
+        if !raw.contains("://") && !self.kb_path.is_dir() {
+            return Err(invalid(
+                "KB_PATH",
+                format!("{raw:?} is not an existing directory"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `EnvFilter` accepts any bare word as a target name, so `LOG_LEVEL=verbose` would silently
+/// mean "only events whose target is `verbose`", and the server would log nothing. A directive
+/// without `=` must therefore be a level.
+fn check_log_level(raw: &str) -> Result<(), ConfigError> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let problem = || {
+        invalid(
+            "LOG_LEVEL",
+            format!(
+                "{raw:?} is not a level (error, warn, info, debug, trace, off) or a filter such as info,sqlx=warn"
+            ),
+        )
+    };
+    for directive in raw.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare_word = !directive.contains(['=', '[', ':']);
+        if bare_word && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            return Err(problem());
+        }
+    }
+    if tracing_subscriber::EnvFilter::try_new(raw).is_err() {
+        return Err(problem());
+    }
+    Ok(())
 }
 
 fn database_config(env: &Env) -> Result<DatabaseConfig, ConfigError> {
@@ -659,6 +722,47 @@ mod tests {
             "postgres://postgres@db.internal:6543/cloud_optimizer"
         );
         assert_eq!(config.database.options.get_port(), 6543);
+    }
+
+    #[test]
+    fn log_levels_and_filters_are_accepted_but_not_bare_words() {
+        for ok in [
+            "info",
+            "WARN",
+            "off",
+            "info,sqlx=warn",
+            "cloud_optimizer=debug",
+        ] {
+            assert!(Config::from_env(&env(&[("LOG_LEVEL", ok)])).is_ok(), "{ok}");
+        }
+        for bad in ["verbose", "info,loud"] {
+            let err = Config::from_env(&env(&[("LOG_LEVEL", bad)])).unwrap_err();
+            assert_eq!(err.var, "LOG_LEVEL", "{bad}");
+        }
+    }
+
+    #[test]
+    fn otlp_endpoint_needs_an_http_scheme() {
+        let err = Config::from_env(&env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")]))
+            .unwrap_err();
+        assert_eq!(err.var, "OTEL_EXPORTER_OTLP_ENDPOINT");
+        assert!(
+            Config::from_env(&env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318")])).is_ok()
+        );
+    }
+
+    #[test]
+    fn kb_path_must_exist_locally_and_urls_need_a_known_scheme() {
+        let config = Config::from_env(&env(&[("KB_PATH", "/no/such/kb")])).unwrap();
+        assert_eq!(config.check_kb_path_exists().unwrap_err().var, "KB_PATH");
+        let shipped = Config::from_env(&env(&[])).unwrap();
+        assert!(shipped.check_kb_path_exists().is_ok());
+        let err = Config::from_env(&env(&[("KB_PATH", "ftp://x/kb.tar.gz")])).unwrap_err();
+        assert_eq!(err.var, "KB_PATH");
+        for ok in ["s3://bucket/kb.tar.gz", "https://example.com/kb.tar.gz"] {
+            let config = Config::from_env(&env(&[("KB_PATH", ok)])).unwrap();
+            assert!(config.check_kb_path_exists().is_ok(), "{ok}");
+        }
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! PostgreSQL: the pool, start-up retries, the version floor and embedded migrations.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use sqlx::PgPool;
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::config::DatabaseConfig;
 
@@ -16,46 +18,72 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Connects, retrying with capped exponential backoff until the configured deadline: under
 /// compose or ECS the database may still be starting when we are.
+///
+/// Each attempt opens one plain connection first: the pool retries a refused connection on its
+/// own and then reports only "pool timed out", while this keeps the root cause ("connection
+/// refused", "password authentication failed", …) for the error and the log.
 pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
     let started = Instant::now();
-    let mut delay = Duration::from_millis(100);
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let result = PgPoolOptions::new()
-            .max_connections(config.max_connections)
-            .min_connections(0)
-            .acquire_timeout(Duration::from_secs(5))
-            .idle_timeout(Duration::from_secs(300))
-            .connect_with(config.options.clone())
-            .await;
-        match result {
-            Ok(pool) => {
-                check_server_version(&pool).await?;
-                return Ok(pool);
-            }
-            Err(err) => {
-                let elapsed = started.elapsed();
-                if elapsed + delay > config.connect_deadline || !is_transient(&err) {
-                    return Err(anyhow::Error::new(err).context(format!(
-                        "cannot connect to PostgreSQL at {} after {attempt} attempt(s) in {:.1}s",
-                        config.display,
-                        elapsed.as_secs_f64()
-                    )));
-                }
-                tracing::warn!(
-                    attempt,
-                    retry_in_ms = delay.as_millis() as u64,
-                    error = %err,
-                    target = %config.display,
-                    "database not reachable yet; retrying"
-                );
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
+    let attempts = AtomicU32::new(0);
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times();
+    let probed = (|| async {
+        attempts.fetch_add(1, Ordering::Relaxed);
+        probe(config).await
+    })
+    .retry(backoff)
+    .sleep(tokio::time::sleep)
+    .when(is_transient)
+    // Wall-clock bound: an attempt itself may take up to CONNECT_TIMEOUT.
+    .adjust(|_, delay| delay.filter(|d| started.elapsed() + *d <= config.connect_deadline))
+    .notify(|err, delay| {
+        tracing::warn!(
+            attempt = attempts.load(Ordering::Relaxed),
+            retry_in_ms = delay.as_millis() as u64,
+            error = %err,
+            target = %config.display,
+            "database not reachable yet; retrying"
+        );
+    })
+    .await;
+    if let Err(err) = probed {
+        return Err(anyhow::Error::new(err).context(format!(
+            "cannot connect to PostgreSQL at {} after {} attempt(s) in {:.1}s",
+            config.display,
+            attempts.load(Ordering::Relaxed),
+            started.elapsed().as_secs_f64()
+        )));
     }
+    let pool = PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .idle_timeout(Duration::from_secs(300))
+        .connect_with(config.options.clone())
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL at {}", config.display))?;
+    check_server_version(&pool).await?;
+    Ok(pool)
 }
+
+/// One connection, opened and closed, bounded in time like a pool acquire.
+async fn probe(config: &DatabaseConfig) -> Result<(), sqlx::Error> {
+    let connect = PgConnection::connect_with(&config.options);
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| {
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+            ))
+        })??;
+    connection.close().await
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Authentication and "database does not exist" errors will not fix themselves by waiting…
 /// except that a starting PostgreSQL container reports "the database system is starting up".
@@ -116,7 +144,14 @@ pub async fn follow(
     follower: &impl Follower,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut delay = Duration::from_millis(200);
+    let backoff = || {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(10))
+            .without_max_times()
+            .build()
+    };
+    let mut delays = backoff();
     loop {
         let connected = async {
             let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
@@ -125,7 +160,7 @@ pub async fn follow(
         };
         match connected.await {
             Ok(mut listener) => {
-                delay = Duration::from_millis(200);
+                delays = backoff();
                 follower.connected(true).await;
                 loop {
                     tokio::select! {
@@ -145,10 +180,10 @@ pub async fn follow(
             }
         }
         follower.connected(false).await;
+        let delay = delays.next().unwrap_or(Duration::from_secs(10));
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }

@@ -1,5 +1,6 @@
 //! Logs (JSON or pretty), OpenTelemetry traces over OTLP/HTTP, and the Prometheus recorder.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use anyhow::Context;
@@ -30,7 +31,10 @@ impl Drop for TelemetryGuard {
 
 /// Installs the global subscriber. Called once by `main`; tests use [`init_for_tests`].
 pub fn init(config: &Config) -> anyhow::Result<TelemetryGuard> {
-    let filter = EnvFilter::try_new(&config.log_level).context("LOG_LEVEL")?;
+    // PostgreSQL notices arrive at INFO (e.g. `relation "_sqlx_migrations" already exists,
+    // skipping` on every start): noise unless they warn. A LOG_LEVEL naming the target wins.
+    let filter = EnvFilter::try_new(format!("sqlx::postgres::notice=warn,{}", config.log_level))
+        .context("LOG_LEVEL")?;
     let fmt_layer = match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
@@ -39,7 +43,11 @@ pub fn init(config: &Config) -> anyhow::Result<TelemetryGuard> {
             .with_span_list(false)
             .with_target(true)
             .boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().compact().boxed(),
+        // Colour codes only for a terminal: piped into a file or a log collector they are noise.
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .compact()
+            .with_ansi(std::io::stdout().is_terminal())
+            .boxed(),
     };
 
     let (otel_layer, provider) = match &config.otel_endpoint {
@@ -111,9 +119,66 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .expect("static buckets are valid")
                 .build_recorder();
             let handle = recorder.handle();
-            // In tests another recorder may exist already; the handle still renders ours.
+            // Described on our recorder itself: in tests another global recorder may exist
+            // already, and the handle still renders ours, with its `# HELP` lines.
+            metrics::with_local_recorder(&recorder, describe_metrics);
             let _ = metrics::set_global_recorder(recorder);
             handle
         })
         .clone()
+}
+
+/// `# HELP` (and the unit) of every metric we define, so `/metrics` explains itself. Described
+/// once with the recorder; a metric described here appears as soon as it is first recorded.
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests answered, by method, route template and status"
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an HTTP request, by method, route template and status"
+    );
+    describe_counter!(
+        "http_rate_limited_total",
+        "Requests refused with 429, by the budget that refused them (key or ip)"
+    );
+    describe_gauge!(
+        "db_pool_connections",
+        "PostgreSQL pool connections by state (idle, active)"
+    );
+    describe_gauge!(
+        "db_pool_max_connections",
+        "Largest size of the PostgreSQL pool (DATABASE_MAX_CONNECTIONS)"
+    );
+    describe_gauge!(
+        "redis_up",
+        "1 while Redis answers, 0 while limits use the in-process fallback"
+    );
+    describe_gauge!(
+        "cloud_optimizer_active_trials",
+        "1 while this deployment runs under trial limits"
+    );
+    describe_gauge!(
+        "cloud_optimizer_license_status",
+        "1 for the current license status, 0 for the others"
+    );
+    describe_counter!(
+        "cloud_optimizer_usage_events_total",
+        "Billable actions recorded in the usage ledger, by dimension"
+    );
+    describe_counter!(
+        "cloud_optimizer_usage_reports_total",
+        "Usage reports sent to AWS Marketplace, by dimension and outcome"
+    );
+    describe_gauge!(
+        "cloud_optimizer_usage_pending_events",
+        "Usage events not yet confirmed by AWS, by dimension"
+    );
+    describe_gauge!(
+        "cloud_optimizer_usage_unconfirmed_units",
+        "Units AWS may have billed that nobody can confirm (never resent), by dimension"
+    );
 }

@@ -1,19 +1,32 @@
 # Sourced by scripts that need PostgreSQL and Redis (scripts/test, scripts/sqlx-prepare).
-# Uses whatever already answers at TEST_DATABASE_URL / TEST_REDIS_URL; on a Debian-like machine
-# (root or sudo, apt-get) it installs and starts local servers when nothing answers; elsewhere it
-# says exactly what to start.
+# Uses whatever already answers at TEST_DATABASE_URL / TEST_REDIS_URL (any OS, any way it was
+# started). When nothing answers on a local address it starts the installed servers (Debian's
+# pg_ctlcluster, redis-server), installing them first only when they are missing and apt-get can
+# be used (root or sudo); otherwise it prints the one-line `docker run` that starts each.
 
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 
-_url_host() { python3 -c 'import sys,urllib.parse as u; p=u.urlparse(sys.argv[1]); print(p.hostname or "127.0.0.1")' "$1"; }
-_url_port() { python3 -c 'import sys,urllib.parse as u; p=u.urlparse(sys.argv[1]); print(p.port or int(sys.argv[2]))' "$1" "$2"; }
-
-_pg_host=$(_url_host "$TEST_DATABASE_URL"); _pg_port=$(_url_port "$TEST_DATABASE_URL" 5432)
-_redis_host=$(_url_host "$TEST_REDIS_URL"); _redis_port=$(_url_port "$TEST_REDIS_URL" 6379)
+# host and port of a URL (scheme://[user[:pass]@]host[:port][/…]), in bash alone: this must
+# work on a machine that has nothing installed yet.
+_url_host_port() {
+  local rest=${1#*://}; rest=${rest%%/*}; rest=${rest##*@}
+  local host=${rest%:*} port=$2
+  [ "$host" != "$rest" ] && port=${rest##*:}
+  echo "${host:-127.0.0.1} $port"
+}
+read -r _pg_host _pg_port < <(_url_host_port "$TEST_DATABASE_URL" 5432)
+read -r _redis_host _redis_port < <(_url_host_port "$TEST_REDIS_URL" 6379)
 
 # A TCP connect is enough to tell "something answers": no client tools are needed for it.
-_answers() { python3 -c 'import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 1).close()' "$1" "$2" 2>/dev/null; }
+# (`timeout` bounds a connect to an address that drops packets; macOS has no `timeout`.)
+_answers() {
+  if command -v timeout >/dev/null; then
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$1" "$2" 2>/dev/null
+  else
+    bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$1" "$2" 2>/dev/null
+  fi
+}
 pg_up() { _answers "$_pg_host" "$_pg_port"; }
 redis_up() { _answers "$_redis_host" "$_redis_port"; }
 _as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }

@@ -96,8 +96,48 @@ impl From<KeyRow> for ApiKeyInfo {
     }
 }
 
-pub async fn create(pool: &PgPool, name: &KeyName, scope: Scope) -> sqlx::Result<CreatedApiKey> {
+/// Why a key could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// Two active keys with one name cannot be told apart in `keys list` or the logs.
+    #[error("an active API key named {0:?} exists already: revoke it or choose another name")]
+    DuplicateName(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<CreateError> for crate::error::ApiError {
+    fn from(err: CreateError) -> Self {
+        match err {
+            CreateError::DuplicateName(_) => Self::Conflict("duplicate_name", err.to_string()),
+            CreateError::Database(err) => err.into(),
+        }
+    }
+}
+
+/// Serialises key creation, so two concurrent creations with one name cannot both pass the
+/// check (a unique index could not be added: deployments may hold duplicates already).
+const CREATE_LOCK: i64 = 0x636f_6b65_7973; // "cokeys"
+
+pub async fn create(
+    pool: &PgPool,
+    name: &KeyName,
+    scope: Scope,
+) -> Result<CreatedApiKey, CreateError> {
     let key = generate_key();
+    let mut tx = pool.begin().await?;
+    sqlx::query!("SELECT pg_advisory_xact_lock($1)", CREATE_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let taken = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM api_keys WHERE name = $1 AND revoked_at IS NULL) AS "taken!""#,
+        &name.0
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if taken {
+        return Err(CreateError::DuplicateName(name.0.clone()));
+    }
     let row = sqlx::query_as!(
         KeyRow,
         "INSERT INTO api_keys (id, name, prefix, key_hash, scope) VALUES ($1, $2, $3, $4, $5)
@@ -108,8 +148,9 @@ pub async fn create(pool: &PgPool, name: &KeyName, scope: Scope) -> sqlx::Result
         &hash_key(&key)[..],
         scope.as_str(),
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(CreatedApiKey {
         info: row.into(),
         key,
@@ -156,17 +197,48 @@ pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<ApiKeyInfo>> {
     Ok(row.map(Into::into))
 }
 
-/// Revokes a key; `None` when no such key exists. Revoking twice keeps the first time.
-pub async fn revoke(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<ApiKeyInfo>> {
+/// What `revoke` did.
+pub enum Revocation {
+    Revoked(ApiKeyInfo),
+    /// Revoked before: the first revocation time is kept.
+    AlreadyRevoked(ApiKeyInfo),
+    NotFound,
+}
+
+/// Revokes a key. Revoking twice keeps the first time and says so.
+pub async fn revoke(pool: &PgPool, id: Uuid) -> sqlx::Result<Revocation> {
     let row = sqlx::query_as!(
         KeyRow,
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1
+        "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL
          RETURNING id, name, scope, prefix, created_at, last_used_at, revoked_at",
         id,
     )
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(Into::into))
+    if let Some(row) = row {
+        return Ok(Revocation::Revoked(row.into()));
+    }
+    let row = sqlx::query_as!(
+        KeyRow,
+        "SELECT id, name, scope, prefix, created_at, last_used_at, revoked_at FROM api_keys WHERE id = $1",
+        id,
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(match row {
+        Some(row) => Revocation::AlreadyRevoked(row.into()),
+        None => Revocation::NotFound,
+    })
+}
+
+/// Ids of the keys whose shown prefix (as in `keys list`, e.g. `co_AbC1dEf`) is `prefix`.
+pub async fn ids_with_prefix(pool: &PgPool, prefix: &str) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        "SELECT id FROM api_keys WHERE prefix = $1 ORDER BY created_at, id",
+        prefix
+    )
+    .fetch_all(pool)
+    .await
 }
 
 pub async fn any_active(pool: &PgPool) -> sqlx::Result<bool> {

@@ -10,7 +10,7 @@ pub mod keys;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -22,7 +22,6 @@ use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use sqlx::PgPool;
-use std::sync::RwLock;
 use subtle::ConstantTimeEq;
 
 use tokio::sync::mpsc;
@@ -48,21 +47,22 @@ pub struct AuthState {
 }
 
 const CACHE_TTL: Duration = Duration::from_secs(60);
+/// Keys validated at once per replica; beyond that the least useful are evicted (TinyLFU).
+const CACHE_ENTRIES: u64 = 10_000;
 /// `last_used_at` is written at most this often per key: a write per request would cost more
 /// than the request.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
-struct Cached {
-    principal: Principal,
-    at: Instant,
-}
-
 pub struct Authenticator {
     pool: PgPool,
     bootstrap_hash: Option<[u8; 32]>,
-    cache: RwLock<HashMap<[u8; 32], Cached>>,
+    /// Validated keys by hash, each for `CACHE_TTL` at most.
+    cache: moka::sync::Cache<[u8; 32], Principal>,
     /// True only while the revocation listener is connected.
     cache_enabled: AtomicBool,
+    /// Bumped by every flush: a lookup that started before a revocation must not cache what it
+    /// read.
+    generation: AtomicU64,
     touch_tx: mpsc::Sender<Uuid>,
     touch_rx: std::sync::Mutex<Option<mpsc::Receiver<Uuid>>>,
 }
@@ -73,8 +73,12 @@ impl Authenticator {
         Self {
             pool,
             bootstrap_hash: bootstrap_key.map(|k| keys::hash_key(k.expose_secret())),
-            cache: RwLock::new(HashMap::new()),
+            cache: moka::sync::Cache::builder()
+                .max_capacity(CACHE_ENTRIES)
+                .time_to_live(CACHE_TTL)
+                .build(),
             cache_enabled: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
             touch_tx,
             touch_rx: std::sync::Mutex::new(Some(touch_rx)),
         }
@@ -96,11 +100,8 @@ impl Authenticator {
                 scope: Scope::Admin,
             });
         }
-        if self.cache_enabled.load(Ordering::Acquire)
-            && let Some(hit) = self.cache.read().expect("key cache lock").get(hash)
-            && hit.at.elapsed() < CACHE_TTL
-        {
-            return Some(hit.principal.clone());
+        if self.cache_enabled.load(Ordering::Acquire) {
+            return self.cache.get(hash);
         }
         None
     }
@@ -114,6 +115,7 @@ impl Authenticator {
     }
 
     async fn look_up(&self, hash: [u8; 32]) -> Result<Principal, ApiError> {
+        let generation = self.generation.load(Ordering::Acquire);
         match keys::lookup(&self.pool, &hash).await? {
             keys::Lookup::Active { id, name, scope } => {
                 let principal = Principal {
@@ -121,14 +123,14 @@ impl Authenticator {
                     name,
                     scope,
                 };
-                if self.cache_enabled.load(Ordering::Acquire) {
-                    self.cache.write().expect("key cache lock").insert(
-                        hash,
-                        Cached {
-                            principal: principal.clone(),
-                            at: Instant::now(),
-                        },
-                    );
+                if self.cache_enabled.load(Ordering::Acquire)
+                    && self.generation.load(Ordering::Acquire) == generation
+                {
+                    self.cache.insert(hash, principal.clone());
+                    // A flush between the check and the insert: what we read may be revoked.
+                    if self.generation.load(Ordering::Acquire) != generation {
+                        self.cache.invalidate(&hash);
+                    }
                 }
                 // Best effort: a full queue only delays `last_used_at`.
                 let _ = self.touch_tx.try_send(id);
@@ -146,7 +148,8 @@ impl Authenticator {
     }
 
     async fn flush(&self) {
-        self.cache.write().expect("key cache lock").clear();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.cache.invalidate_all();
     }
 
     /// Keeps the cache honest: flushes it on every `api_keys_changed` notification, and turns
@@ -335,7 +338,8 @@ pub struct CreateKeyRequest {
 /// names the new key.
 #[utoipa::path(post, path = "/keys", tag = "keys", request_body = CreateKeyRequest,
     responses((status = 201, body = keys::CreatedApiKey,
-        headers(("Location" = String, description = "`/api/v1/keys/{id}` of the new key")))),
+        headers(("Location" = String, description = "`/api/v1/keys/{id}` of the new key"))),
+        (status = 409, description = "an active key has this name (`duplicate_name`)", body = crate::error::Problem)),
     security(("api_key" = [])))]
 async fn create_key(
     State(state): State<AuthState>,
@@ -428,12 +432,14 @@ async fn revoke_key(
 ) -> Result<StatusCode, ApiError> {
     let id = parse_key_id(&id)?;
     match keys::revoke(&state.db, id).await? {
-        Some(_) => {
+        keys::Revocation::Revoked(_) => {
             // This replica forgets the key before answering; the others flush on the NOTIFY.
             state.authenticator.flush().await;
             tracing::info!(key_id = %id, "api key revoked");
             Ok(StatusCode::NO_CONTENT)
         }
-        None => Err(ApiError::not_found(format!("no API key with id {id}"))),
+        // DELETE is idempotent: the key is revoked, as asked.
+        keys::Revocation::AlreadyRevoked(_) => Ok(StatusCode::NO_CONTENT),
+        keys::Revocation::NotFound => Err(ApiError::not_found(format!("no API key with id {id}"))),
     }
 }

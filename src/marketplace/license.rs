@@ -135,24 +135,32 @@ pub async fn check_with_retries(
     give_up_after: Duration,
     stop: &CancellationToken,
 ) -> Option<Check> {
+    use backon::{ExponentialBuilder, Retryable};
     let started = tokio::time::Instant::now();
-    let mut delay = Duration::from_millis(500);
-    loop {
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(60))
+        .without_max_times();
+    let checked = (|| async {
         match check_once(market).await {
-            Check::Transient(reason) if started.elapsed() + delay < give_up_after => {
-                tracing::warn!(
-                    reason,
-                    retry_in_ms = delay.as_millis() as u64,
-                    "license check failed transiently; retrying"
-                );
-                tokio::select! {
-                    () = stop.cancelled() => return None,
-                    () = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(60));
-            }
-            other => return Some(other),
+            Check::Transient(reason) => Err(reason),
+            decided => Ok(decided),
         }
+    })
+    .retry(backoff)
+    .sleep(tokio::time::sleep)
+    // Wall-clock bound: a throttled call itself takes time (the SDK's own retries).
+    .adjust(|_, delay| delay.filter(|d| started.elapsed() + *d < give_up_after))
+    .notify(|reason: &String, delay: Duration| {
+        tracing::warn!(
+            reason,
+            retry_in_ms = delay.as_millis() as u64,
+            "license check failed transiently; retrying"
+        );
+    });
+    tokio::select! {
+        () = stop.cancelled() => None,
+        checked = checked => Some(checked.unwrap_or_else(Check::Transient)),
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use aws_sdk_marketplacemetering::config::retry::RetryConfig;
 use aws_sdk_marketplacemetering::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_marketplacemetering::primitives::DateTime as AwsDateTime;
+use backon::Retryable;
 use chrono::{DateTime, Timelike, Utc};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -299,21 +300,30 @@ impl Marketplace {
         )
         .execute(&mut *conn)
         .await?;
-        let mut uncertain = maybe_sent;
-        let mut attempt = 0;
-        let answer = loop {
-            attempt += 1;
-            let answer = self.meter_usage(&report).await;
+        // Any unanswered attempt means AWS may hold the record, whatever the last one said.
+        let saw_unknown = std::sync::atomic::AtomicBool::new(false);
+        let answer = (|| async {
+            match self.meter_usage(&report).await {
+                retry @ (Answer::NotAccepted(_) | Answer::Unknown(_)) => Err(retry),
+                other => Ok(other),
+            }
+        })
+        .retry(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(400))
+                .with_max_times(ATTEMPTS as usize - 1),
+        )
+        .sleep(tokio::time::sleep)
+        .notify(|answer: &Answer, _| {
             if let Answer::Unknown(_) = answer {
-                uncertain = true;
+                saw_unknown.store(true, std::sync::atomic::Ordering::Relaxed);
             }
-            match answer {
-                Answer::NotAccepted(_) | Answer::Unknown(_) if attempt < ATTEMPTS => {
-                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-                }
-                other => break other,
-            }
-        };
+        })
+        .await
+        .unwrap_or_else(|last| last);
+        let uncertain = maybe_sent
+            || saw_unknown.load(std::sync::atomic::Ordering::Relaxed)
+            || matches!(answer, Answer::Unknown(_));
         self.settle(conn, &report, answer, uncertain, summary).await
     }
 

@@ -109,6 +109,16 @@ async fn metrics_are_served_on_their_own_port_labelled_by_route() {
         "routes with a path parameter are labelled by their template: {body}"
     );
     assert!(body.contains("db_pool_connections"), "{body}");
+    for metric in [
+        "http_requests_total",
+        "http_request_duration_seconds",
+        "db_pool_connections",
+    ] {
+        assert!(
+            body.contains(&format!("# HELP {metric} ")),
+            "{metric} explains itself: {body}"
+        );
+    }
     assert!(!body.contains(&id), "raw paths must never become labels");
     assert!(
         !body.contains("pci-dss:8.4.2"),
@@ -228,4 +238,54 @@ async fn health_follows_a_database_outage_and_its_end() {
     .await;
     assert!(back, "health must recover once the database is back");
     assert_eq!(status("/health/live").await, 200);
+}
+
+/// Every metric the code records has a `describe_*` (its `# HELP` line) in `telemetry.rs`.
+#[test]
+fn every_recorded_metric_is_described() {
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    sources(std::path::Path::new("src"), &mut files);
+    let telemetry = std::fs::read_to_string("src/telemetry.rs").unwrap();
+    let recorded = regex_lite_metric_names(&files);
+    assert!(recorded.len() >= 10, "found {recorded:?}");
+    for name in recorded {
+        assert!(
+            telemetry.contains(&format!("\"{name}\",")),
+            "metric {name} has no describe_* in telemetry.rs"
+        );
+    }
+}
+
+/// Names passed to `metrics::counter!`/`gauge!`/`histogram!` (first string literal after it).
+fn regex_lite_metric_names(files: &[std::path::PathBuf]) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for macro_name in ["counter!(", "gauge!(", "histogram!("] {
+            for (at, _) in text.match_indices(macro_name) {
+                if text[..at].ends_with("describe_") {
+                    continue;
+                }
+                let rest = &text[at + macro_name.len()..];
+                if let Some(start) = rest.find('"') {
+                    let name: String = rest[start + 1..]
+                        .chars()
+                        .take_while(|c| *c != '"')
+                        .collect();
+                    names.insert(name);
+                }
+            }
+        }
+    }
+    names
 }
