@@ -853,7 +853,8 @@ fn pathencode(s: &str) -> String {
 async fn search_ranks_by_framework_names_hierarchy_and_version() {
     let app = spawn_app().await;
     let top = |hits: &serde_json::Value, n: usize| -> Vec<String> {
-        hits.as_array()
+        hits["items"]
+            .as_array()
             .unwrap()
             .iter()
             .take(n)
