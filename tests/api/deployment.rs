@@ -151,6 +151,8 @@ fn sample_value(name: &str) -> String {
             std::fs::read_to_string("tests/fixtures/marketplace-test-key.pub.pem").unwrap()
         }
         "MIGRATE_ON_STARTUP" => "true".into(),
+        // The trial template's default.
+        "TRIAL_MODE" => "true".into(),
         "KB_PATH" => "s3://kb-bucket/compliance.tar.gz".into(),
         "KB_REFRESH_INTERVAL" => "3600".into(),
         other => panic!("give {other} a sample value in tests/api/deployment.rs"),
@@ -170,6 +172,8 @@ const REQUIRED_IN_AWS: &[&str] = &[
     "BOOTSTRAP_ADMIN_API_KEY",
     "MARKETPLACE_ENABLED",
     "MARKETPLACE_PRODUCT_CODE",
+    // Without it a successful RegisterUsage still leaves the license invalid.
+    "MARKETPLACE_PUBLIC_KEY",
     "TRIAL_MODE",
     "TRUSTED_PROXY_CIDRS",
     "KB_PATH",
@@ -227,6 +231,7 @@ fn check_template(template: &str, extra_required: &[&str], trial: bool) {
             "{where_}: the database is not the stack's"
         );
         assert!(config.marketplace.enabled, "{where_}: Marketplace is off");
+        assert!(config.marketplace.public_key_pem.is_some());
         assert_eq!(config.marketplace.trial_mode, trial, "{where_}: TRIAL_MODE");
         assert!(config.bootstrap_admin_api_key.is_some());
         assert!(!config.trusted_proxies.is_empty());
