@@ -67,6 +67,34 @@ fn env_example_documents_only_variables_the_binary_reads_and_all_of_them() {
     }
 }
 
+/// `docker run --env-file` and ECS environment files take `NAME=value` lines literally: an inline
+/// comment would become part of the value.
+#[test]
+fn env_example_is_a_plain_env_file() {
+    let text = std::fs::read_to_string(".env.example").unwrap();
+    for (number, line) in text.lines().enumerate() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!(".env.example:{}: not NAME=value", number + 1));
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'),
+            ".env.example:{}: {name:?} is not a variable name",
+            number + 1
+        );
+        assert!(
+            !value.contains('#') && !value.chars().any(char::is_whitespace),
+            ".env.example:{}: put the comment on a line of its own (env files keep it in the value)",
+            number + 1
+        );
+    }
+}
+
 /// One container's variables in a CloudFormation template: plain `Environment` values (`None`
 /// when the value is an intrinsic function such as `!Ref`) and the names fed from `Secrets`.
 #[derive(Debug)]
