@@ -283,3 +283,83 @@ fn production_template_gives_the_service_and_migration_tasks_what_the_binary_rea
     );
     check_template("cloudformation/production.yaml", &["REDIS_URL"], false);
 }
+
+/// Every `.rs` file under `dir`.
+fn rust_sources(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_sources(&path, found);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+}
+
+/// The metric names the binary records (`counter!`, `gauge!`, `histogram!` in `src/`).
+fn metrics_recorded() -> BTreeSet<String> {
+    let recorded = regex::Regex::new(r#"(?:counter|gauge|histogram)!\(\s*"([a-z_:]+)""#).unwrap();
+    let mut files = Vec::new();
+    rust_sources(std::path::Path::new("src"), &mut files);
+    files
+        .iter()
+        .flat_map(|file| {
+            let text = std::fs::read_to_string(file).unwrap();
+            recorded
+                .captures_iter(&text)
+                .map(|c| c[1].to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The Grafana dashboard and the Prometheus alert rules only query metrics the binary records
+/// (a renamed metric would leave an empty panel and an alert that can never fire).
+#[test]
+fn dashboard_and_alerts_query_only_metrics_the_binary_records() {
+    let recorded = metrics_recorded();
+    assert!(recorded.contains("http_requests_total"), "{recorded:?}");
+    let queried = regex::Regex::new(r"\b((?:http|db|redis|cloud_optimizer)_[a-z_]+)").unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("docker/grafana/dashboards/cloud-optimizer.json").unwrap(),
+    )
+    .unwrap();
+    let mut expressions: Vec<(String, String)> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|panel| {
+            let title = panel["title"].as_str().unwrap().to_string();
+            panel["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |t| (title.clone(), t["expr"].as_str().unwrap().to_string()))
+        })
+        .collect();
+    let alerts: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string("docker/prometheus/alerts.yml").unwrap())
+            .unwrap();
+    for group in alerts["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            expressions.push((
+                rule["alert"].as_str().unwrap().to_string(),
+                rule["expr"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    assert!(expressions.len() > 10);
+    for (source, expression) in &expressions {
+        for found in queried.captures_iter(expression) {
+            let name = &found[1];
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            assert!(
+                recorded.contains(base),
+                "{source} queries {name}, which the binary does not record"
+            );
+        }
+    }
+}
