@@ -17,3 +17,4 @@ mod layering;
 mod lifecycle;
 mod marketplace;
 mod ratelimit;
+mod redis_tls;
