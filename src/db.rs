@@ -109,8 +109,14 @@ async fn check_server_version(pool: &PgPool) -> anyhow::Result<()> {
 
 /// Applies pending migrations. sqlx holds a PostgreSQL advisory lock while migrating, so
 /// replicas starting together wait for each other and the schema is migrated once.
+///
+/// Migrations that this binary does not know (applied by a newer release) are ignored: rolling back
+/// to the previous image, which ECS's circuit breaker does on its own, must start against the
+/// schema the newer one left. Migrations are additive for that reason (see docs/ARCHITECTURE.md).
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator
         .run(pool)
         .await
         .context("database migration failed")?;

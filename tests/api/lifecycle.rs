@@ -47,6 +47,27 @@ async fn three_replicas_started_together_on_an_empty_database_all_become_ready()
 }
 
 #[tokio::test]
+async fn the_previous_release_starts_against_a_schema_a_newer_release_migrated() {
+    let app = spawn_app().await;
+    // As a newer image would leave it: one more migration than this binary knows.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (20991231000000, 'from a newer release', true, '\\x00', 0)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // A rollback: the older binary starts (migrating on start) and serves.
+    let rolled_back = spawn_replica(&app).await;
+    let health = rolled_back.admin_json("/api/v1/kb/frameworks").await;
+    assert!(!health["items"].as_array().unwrap().is_empty());
+    let response = reqwest::get(format!("{}/health/ready", rolled_back.address))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
 async fn sigterm_drains_then_finishes_the_in_flight_request_and_exits_zero() {
     let db = create_migrated_database().await;
     let mut env = binary_env(&db);
