@@ -79,11 +79,20 @@ impl Server {
             components.clone(),
         )
         .await?;
+        let lifecycle = Lifecycle::default();
+        let notifications = crate::notifications::NotificationsState::new(
+            pool.clone(),
+            config.notifications.clone(),
+            &config.cors_allowed_origins,
+            marketplace.clock.clone(),
+            lifecycle.stop.clone(),
+            components.clone(),
+        );
         let state = AppState::new(AppStateInner {
             config: config.clone(),
             db: pool.clone(),
             redis,
-            lifecycle: Lifecycle::default(),
+            lifecycle,
             components: components.clone(),
             auth: AuthState {
                 db: pool.clone(),
@@ -95,13 +104,14 @@ impl Server {
                 trusted_proxies: config.trusted_proxies.clone().into(),
             },
             kb: KbState {
-                db: pool,
+                db: pool.clone(),
                 source: Arc::new(config.kb_path.clone()),
                 cache: Arc::new(crate::kb::cache::KbCache::new(config.kb_cache_entries)),
                 graph: kb_graph,
                 components,
             },
             marketplace,
+            notifications,
         });
         // The first license check finishes before serving when it can; transient AWS errors keep
         // retrying in the background (status `pending`, trial limits) as AWS advises.
@@ -203,6 +213,21 @@ impl Server {
                 "metering reporter"
             });
         }
+        let notifications = self.state.notifications.clone();
+        self.tasks.spawn(async move {
+            notifications.listen().await;
+            "notification bus listener"
+        });
+        let notifications = self.state.notifications.clone();
+        self.tasks.spawn(async move {
+            notifications.prune_loop().await;
+            "notification retention"
+        });
+        let notifications = self.state.notifications.clone();
+        self.tasks.spawn(async move {
+            notifications.close_sockets(Duration::from_secs(3)).await;
+            "notification sockets"
+        });
         let key_limiter = self.state.auth.key_limiter.clone();
         let ip_limiter = self.state.ip_limit.limiter.clone();
         self.tasks.spawn(async move {

@@ -14,4 +14,5 @@ mod kb_load;
 mod layering;
 mod lifecycle;
 mod marketplace;
+mod notifications;
 mod ratelimit;
