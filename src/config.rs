@@ -473,11 +473,17 @@ impl Config {
         // Added after `json!`, whose macro recursion limit the object above has reached.
         let n = &self.notifications;
         for (name, value) in [
-            ("NOTIFICATIONS_RETENTION_HOURS", n.retention.as_secs() / 3600),
+            (
+                "NOTIFICATIONS_RETENTION_HOURS",
+                n.retention.as_secs() / 3600,
+            ),
             ("NOTIFICATIONS_MAX_CONNECTIONS", n.max_connections as u64),
             ("NOTIFICATIONS_PING_SECONDS", n.ping_interval.as_secs()),
             ("NOTIFICATIONS_QUEUE", n.queue as u64),
-            ("NOTIFICATIONS_MAX_MESSAGE_BYTES", n.max_message_bytes as u64),
+            (
+                "NOTIFICATIONS_MAX_MESSAGE_BYTES",
+                n.max_message_bytes as u64,
+            ),
         ] {
             view[name] = value.into();
         }
@@ -603,8 +609,11 @@ fn marketplace_config(env: &Env) -> Result<MarketplaceConfig, ConfigError> {
 }
 
 fn notifications_config(env: &Env) -> Result<NotificationsConfig, ConfigError> {
-    let retention_hours: u64 =
-        env.parse("NOTIFICATIONS_RETENTION_HOURS", 24, "a whole number of hours")?;
+    let retention_hours: u64 = env.parse(
+        "NOTIFICATIONS_RETENTION_HOURS",
+        24,
+        "a whole number of hours",
+    )?;
     if !(1..=24 * 90).contains(&retention_hours) {
         return Err(invalid(
             "NOTIFICATIONS_RETENTION_HOURS",
@@ -618,7 +627,10 @@ fn notifications_config(env: &Env) -> Result<NotificationsConfig, ConfigError> {
     )?;
     let queue: usize = env.parse("NOTIFICATIONS_QUEUE", 256, "a number of events")?;
     if !(1..=65_536).contains(&queue) {
-        return Err(invalid("NOTIFICATIONS_QUEUE", "must be between 1 and 65536"));
+        return Err(invalid(
+            "NOTIFICATIONS_QUEUE",
+            "must be between 1 and 65536",
+        ));
     }
     let max_message_bytes: usize =
         env.parse("NOTIFICATIONS_MAX_MESSAGE_BYTES", 4096, "a number of bytes")?;

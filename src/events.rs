@@ -88,7 +88,15 @@ mod tests {
         for ok in ["test", "kb.updated", "scan.step_done", "document.v2.ready"] {
             assert!(valid_type(ok), "{ok}");
         }
-        for bad in ["", "Kb.updated", "kb..updated", ".kb", "kb.", "kb updated", "kb-updated"] {
+        for bad in [
+            "",
+            "Kb.updated",
+            "kb..updated",
+            ".kb",
+            "kb.",
+            "kb updated",
+            "kb-updated",
+        ] {
             assert!(!valid_type(bad), "{bad}");
         }
         assert!(!valid_type(&"a".repeat(101)));

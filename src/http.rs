@@ -105,10 +105,8 @@ async fn authenticate(
 
 /// The whole application: routes, OpenAPI document and middleware.
 pub fn app(state: AppState) -> Router {
-    let protected = api_v1().route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        authenticate,
-    ));
+    let protected =
+        api_v1().route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .nest("/api/v1", protected)

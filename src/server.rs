@@ -125,6 +125,12 @@ impl Server {
             crate::marketplace::license::apply(&state.marketplace, check).await;
         }
         crate::kb::refresh(&state.kb).await;
+        state
+            .notifications
+            .hub
+            .start_at_newest(&state.db)
+            .await
+            .context("reading the newest notification event")?;
 
         if !authenticator.has_bootstrap_key()
             && !crate::auth::keys::any_active(&state.db)

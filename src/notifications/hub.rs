@@ -141,13 +141,12 @@ impl Hub {
     }
 
     /// Starts after the newest committed event: a fresh replica does not re-broadcast history
-    /// (clients that want it ask with `?since=`).
-    async fn start_at_newest(&self, pool: &PgPool) -> sqlx::Result<()> {
+    /// (clients that want it ask with `?since=`). Called before serving, so that an event
+    /// committed while the listener is still connecting is caught up, not skipped.
+    pub async fn start_at_newest(&self, pool: &PgPool) -> sqlx::Result<()> {
         let newest = store::newest_id(pool).await?;
         let mut last = self.last.lock().expect("hub lock");
-        if *last == 0 {
-            *last = newest;
-        }
+        *last = (*last).max(newest);
         Ok(())
     }
 }
@@ -219,7 +218,6 @@ async fn follow_once(
     listener.listen(crate::events::CHANNEL).await?;
     // Listening first, reading second: an event committed in between arrives both ways and the
     // hub keeps the first.
-    hub.start_at_newest(pool).await?;
     hub.catch_up(pool).await?;
     set_state(components, "ok".into()).await;
     loop {

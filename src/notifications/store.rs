@@ -58,7 +58,9 @@ pub async fn check_since(db: &PgPool, since: i64) -> Result<(), ApiError> {
     if since > highest {
         return Err(ApiError::invalid(
             "invalid_since",
-            format!("since={since} is above the newest event id ({highest}); send the id of the last event you received"),
+            format!(
+                "since={since} is above the newest event id ({highest}); send the id of the last event you received"
+            ),
         ));
     }
     Ok(())

@@ -163,9 +163,7 @@ impl Conn {
                     Err(why) => Err(End::Close(
                         close(
                             CLOSE_POLICY,
-                            truncate(&format!(
-                                "expected {{\"subscribe\": [types]}}: {why}"
-                            )),
+                            truncate(&format!("expected {{\"subscribe\": [types]}}: {why}")),
                         ),
                         "bad_message",
                     )),
@@ -253,6 +251,16 @@ async fn drive(
     .await
 }
 
+fn too_slow(resume_from: i64) -> End {
+    End::Close(
+        close(
+            CLOSE_TOO_SLOW,
+            format!("too slow: reconnect with since={resume_from}"),
+        ),
+        "too_slow",
+    )
+}
+
 fn truncate(reason: &str) -> String {
     // A close reason must fit in a control frame (123 bytes).
     let mut end = reason.len().min(120);
@@ -286,16 +294,27 @@ pub async fn serve(socket: WebSocket, session: Session) {
         () = stop.cancelled() => End::Close(close(CLOSE_GOING_AWAY, "server shutting down; reconnect with since"), "shutdown"),
         end = run(&mut conn, &state, since) => end,
     };
-    if let End::Close(frame, reason) = outcome {
-        if reason != "shutdown" && reason != "closed" {
-            metrics::counter!("notifications_clients_cut_total", "reason" => reason).increment(1);
-        }
-        conn.pending = Some(frame);
-        // Best effort: a client that reads nothing never gets it.
-        let _ = tokio::time::timeout(Duration::from_secs(2), conn.drive()).await;
-    } else {
-        let _ = tokio::time::timeout(Duration::from_secs(1), conn.drive()).await;
+    // Best effort, bounded: a client that reads nothing never gets the rest. The frame already
+    // promised (counted in `sent`) goes first, so the close reason's resume id stays true.
+    let within = match &outcome {
+        End::Close(_, "shutdown") => Duration::from_secs(2),
+        _ => state.config.ping_interval,
+    };
+    if let End::Close(_, reason) = &outcome
+        && *reason != "shutdown"
+    {
+        metrics::counter!("notifications_clients_cut_total", "reason" => *reason).increment(1);
     }
+    let _ = tokio::time::timeout(within, async {
+        if conn.drive().await.is_err() {
+            return;
+        }
+        if let End::Close(frame, _) = outcome {
+            conn.pending = Some(frame);
+            let _ = conn.drive().await;
+        }
+    })
+    .await;
     drop(slot);
 }
 
@@ -329,10 +348,7 @@ async fn run(conn: &mut Conn, state: &NotificationsState, since: Option<i64>) ->
                 Ok(event) => conn.offer(&event),
                 Err(RecvError::Lagged(missed)) => {
                     tracing::info!(missed, resume_from = conn.sent, "notification client too slow; closing");
-                    return End::Close(
-                        close(CLOSE_TOO_SLOW, format!("too slow: reconnect with since={}", conn.sent)),
-                        "too_slow",
-                    );
+                    return too_slow(conn.sent);
                 }
                 Err(RecvError::Closed) => {
                     return End::Close(close(CLOSE_GOING_AWAY, "server shutting down; reconnect with since"), "shutdown");
@@ -354,6 +370,14 @@ async fn run(conn: &mut Conn, state: &NotificationsState, since: Option<i64>) ->
                 }
                 None => return End::Gone,
             },
+            // The socket is not taking frames: check whether the client has fallen further
+            // behind than the ring holds (it cannot see `Lagged` without reading the ring).
+            () = tokio::time::sleep(Duration::from_millis(250)), if conn.pending.is_some() => {
+                if rx.len() > state.config.queue {
+                    tracing::info!(behind = rx.len(), resume_from = conn.sent, "notification client too slow; closing");
+                    return too_slow(conn.sent);
+                }
+            }
             _ = ping.tick() => {
                 if conn.last_heard.elapsed() > period * 2 {
                     metrics::counter!("notifications_clients_cut_total", "reason" => "dead").increment(1);
