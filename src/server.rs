@@ -87,6 +87,10 @@ impl Server {
             marketplace.clock.clone(),
             lifecycle.stop.clone(),
             components.clone(),
+            redis.clone().map(|r| {
+                let channel = crate::notifications::redis_bus::channel(&config.redis_key_prefix);
+                (r, channel)
+            }),
         );
         let state = AppState::new(AppStateInner {
             config: config.clone(),
@@ -125,12 +129,9 @@ impl Server {
             crate::marketplace::license::apply(&state.marketplace, check).await;
         }
         crate::kb::refresh(&state.kb).await;
-        state
-            .notifications
-            .hub
-            .start_at_newest(&state.db)
-            .await
-            .context("reading the newest notification event")?;
+        if let Err(err) = state.notifications.hub.start_at_newest(&state.db).await {
+            tracing::warn!(error = %err, "cannot read the newest notification event yet; the bus listener will");
+        }
 
         if !authenticator.has_bootstrap_key()
             && !crate::auth::keys::any_active(&state.db)
@@ -224,6 +225,13 @@ impl Server {
             notifications.listen().await;
             "notification bus listener"
         });
+        if self.state.notifications.redis.is_some() {
+            let notifications = self.state.notifications.clone();
+            self.tasks.spawn(async move {
+                notifications.relay().await;
+                "notification relay"
+            });
+        }
         let notifications = self.state.notifications.clone();
         self.tasks.spawn(async move {
             notifications.prune_loop().await;

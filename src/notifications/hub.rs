@@ -6,7 +6,7 @@
 //! id it delivered, so a dropped bus connection delays events but never loses one.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
@@ -70,6 +70,8 @@ pub struct Hub {
     last: std::sync::Mutex<i64>,
     open: AtomicUsize,
     max_connections: usize,
+    /// Set once the start position is known (see [`Hub::start_at_newest`]).
+    positioned: AtomicBool,
 }
 
 impl Hub {
@@ -81,6 +83,7 @@ impl Hub {
             last: std::sync::Mutex::new(0),
             open: AtomicUsize::new(0),
             max_connections,
+            positioned: AtomicBool::new(false),
         }
     }
 
@@ -94,7 +97,7 @@ impl Hub {
         *self.last.lock().expect("hub lock")
     }
 
-    fn deliver(&self, event: Event, ts: DateTime<Utc>) {
+    pub(super) fn deliver(&self, event: Event, ts: DateTime<Utc>) {
         let mut last = self.last.lock().expect("hub lock");
         if event.id <= *last {
             return;
@@ -126,7 +129,7 @@ impl Hub {
     }
 
     /// Reads every committed event after the last delivered one, in id order.
-    async fn catch_up(&self, pool: &PgPool) -> sqlx::Result<()> {
+    pub(super) async fn catch_up(&self, pool: &PgPool) -> sqlx::Result<()> {
         loop {
             let after = self.last_id();
             let rows = store::after(pool, after, 500).await?;
@@ -147,6 +150,31 @@ impl Hub {
         let newest = store::newest_id(pool).await?;
         let mut last = self.last.lock().expect("hub lock");
         *last = (*last).max(newest);
+        self.positioned.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+impl Hub {
+    /// The start position, when start-up could not read it (e.g. migrations not applied yet).
+    pub(super) async fn position(&self, pool: &PgPool) -> sqlx::Result<()> {
+        if self.positioned.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.start_at_newest(pool).await
+    }
+
+    /// Catches up until `id` is delivered. The bus may announce an event a moment before its
+    /// commit is visible to other sessions, so retry briefly before leaving it to the next
+    /// catch-up.
+    pub(super) async fn catch_up_to(&self, pool: &PgPool, id: i64) -> sqlx::Result<()> {
+        for _ in 0..20 {
+            self.catch_up(pool).await?;
+            if self.last_id() >= id {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         Ok(())
     }
 }
@@ -172,7 +200,7 @@ struct Note {
     data: Option<serde_json::Value>,
 }
 
-async fn set_state(components: &Components, state: String) {
+pub(super) async fn set_state(components: &Components, state: String) {
     let mut current = components.notifications.write().await;
     if *current != state {
         if state == "ok" {
@@ -218,6 +246,7 @@ async fn follow_once(
     listener.listen(crate::events::CHANNEL).await?;
     // Listening first, reading second: an event committed in between arrives both ways and the
     // hub keeps the first.
+    hub.position(pool).await?;
     hub.catch_up(pool).await?;
     set_state(components, "ok".into()).await;
     loop {
@@ -240,17 +269,7 @@ async fn follow_once(
         }
         match note.data {
             Some(data) => hub.deliver(Event::new(note.id, note.kind, note.ts, data), note.ts),
-            None => {
-                // A large body is read from the table; the commit is visible to the notified
-                // session first, so retry briefly before leaving it to the next catch-up.
-                for _ in 0..20 {
-                    hub.catch_up(pool).await?;
-                    if hub.last_id() >= note.id {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
+            None => hub.catch_up_to(pool, note.id).await?,
         }
     }
 }

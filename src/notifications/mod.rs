@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod hub;
+pub mod redis_bus;
 pub mod store;
 pub mod ws;
 
@@ -20,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::NotificationsConfig;
 use crate::marketplace::Clock;
+use crate::redis_conn::RedisHandle;
 use crate::runtime::Components;
 
 pub use api::router;
@@ -41,6 +43,8 @@ pub struct NotificationsState {
     pub sockets: TaskTracker,
     /// The bus state shown by `/health`.
     pub components: Arc<Components>,
+    /// The bus when `REDIS_URL` is set (and its channel); PostgreSQL `LISTEN` otherwise.
+    pub redis: Option<(RedisHandle, String)>,
 }
 
 impl NotificationsState {
@@ -51,6 +55,7 @@ impl NotificationsState {
         clock: Clock,
         stop: CancellationToken,
         components: Arc<Components>,
+        redis: Option<(RedisHandle, String)>,
     ) -> Self {
         Self {
             db,
@@ -61,18 +66,41 @@ impl NotificationsState {
             stop,
             sockets: TaskTracker::new(),
             components,
+            redis,
         }
     }
 
-    /// The bus listener; runs until `stop`.
+    /// This replica's bus listener, until `stop`: Redis when configured, PostgreSQL otherwise.
     pub async fn listen(self) {
-        hub::listen(
-            self.hub.clone(),
-            self.db.clone(),
-            self.components.clone(),
-            self.stop.clone(),
-        )
-        .await;
+        match &self.redis {
+            Some((redis, channel)) => {
+                redis_bus::subscribe(
+                    self.hub.clone(),
+                    self.db.clone(),
+                    redis.client().clone(),
+                    channel.clone(),
+                    self.components.clone(),
+                    self.stop.clone(),
+                )
+                .await
+            }
+            None => {
+                hub::listen(
+                    self.hub.clone(),
+                    self.db.clone(),
+                    self.components.clone(),
+                    self.stop.clone(),
+                )
+                .await
+            }
+        }
+    }
+
+    /// With Redis: relays `co_events` to Redis while this replica holds the relay lock.
+    pub async fn relay(self) {
+        if let Some((redis, channel)) = self.redis.clone() {
+            redis_bus::relay(self.db.clone(), redis, channel, self.stop.clone()).await;
+        }
     }
 
     /// Deletes events past the retention (and stale tickets) every ten minutes until `stop`.

@@ -592,3 +592,74 @@ async fn listing_pages_and_filters_and_the_test_endpoint_needs_admin() {
         .unwrap();
     assert_problem(response, 400, "invalid_types").await;
 }
+
+async fn notifications_health(address: &str) -> (String, String) {
+    let health: serde_json::Value = reqwest::get(format!("{address}/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        health["status"].as_str().unwrap().to_string(),
+        health["components"]["notifications"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    )
+}
+
+#[tokio::test]
+async fn through_redis_an_event_crosses_replicas_and_a_redis_restart_loses_nothing() {
+    use crate::ratelimit::{OwnRedis, redis_answers};
+    let (port, redis) = with_free_port(|port| async move {
+        let mut redis = OwnRedis::start(port);
+        redis.is_ours(port).await.then_some((port, redis))
+    })
+    .await;
+    let db = create_migrated_database().await;
+    // Replicas of one deployment share the key prefix, hence the channel.
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let with_redis = |env: &mut HashMap<String, String>| {
+        env.insert("REDIS_URL".into(), format!("redis://127.0.0.1:{port}"));
+        env.insert("REDIS_KEY_PREFIX".into(), prefix.clone());
+    };
+    let a = replica(&db, with_redis).await;
+    let b = replica(&db, with_redis).await;
+    let ok = eventually(Duration::from_secs(10), || async {
+        notifications_health(&http(&b)).await.1 == "ok"
+    })
+    .await;
+    assert!(ok, "the bus of B connects to redis");
+    let mut socket = open(
+        &http(&b),
+        "/api/v1/notifications/ws",
+        Some(BOOTSTRAP_KEY),
+        None,
+    )
+    .await
+    .unwrap();
+    let first = publish_test(&http(&a), serde_json::json!({"via": "redis"})).await;
+    assert_eq!(next_event(&mut socket).await, first);
+
+    drop(redis);
+    let down = eventually(Duration::from_secs(10), || async {
+        let (status, bus) = notifications_health(&http(&b)).await;
+        status == "degraded" && bus.starts_with("down")
+    })
+    .await;
+    assert!(down, "/health shows the bus down while redis is");
+    let mut missed = Vec::new();
+    for n in 0..3 {
+        missed.push(publish_test(&http(&a), serde_json::json!({"while_down": n})).await);
+    }
+
+    let _redis = OwnRedis::start(port);
+    assert!(redis_answers(port).await);
+    for expected in &missed {
+        assert_eq!(&next_event(&mut socket).await, expected);
+    }
+    let after = publish_test(&http(&a), serde_json::json!({"after": true})).await;
+    assert_eq!(next_event(&mut socket).await, after);
+    assert_eq!(notifications_health(&http(&b)).await.1, "ok");
+}
