@@ -330,7 +330,7 @@ async fn refusals_come_before_the_upgrade_as_problem_json() {
     )
     .await;
 
-    let _held = open(
+    let mut held = open(
         &app.address,
         path,
         Some(&app.admin_key),
@@ -343,6 +343,25 @@ async fn refusals_come_before_the_upgrade_as_problem_json() {
         (status, body["code"].as_str()),
         (503, Some("too_many_connections"))
     );
+
+    // Over NOTIFICATIONS_MAX_MESSAGE_BYTES (4 KiB by default): closed with 1009.
+    let big = format!(r#"{{"subscribe": ["{}"]}}"#, "a".repeat(5000));
+    held.send(Message::text(big)).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), held.next())
+        .await
+        .unwrap();
+    match closed {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Size),
+        other => panic!("expected a size close, got {other:?}"),
+    }
+    // The slot is free again once that socket is gone.
+    let reopened = eventually(Duration::from_secs(10), || async {
+        open(&app.address, path, Some(&app.admin_key), None)
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(reopened);
 }
 
 async fn new_ticket(address: &str, key: &str) -> String {
