@@ -210,7 +210,7 @@ pub struct NotificationsConfig {
     pub retention: Duration,
     /// WebSocket connections one instance accepts; more get 503 before the upgrade.
     pub max_connections: usize,
-    /// Server ping period; a peer silent for two periods is closed.
+    /// Server ping period; a peer that has not answered by the next ping is dropped.
     pub ping_interval: Duration,
     /// Events waiting for one client; a client further behind is closed (4008) and resumes by id.
     pub queue: usize,

@@ -126,7 +126,8 @@ struct Conn {
     /// The id a client resumes from after a cut: the last one it was sent.
     sent: i64,
     filter: Filter,
-    last_heard: Instant,
+    /// When the ping still unanswered went out; any message from the peer answers it.
+    ping_sent: Option<Instant>,
 }
 
 impl Conn {
@@ -149,7 +150,7 @@ impl Conn {
 
     /// A message from the client: a subscription change, a close, or something we refuse.
     fn heard(&mut self, message: Message) -> Result<(), End> {
-        self.last_heard = Instant::now();
+        self.ping_sent = None;
         match message {
             Message::Text(text) => {
                 let parsed = serde_json::from_str::<ClientMessage>(text.as_str())
@@ -287,7 +288,7 @@ pub async fn serve(socket: WebSocket, session: Session) {
         seen: 0,
         sent: since.unwrap_or(0),
         filter,
-        last_heard: Instant::now(),
+        ping_sent: None,
     };
     let stop = state.stop.clone();
     let outcome = tokio::select! {
@@ -379,12 +380,14 @@ async fn run(conn: &mut Conn, state: &NotificationsState, since: Option<i64>) ->
                 }
             }
             _ = ping.tick() => {
-                if conn.last_heard.elapsed() > period * 2 {
+                // Silent for a whole period after a ping: the peer (or the path to it) is gone.
+                if conn.ping_sent.is_some_and(|at| at.elapsed() >= period) {
                     metrics::counter!("notifications_clients_cut_total", "reason" => "dead").increment(1);
                     return End::Gone;
                 }
-                if conn.pending.is_none() {
+                if conn.ping_sent.is_none() && conn.pending.is_none() {
                     conn.pending = Some(Message::Ping(Default::default()));
+                    conn.ping_sent = Some(Instant::now());
                 }
             }
         }

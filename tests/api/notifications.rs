@@ -682,3 +682,31 @@ async fn through_redis_an_event_crosses_replicas_and_a_redis_restart_loses_nothi
     assert_eq!(next_event(&mut socket).await, after);
     assert_eq!(notifications_health(&http(&b)).await.1, "ok");
 }
+
+#[tokio::test]
+async fn a_peer_that_stops_answering_pings_is_dropped() {
+    let app = spawn_app_with(|env| {
+        env.insert("NOTIFICATIONS_PING_SECONDS".into(), "1".into());
+    })
+    .await;
+    // Never read: its client library cannot answer the server's pings.
+    let _silent = open(
+        &app.address,
+        "/api/v1/notifications/ws",
+        Some(&app.admin_key),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(metric(&app, "notifications_connections").await, 1.0);
+    let dropped = eventually(Duration::from_secs(20), || async {
+        metric(&app, "notifications_clients_cut_total{reason=\"dead\"}").await >= 1.0
+    })
+    .await;
+    assert!(dropped, "the silent peer is dropped");
+    let freed = eventually(Duration::from_secs(10), || async {
+        metric(&app, "notifications_connections").await == 0.0
+    })
+    .await;
+    assert!(freed, "its connection slot is freed");
+}
