@@ -234,6 +234,11 @@ impl Server {
         }
         let notifications = self.state.notifications.clone();
         self.tasks.spawn(async move {
+            notifications.follow_revocations().await;
+            "notification key revocations"
+        });
+        let notifications = self.state.notifications.clone();
+        self.tasks.spawn(async move {
             notifications.prune_loop().await;
             "notification retention"
         });

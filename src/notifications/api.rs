@@ -230,7 +230,7 @@ async fn connect(
             format!("open this URL as a WebSocket ({})", e.body_text()),
         )
     })?;
-    let Some(slot) = state.hub.try_open() else {
+    let Some(slot) = state.hub.try_open(caller.key_id) else {
         let mut response = ApiError::problem(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_connections",

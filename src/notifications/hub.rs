@@ -5,6 +5,7 @@
 //! in id order). Whenever it (re)connects it first reads from `events` everything after the last
 //! id it delivered, so a dropped bus connection delays events but never loses one.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -13,8 +14,9 @@ use axum::extract::ws::Utf8Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::store;
 use crate::runtime::Components;
@@ -72,6 +74,11 @@ pub struct Hub {
     max_connections: usize,
     /// Set once the start position is known (see [`Hub::start_at_newest`]).
     positioned: AtomicBool,
+    /// API keys with open sockets here, and how many each.
+    keys: std::sync::Mutex<HashMap<Uuid, usize>>,
+    /// Keys found revoked; bumped `revocations` tells sockets to look.
+    revoked: std::sync::RwLock<HashSet<Uuid>>,
+    revocations: watch::Sender<u64>,
 }
 
 impl Hub {
@@ -84,6 +91,9 @@ impl Hub {
             open: AtomicUsize::new(0),
             max_connections,
             positioned: AtomicBool::new(false),
+            keys: std::sync::Mutex::new(HashMap::new()),
+            revoked: std::sync::RwLock::new(HashSet::new()),
+            revocations: watch::Sender::new(0),
         }
     }
 
@@ -109,8 +119,8 @@ impl Hub {
         let _ = self.tx.send(Arc::new(event));
     }
 
-    /// A connection slot, or `None` at `NOTIFICATIONS_MAX_CONNECTIONS`.
-    pub fn try_open(self: &Arc<Self>) -> Option<Slot> {
+    /// A connection slot for `key`, or `None` at `NOTIFICATIONS_MAX_CONNECTIONS`.
+    pub fn try_open(self: &Arc<Self>, key: Uuid) -> Option<Slot> {
         let taken = self
             .open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -121,7 +131,11 @@ impl Hub {
             return None;
         }
         metrics::gauge!("notifications_connections").increment(1.0);
-        Some(Slot(self.clone()))
+        *self.keys.lock().expect("hub keys").entry(key).or_default() += 1;
+        Some(Slot {
+            hub: self.clone(),
+            key,
+        })
     }
 
     pub fn open_connections(&self) -> usize {
@@ -180,11 +194,36 @@ impl Hub {
 }
 
 /// An open WebSocket; the count drops when it does.
-pub struct Slot(Arc<Hub>);
+pub struct Slot {
+    hub: Arc<Hub>,
+    pub key: Uuid,
+}
+
+impl Slot {
+    /// Wakes when a key may have been revoked; then ask [`Slot::revoked`].
+    pub fn revocations(&self) -> watch::Receiver<u64> {
+        self.hub.revocations.subscribe()
+    }
+
+    pub fn revoked(&self) -> bool {
+        self.hub
+            .revoked
+            .read()
+            .expect("hub revoked")
+            .contains(&self.key)
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.hub.open.fetch_sub(1, Ordering::AcqRel);
+        let mut keys = self.hub.keys.lock().expect("hub keys");
+        if let Some(n) = keys.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                keys.remove(&self.key);
+            }
+        }
         metrics::gauge!("notifications_connections").decrement(1.0);
     }
 }
@@ -271,5 +310,53 @@ async fn follow_once(
             Some(data) => hub.deliver(Event::new(note.id, note.kind, note.ts, data), note.ts),
             None => hub.catch_up_to(pool, note.id).await?,
         }
+    }
+}
+
+/// Closes the sockets of revoked keys: follows `api_keys_changed` (sent on every revocation)
+/// and marks which keys with open sockets here are revoked. While the follower is disconnected
+/// a revocation can be missed, so every reconnect checks again.
+pub struct Revocations {
+    pub hub: Arc<Hub>,
+    pub pool: PgPool,
+}
+
+impl Revocations {
+    async fn check(&self) {
+        let open: Vec<Uuid> = self
+            .hub
+            .keys
+            .lock()
+            .expect("hub keys")
+            .keys()
+            .copied()
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        match store::revoked_among(&self.pool, &open).await {
+            Ok(revoked) if !revoked.is_empty() => {
+                self.hub
+                    .revoked
+                    .write()
+                    .expect("hub revoked")
+                    .extend(revoked);
+                self.hub.revocations.send_modify(|n| *n += 1);
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "cannot check revoked keys of open sockets"),
+        }
+    }
+}
+
+impl crate::db::Follower for Revocations {
+    async fn connected(&self, up: bool) {
+        if up {
+            self.check().await;
+        }
+    }
+
+    async fn notified(&self, _payload: &str) {
+        self.check().await;
     }
 }

@@ -103,6 +103,15 @@ impl NotificationsState {
         }
     }
 
+    /// Closes the sockets of keys revoked anywhere, until `stop`.
+    pub async fn follow_revocations(self) {
+        let follower = hub::Revocations {
+            hub: self.hub.clone(),
+            pool: self.db.clone(),
+        };
+        crate::db::follow(&self.db, "api_keys_changed", &follower, self.stop.clone()).await;
+    }
+
     /// Deletes events past the retention (and stale tickets) every ten minutes until `stop`.
     pub async fn prune_loop(self) {
         let mut tick = tokio::time::interval(Duration::from_secs(600));

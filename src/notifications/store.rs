@@ -191,3 +191,13 @@ pub async fn after_matching(
     .fetch_all(db)
     .await
 }
+
+/// The keys among `keys` that are revoked (the bootstrap key, nil, never is).
+pub async fn revoked_among(db: &PgPool, keys: &[uuid::Uuid]) -> sqlx::Result<Vec<uuid::Uuid>> {
+    sqlx::query_scalar!(
+        "SELECT id FROM api_keys WHERE id = ANY($1) AND revoked_at IS NOT NULL",
+        keys
+    )
+    .fetch_all(db)
+    .await
+}

@@ -293,7 +293,7 @@ pub async fn serve(socket: WebSocket, session: Session) {
     let stop = state.stop.clone();
     let outcome = tokio::select! {
         () = stop.cancelled() => End::Close(close(CLOSE_GOING_AWAY, "server shutting down; reconnect with since"), "shutdown"),
-        end = run(&mut conn, &state, since) => end,
+        end = run(&mut conn, &state, since, &slot) => end,
     };
     // Best effort, bounded: a client that reads nothing never gets the rest. The frame already
     // promised (counted in `sent`) goes first, so the close reason's resume id stays true.
@@ -319,7 +319,7 @@ pub async fn serve(socket: WebSocket, session: Session) {
     drop(slot);
 }
 
-async fn run(conn: &mut Conn, state: &NotificationsState, since: Option<i64>) -> End {
+async fn run(conn: &mut Conn, state: &NotificationsState, since: Option<i64>, slot: &Slot) -> End {
     let mut rx = match since {
         Some(since) => {
             conn.seen = since;
@@ -336,6 +336,11 @@ async fn run(conn: &mut Conn, state: &NotificationsState, since: Option<i64>) ->
         }
     };
     let period = state.config.ping_interval;
+    let mut revocations = slot.revocations();
+    // Revoked between authentication and this subscription: no change would tell us.
+    if slot.revoked() {
+        return End::Close(close(CLOSE_POLICY, "the API key was revoked"), "revoked");
+    }
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         let writing = conn.pending.is_some() || conn.dirty;
@@ -377,6 +382,11 @@ async fn run(conn: &mut Conn, state: &NotificationsState, since: Option<i64>) ->
                 if rx.len() > state.config.queue {
                     tracing::info!(behind = rx.len(), resume_from = conn.sent, "notification client too slow; closing");
                     return too_slow(conn.sent);
+                }
+            }
+            Ok(()) = revocations.changed() => {
+                if slot.revoked() {
+                    return End::Close(close(CLOSE_POLICY, "the API key was revoked"), "revoked");
                 }
             }
             _ = ping.tick() => {

@@ -710,3 +710,39 @@ async fn a_peer_that_stops_answering_pings_is_dropped() {
     .await;
     assert!(freed, "its connection slot is freed");
 }
+
+#[tokio::test]
+async fn revoking_a_key_closes_its_open_sockets() {
+    let app = spawn_app().await;
+    let (id, key) = app.create_key("watcher", "user").await;
+    let (_, other) = app.create_key("other", "user").await;
+    let path = "/api/v1/notifications/ws";
+    let mut revoked = open(&app.address, path, Some(&key), None).await.unwrap();
+    let mut kept = open(&app.address, path, Some(&other), None).await.unwrap();
+    let response = app
+        .client
+        .delete(app.url(&format!("/api/v1/keys/{id}")))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(15), revoked.next())
+            .await
+            .expect("a close frame in time")
+        {
+            Some(Ok(Message::Close(frame))) => break frame.unwrap(),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(closed.code, CloseCode::Policy);
+    assert!(closed.reason.contains("revoked"), "{}", closed.reason);
+    let event = publish_test(&app.address, serde_json::json!({"still": "here"})).await;
+    assert_eq!(
+        next_event(&mut kept).await,
+        event,
+        "other keys' sockets stay open"
+    );
+}
