@@ -36,17 +36,8 @@ pub async fn newest_id(db: &PgPool) -> sqlx::Result<i64> {
         .await
 }
 
-/// The largest id ever given out (pruned or not): a `since` above it cannot come from us.
-pub async fn highest_issued_id(db: &PgPool) -> sqlx::Result<i64> {
-    sqlx::query_scalar!(
-        r#"SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS "id!" FROM events_id_seq"#
-    )
-    .fetch_one(db)
-    .await
-}
-
-/// Refuses a `since` that no event of this deployment ever had: replaying "after" it would
-/// silently skip every event up to it.
+/// Refuses a `since` that would silently skip events: one that no event of this deployment ever
+/// had (above the highest id issued), or one older than what retention has kept.
 pub async fn check_since(db: &PgPool, since: i64) -> Result<(), ApiError> {
     if since < 0 {
         return Err(ApiError::invalid(
@@ -54,7 +45,26 @@ pub async fn check_since(db: &PgPool, since: i64) -> Result<(), ApiError> {
             "since must be an event id (0 or more)",
         ));
     }
-    let highest = highest_issued_id(db).await?;
+    let (highest, pruned) = sqlx::query!(
+        r#"SELECT (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM events_id_seq) AS "highest!",
+                  (SELECT through FROM events_pruned) AS "pruned!""#
+    )
+    .fetch_one(db)
+    .await
+    .map(|r| (r.highest, r.pruned))?;
+    // 0 asks for whatever is kept; only a real position can have fallen behind retention.
+    if since > 0 && since < pruned {
+        return Err(ApiError::problem(
+            crate::error::Problem::new(
+                axum::http::StatusCode::GONE,
+                "since_expired",
+                format!(
+                    "events after {since} are no longer all kept (retention); reload the current state, then follow live events or resume from a newer id"
+                ),
+            )
+            .with("oldest_since", pruned),
+        ));
+    }
     if since > highest {
         return Err(ApiError::invalid(
             "invalid_since",
@@ -73,13 +83,18 @@ pub async fn prune(
     now: DateTime<Utc>,
 ) -> sqlx::Result<u64> {
     let seconds = retention.as_secs_f64();
-    let events = sqlx::query!(
-        "DELETE FROM events WHERE ts < now() - make_interval(secs => $1)",
+    let events = sqlx::query_scalar!(
+        r#"WITH gone AS (
+               DELETE FROM events WHERE ts < now() - make_interval(secs => $1) RETURNING id
+           ), mark AS (
+               UPDATE events_pruned SET through = greatest(through, (SELECT max(id) FROM gone))
+               WHERE EXISTS (SELECT 1 FROM gone)
+           )
+           SELECT count(*) AS "n!" FROM gone"#,
         seconds
     )
-    .execute(db)
-    .await?
-    .rows_affected();
+    .fetch_one(db)
+    .await? as u64;
     // Kept an hour past expiry so a late client is told "expired", not "unknown".
     sqlx::query!(
         "DELETE FROM notification_tickets WHERE expires_at < $1::timestamptz - interval '1 hour'",

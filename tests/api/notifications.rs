@@ -746,3 +746,44 @@ async fn revoking_a_key_closes_its_open_sockets() {
         "other keys' sockets stay open"
     );
 }
+
+#[tokio::test]
+async fn a_since_older_than_retention_is_refused_instead_of_skipping_events() {
+    let app = spawn_app().await;
+    let old = publish_test(&app.address, serde_json::json!({"n": 1})).await;
+    publish_test(&app.address, serde_json::json!({"n": 2})).await;
+    // Retention as the periodic task runs it, with everything past retention.
+    let pruned =
+        cloud_optimizer::notifications::store::prune(&app.pool, Duration::ZERO, chrono::Utc::now())
+            .await
+            .unwrap();
+    assert!(pruned >= 2);
+    let since = format!("?since={}", old["id"]);
+    let response = app
+        .get_as(&format!("/api/v1/notifications{since}"), &app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 410, "since_expired").await;
+    let (status, body) = refusal(
+        open(
+            &app.address,
+            &format!("/api/v1/notifications/ws{since}"),
+            Some(&app.admin_key),
+            None,
+        )
+        .await,
+    );
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (410, Some("since_expired"))
+    );
+    // 0 (or nothing) still means "whatever is kept".
+    assert_eq!(
+        list(&app.address, "?since=0").await["items"],
+        serde_json::json!([])
+    );
+    let fresh = publish_test(&app.address, serde_json::json!({"n": 3})).await;
+    let page = list(&app.address, "").await;
+    assert_eq!(page["items"], serde_json::json!([fresh]));
+}
