@@ -299,7 +299,9 @@ pub async fn serve(socket: WebSocket, session: Session) {
     // promised (counted in `sent`) goes first, so the close reason's resume id stays true.
     let within = match &outcome {
         End::Close(_, "shutdown") => Duration::from_secs(2),
-        _ => state.config.ping_interval,
+        End::Close(..) => state.config.ping_interval,
+        // Only a pending close reply or pong: never hold the slot long for a peer that left.
+        End::Gone => Duration::from_secs(1),
     };
     if let End::Close(_, reason) = &outcome
         && *reason != "shutdown"
