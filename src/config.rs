@@ -202,6 +202,22 @@ pub struct Config {
     /// Cached KB answers per replica; 0 turns the cache off.
     pub kb_cache_entries: usize,
     pub marketplace: MarketplaceConfig,
+    pub notifications: NotificationsConfig,
+}
+
+/// Real-time notifications (`/api/v1/notifications`, the WebSocket).
+#[derive(Clone, Debug)]
+pub struct NotificationsConfig {
+    /// How long events are kept for replay (`?since=`).
+    pub retention: Duration,
+    /// WebSocket connections one instance accepts; more get 503 before the upgrade.
+    pub max_connections: usize,
+    /// Server ping period; a peer that has not answered by the next ping is dropped.
+    pub ping_interval: Duration,
+    /// Events waiting for one client; a client further behind is closed (4008) and resumes by id.
+    pub queue: usize,
+    /// Largest message a client may send.
+    pub max_message_bytes: usize,
 }
 
 impl Config {
@@ -381,6 +397,7 @@ impl Config {
             "a number of entries (0 disables the cache)",
         )?;
         let marketplace = marketplace_config(env)?;
+        let notifications = notifications_config(env)?;
 
         Ok(Self {
             environment,
@@ -410,13 +427,14 @@ impl Config {
             kb_refresh_interval,
             kb_cache_entries,
             marketplace,
+            notifications,
         })
     }
 
     /// The effective configuration as shown by `config check`: secrets appear only as "set".
     pub fn redacted(&self) -> serde_json::Value {
         let set = |s: &Option<SecretString>| if s.is_some() { "(set)" } else { "(unset)" };
-        serde_json::json!({
+        let mut view = serde_json::json!({
             "ENVIRONMENT": self.environment,
             "BIND_ADDRESS": self.bind_address.to_string(),
             "PORT": self.port,
@@ -454,7 +472,25 @@ impl Config {
             "MARKETPLACE_REPORT_INTERVAL_SECONDS": self.marketplace.report_interval.as_secs(),
             "TRIAL_MODE": self.marketplace.trial_mode,
             "TRIAL_DAYS": self.marketplace.trial_days,
-        })
+        });
+        // Added after `json!`, whose macro recursion limit the object above has reached.
+        let n = &self.notifications;
+        for (name, value) in [
+            (
+                "NOTIFICATIONS_RETENTION_HOURS",
+                n.retention.as_secs() / 3600,
+            ),
+            ("NOTIFICATIONS_MAX_CONNECTIONS", n.max_connections as u64),
+            ("NOTIFICATIONS_PING_SECONDS", n.ping_interval.as_secs()),
+            ("NOTIFICATIONS_QUEUE", n.queue as u64),
+            (
+                "NOTIFICATIONS_MAX_MESSAGE_BYTES",
+                n.max_message_bytes as u64,
+            ),
+        ] {
+            view[name] = value.into();
+        }
+        view
     }
 }
 
@@ -634,6 +670,47 @@ fn marketplace_config(env: &Env) -> Result<MarketplaceConfig, ConfigError> {
             .get("MARKETPLACE_TASK_ID")
             .map(str::to_string)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+    })
+}
+
+fn notifications_config(env: &Env) -> Result<NotificationsConfig, ConfigError> {
+    let retention_hours: u64 = env.parse(
+        "NOTIFICATIONS_RETENTION_HOURS",
+        24,
+        "a whole number of hours",
+    )?;
+    if !(1..=24 * 90).contains(&retention_hours) {
+        return Err(invalid(
+            "NOTIFICATIONS_RETENTION_HOURS",
+            "must be between 1 and 2160 (90 days)",
+        ));
+    }
+    let max_connections: usize = env.parse(
+        "NOTIFICATIONS_MAX_CONNECTIONS",
+        10_000,
+        "a number of connections",
+    )?;
+    let queue: usize = env.parse("NOTIFICATIONS_QUEUE", 256, "a number of events")?;
+    if !(1..=65_536).contains(&queue) {
+        return Err(invalid(
+            "NOTIFICATIONS_QUEUE",
+            "must be between 1 and 65536",
+        ));
+    }
+    let max_message_bytes: usize =
+        env.parse("NOTIFICATIONS_MAX_MESSAGE_BYTES", 4096, "a number of bytes")?;
+    if !(128..=1024 * 1024).contains(&max_message_bytes) {
+        return Err(invalid(
+            "NOTIFICATIONS_MAX_MESSAGE_BYTES",
+            "must be between 128 and 1048576",
+        ));
+    }
+    Ok(NotificationsConfig {
+        retention: Duration::from_secs(retention_hours * 3600),
+        max_connections,
+        ping_interval: env.seconds("NOTIFICATIONS_PING_SECONDS", 30, 1)?,
+        queue,
+        max_message_bytes,
     })
 }
 

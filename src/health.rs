@@ -42,6 +42,9 @@ pub struct Components {
     pub redis: String,
     pub neo4j: String,
     pub marketplace: String,
+    /// The notification bus (PostgreSQL `LISTEN`, or Redis when configured): `ok`, `starting`,
+    /// or `down: …` (live events wait; nothing is lost).
+    pub notifications: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -86,12 +89,14 @@ async fn health(State(state): State<HealthState>) -> (StatusCode, Json<Health>) 
         redis: redis.into(),
         neo4j: state.components.neo4j.read().await.clone(),
         marketplace: state.components.marketplace.read().await.clone(),
+        notifications: state.components.notifications.read().await.clone(),
     };
     let degraded = components.redis == "down"
         || components.neo4j == "down"
         || components.ib.starts_with("failed")
         || components.marketplace.starts_with("invalid")
-        || components.marketplace.starts_with("error");
+        || components.marketplace.starts_with("error")
+        || components.notifications.starts_with("down");
     let status = if !db {
         "unhealthy"
     } else if degraded {

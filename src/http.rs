@@ -29,7 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::config::Environment;
 use crate::error::{ApiError, InternalCause, PROBLEM_JSON, Problem, problem_for_status};
 use crate::state::AppState;
-use crate::{auth, health, kb, marketplace, ratelimit};
+use crate::{auth, health, kb, marketplace, notifications, ratelimit};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -58,6 +58,7 @@ a 429 adds `Retry-After`.",
         (name = "keys", description = "API keys"),
         (name = "knowledge base", description = "Compliance frameworks, controls, checks, AWS services and search"),
         (name = "usage", description = "License, trial and billable usage"),
+        (name = "notifications", description = "Real-time events over WebSocket, their replay, one-time tickets"),
     )
 )]
 struct ApiDoc;
@@ -212,14 +213,44 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
         .merge(auth::router())
         .merge(kb::router())
         .merge(marketplace::router())
+        .merge(notifications::router())
+}
+
+/// Authentication of `/api/v1`: API keys (`auth`), or, on the notification socket only, a
+/// one-time ticket (`notifications`), since browsers cannot set headers on a WebSocket. Both
+/// capabilities stay unaware of each other; this is where they meet.
+async fn authenticate(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    // Inside `nest("/api/v1")` the path arrives without its prefix.
+    let path = request.uri().path();
+    let ticket = (matches!(path, "/notifications/ws" | "/api/v1/notifications/ws")
+        && !request.headers().contains_key(header::AUTHORIZATION))
+    .then(|| {
+        url::form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
+            .find(|(name, _)| name == "ticket")
+            .map(|(_, value)| value.into_owned())
+    })
+    .flatten();
+    if let Some(ticket) = ticket {
+        let now = state.notifications.clock.now();
+        return match notifications::store::redeem_ticket(&state.db, &ticket, now).await {
+            Ok(principal) => {
+                request.extensions_mut().insert(principal);
+                next.run(request).await
+            }
+            Err(err) => err.into_response(),
+        };
+    }
+    auth::require_api_key(axum::extract::State(state.auth.clone()), request, next).await
 }
 
 /// The whole application: routes, OpenAPI document and middleware.
 pub fn app(state: AppState) -> Router {
-    let protected = api_v1().route_layer(middleware::from_fn_with_state(
-        state.auth.clone(),
-        auth::require_api_key,
-    ));
+    let protected =
+        api_v1().route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .nest("/api/v1", protected)

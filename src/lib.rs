@@ -20,6 +20,7 @@ pub mod auth;
 pub mod health;
 pub mod kb;
 pub mod marketplace;
+pub mod notifications;
 pub mod ratelimit;
 
 // Composition root: builds the state, merges the routers, runs the process.

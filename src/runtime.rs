@@ -14,6 +14,9 @@ pub struct Components {
     pub ib: RwLock<String>,
     pub neo4j: RwLock<String>,
     pub marketplace: RwLock<String>,
+    /// The notification bus of this replica: `ok`, `starting`, or `down: …` (clients get no
+    /// live events until it is back, then everything they missed, by id).
+    pub notifications: RwLock<String>,
 }
 
 impl Components {
@@ -29,6 +32,7 @@ impl Components {
                 }
                 .into(),
             ),
+            notifications: RwLock::new("starting".into()),
         }
     }
 }

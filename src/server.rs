@@ -79,11 +79,24 @@ impl Server {
             components.clone(),
         )
         .await?;
+        let lifecycle = Lifecycle::default();
+        let notifications = crate::notifications::NotificationsState::new(
+            pool.clone(),
+            config.notifications.clone(),
+            &config.cors_allowed_origins,
+            marketplace.clock.clone(),
+            lifecycle.stop.clone(),
+            components.clone(),
+            redis.clone().map(|r| {
+                let channel = crate::notifications::redis_bus::channel(&config.redis_key_prefix);
+                (r, channel)
+            }),
+        );
         let state = AppState::new(AppStateInner {
             config: config.clone(),
             db: pool.clone(),
             redis,
-            lifecycle: Lifecycle::default(),
+            lifecycle,
             components: components.clone(),
             auth: AuthState {
                 db: pool.clone(),
@@ -95,13 +108,14 @@ impl Server {
                 trusted_proxies: config.trusted_proxies.clone().into(),
             },
             kb: KbState {
-                db: pool,
+                db: pool.clone(),
                 source: Arc::new(config.kb_path.clone()),
                 cache: Arc::new(crate::kb::cache::KbCache::new(config.kb_cache_entries)),
                 graph: kb_graph,
                 components,
             },
             marketplace,
+            notifications,
         });
         // The first license check finishes before serving when it can; transient AWS errors keep
         // retrying in the background (status `pending`, trial limits) as AWS advises.
@@ -115,6 +129,9 @@ impl Server {
             crate::marketplace::license::apply(&state.marketplace, check).await;
         }
         crate::kb::refresh(&state.kb).await;
+        if let Err(err) = state.notifications.hub.start_at_newest(&state.db).await {
+            tracing::warn!(error = %err, "cannot read the newest notification event yet; the bus listener will");
+        }
 
         if !authenticator.has_bootstrap_key()
             && !crate::auth::keys::any_active(&state.db)
@@ -203,6 +220,33 @@ impl Server {
                 "metering reporter"
             });
         }
+        let notifications = self.state.notifications.clone();
+        self.tasks.spawn(async move {
+            notifications.listen().await;
+            "notification bus listener"
+        });
+        if self.state.notifications.redis.is_some() {
+            let notifications = self.state.notifications.clone();
+            self.tasks.spawn(async move {
+                notifications.relay().await;
+                "notification relay"
+            });
+        }
+        let notifications = self.state.notifications.clone();
+        self.tasks.spawn(async move {
+            notifications.follow_revocations().await;
+            "notification key revocations"
+        });
+        let notifications = self.state.notifications.clone();
+        self.tasks.spawn(async move {
+            notifications.prune_loop().await;
+            "notification retention"
+        });
+        let notifications = self.state.notifications.clone();
+        self.tasks.spawn(async move {
+            notifications.close_sockets(Duration::from_secs(3)).await;
+            "notification sockets"
+        });
         let key_limiter = self.state.auth.key_limiter.clone();
         let ip_limiter = self.state.ip_limit.limiter.clone();
         self.tasks.spawn(async move {

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::health::HealthState;
 use crate::kb::KbState;
 use crate::marketplace::Marketplace;
+use crate::notifications::NotificationsState;
 use crate::ratelimit::IpLimit;
 use crate::redis_conn::RedisHandle;
 use crate::runtime::{Components, Lifecycle};
@@ -52,6 +53,8 @@ pub struct AppStateInner {
     pub kb: KbState,
     /// License, trial and usage ledger; the AWS client when Marketplace is enabled.
     pub marketplace: Arc<Marketplace>,
+    /// Events for WebSocket clients: this replica's bus feed, tickets, open sockets.
+    pub notifications: NotificationsState,
 }
 
 impl FromRef<AppState> for AuthState {
@@ -69,6 +72,12 @@ impl FromRef<AppState> for KbState {
 impl FromRef<AppState> for Arc<Marketplace> {
     fn from_ref(state: &AppState) -> Self {
         state.marketplace.clone()
+    }
+}
+
+impl FromRef<AppState> for NotificationsState {
+    fn from_ref(state: &AppState) -> Self {
+        state.notifications.clone()
     }
 }
 

@@ -22,7 +22,7 @@ const BASE: &[&str] = &[
 /// through the Marketplace ledger. They import only the base, and not each other.
 const SHARED: &[&str] = &["kb", "marketplace"];
 /// Feature capabilities: the base and the shared capabilities, never each other.
-const FEATURES: &[&str] = &["auth", "health"];
+const FEATURES: &[&str] = &["auth", "health", "notifications"];
 const ROOT: &[&str] = &["cli", "docs", "http", "lib", "main", "server", "state"];
 /// Items of `lib.rs` itself (version strings, the TLS provider) that any module may use.
 const LIB_ITEMS: &[&str] = &["ensure_crypto_provider", "shipped_kb_version", "version"];

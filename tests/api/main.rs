@@ -16,5 +16,6 @@ mod kb_load;
 mod layering;
 mod lifecycle;
 mod marketplace;
+mod notifications;
 mod ratelimit;
 mod redis_tls;

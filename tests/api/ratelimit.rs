@@ -162,12 +162,12 @@ async fn redis_shares_the_budget_across_replicas() {
     assert_eq!(codes, vec![200, 200, 200, 200, 429, 429]);
 }
 
-struct OwnRedis {
+pub(crate) struct OwnRedis {
     child: Child,
 }
 
 impl OwnRedis {
-    fn start(port: u16) -> Self {
+    pub(crate) fn start(port: u16) -> Self {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -190,7 +190,7 @@ impl OwnRedis {
 impl OwnRedis {
     /// True once the server on `port` answers and is this process (not another test's server
     /// that took the port first, in which case this one has exited).
-    async fn is_ours(&mut self, port: u16) -> bool {
+    pub(crate) async fn is_ours(&mut self, port: u16) -> bool {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let pid = self.child.id();
         while tokio::time::Instant::now() < deadline {
@@ -223,7 +223,7 @@ impl Drop for OwnRedis {
     }
 }
 
-async fn redis_answers(port: u16) -> bool {
+pub(crate) async fn redis_answers(port: u16) -> bool {
     eventually(Duration::from_secs(5), || async move {
         tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
