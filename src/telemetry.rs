@@ -132,6 +132,23 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// once with the recorder; a metric described here appears as soon as it is first recorded.
 fn describe_metrics() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        "notifications_connections",
+        "Open notification WebSockets on this instance."
+    );
+    describe_counter!(
+        "notifications_messages_sent_total",
+        "Events written to notification WebSockets."
+    );
+    describe_counter!(
+        "notifications_clients_cut_total",
+        "Notification WebSockets closed by the server, by reason (too_slow, dead, bad_message, revoked, error)."
+    );
+    describe_histogram!(
+        "notifications_fanout_latency_seconds",
+        Unit::Seconds,
+        "From an event's commit to its broadcast on this instance."
+    );
     describe_counter!(
         "http_requests_total",
         "HTTP requests answered, by method, route template and status"

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{FromRef, Query, State};
+use axum::extract::{FromRef, OriginalUri, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -18,7 +18,7 @@ use super::hub::{WireEvent, format_ts};
 use super::store;
 use super::ws::{self, Filter};
 use crate::error::{ApiError, Problem};
-use crate::web::{Admin, ApiJson, Auth};
+use crate::web::{Admin, ApiJson, Auth, Page};
 
 pub fn router<S>() -> OpenApiRouter<S>
 where
@@ -45,17 +45,9 @@ pub struct ListParams {
     types: Option<String>,
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct EventPage {
-    pub items: Vec<WireEvent>,
-    pub since: i64,
-    pub limit: i64,
-    /// Ask again with `since=<next_since>` for what follows.
-    pub next_since: i64,
-    /// True when more events follow this page now.
-    pub has_more: bool,
+    /// Events after `since` to skip (the list envelope's paging; `next` sets it).
+    #[param(minimum = 0, maximum = 1000000)]
+    offset: Option<i64>,
 }
 
 fn parse_types(types: Option<&str>) -> Result<Filter, ApiError> {
@@ -63,31 +55,26 @@ fn parse_types(types: Option<&str>) -> Result<Filter, ApiError> {
         .map_err(|why| ApiError::invalid("invalid_types", why))
 }
 
-/// Stored events after `since`, oldest first: what a WebSocket with `?since=` replays.
+/// Stored events after `since`, oldest first: what a WebSocket with `?since=` replays, paged
+/// like every list (`limit`, `offset`, `next`).
 #[utoipa::path(get, path = "/notifications", tag = "notifications", params(ListParams),
-    responses((status = 200, body = EventPage), (status = 400, body = Problem)),
+    responses((status = 200, body = Page<WireEvent>), (status = 400, body = Problem)),
     security(("api_key" = [])))]
 async fn list(
     State(state): State<NotificationsState>,
     Auth(_caller): Auth,
+    OriginalUri(uri): OriginalUri,
     params: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<EventPage>, ApiError> {
+) -> Result<Json<Page<WireEvent>>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
     let filter = parse_types(params.types.as_deref())?;
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid(
-            "invalid_limit",
-            format!("limit must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
+    let (limit, offset) = crate::web::page_bounds(params.limit, params.offset, 100, MAX_LIMIT)?;
     let since = params.since.unwrap_or(0);
     store::check_since(&state.db, since).await?;
-    let mut rows =
-        store::after_matching(&state.db, since, &filter.like_patterns(), limit + 1).await?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let next_since = rows.last().map_or(since, |r| r.id);
+    let patterns = filter.like_patterns();
+    let rows = store::after_matching(&state.db, since, &patterns, limit, offset).await?;
+    let total = store::count_after_matching(&state.db, since, &patterns).await?;
+    let next = crate::web::next_link(&uri, limit, offset, total);
     let items = rows
         .into_iter()
         .map(|r| WireEvent {
@@ -97,12 +84,12 @@ async fn list(
             data: r.data,
         })
         .collect();
-    Ok(Json(EventPage {
+    Ok(Json(Page {
         items,
-        since,
+        total,
         limit,
-        next_since,
-        has_more,
+        offset,
+        next,
     }))
 }
 

@@ -193,17 +193,35 @@ pub async fn after_matching(
     since: i64,
     patterns: &[String],
     limit: i64,
+    offset: i64,
 ) -> sqlx::Result<Vec<StoredEvent>> {
     sqlx::query_as!(
         StoredEvent,
         r#"SELECT id AS "id!", type AS kind, ts, data FROM events
            WHERE id > $1 AND (cardinality($2::text[]) = 0 OR type LIKE ANY($2))
-           ORDER BY id LIMIT $3"#,
+           ORDER BY id LIMIT $3 OFFSET $4"#,
         since,
         patterns,
-        limit
+        limit,
+        offset
     )
     .fetch_all(db)
+    .await
+}
+
+/// How many stored events follow `since` and match `patterns`.
+pub async fn count_after_matching(
+    db: &PgPool,
+    since: i64,
+    patterns: &[String],
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM events
+           WHERE id > $1 AND (cardinality($2::text[]) = 0 OR type LIKE ANY($2))"#,
+        since,
+        patterns
+    )
+    .fetch_one(db)
     .await
 }
 

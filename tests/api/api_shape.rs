@@ -188,6 +188,7 @@ async fn every_list_endpoint_answers_the_one_envelope() {
                 "/api/v1/kb/checks",
                 "/api/v1/kb/services",
                 "/api/v1/kb/search",
+                "/api/v1/notifications",
             ]
             .map(String::from)
         ),
@@ -197,6 +198,15 @@ async fn every_list_endpoint_answers_the_one_envelope() {
     // And the server answers it: the first page of one item, then its `next`, to the end.
     app.create_key("first", "user").await;
     app.create_key("second", "user").await;
+    for n in 0..2 {
+        let response = app
+            .post_as("/api/v1/admin/notifications/test", &app.admin_key)
+            .json(&serde_json::json!({ "n": n }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
     for path in lists {
         let first = match path.as_str() {
             "/api/v1/kb/frameworks/{id}/controls" => {
