@@ -503,6 +503,7 @@ fn kb_manifest(path: &std::path::Path, kb_version: Option<&str>) -> anyhow::Resu
 struct KbStats {
     kb_version: String,
     source: String,
+    #[serde(with = "crate::web::timestamp")]
     loaded_at: chrono::DateTime<chrono::Utc>,
     /// Controls per framework and kind.
     controls: Vec<ControlCount>,

@@ -40,7 +40,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         description = "The HTTP API of Cloud Optimizer, a security advisor for AWS that runs in your own account. \
 What exists today: API keys (`/keys`), the compliance knowledge base (frameworks, controls, checks, AWS services, \
 full-text search under `/kb`), the license, trial and usage ledger (`/license`, `/usage`), a small billable action \
-(`/billable-actions`) and health probes.
+(`/billable-actions`), real-time notifications (`/notifications`: the event feed, one-time tickets and the \
+WebSocket `/notifications/ws`) and health probes.
 
 * **Authentication**: every `/api/v1` route needs `Authorization: Bearer <key>`.
 * **Lists** answer `{items, total, limit, offset, next}`; `next` is the path and query of the next page, `null` on the last. \

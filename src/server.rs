@@ -140,7 +140,7 @@ impl Server {
         {
             tracing::warn!(
                 "no API key exists yet: create one with `cloud-optimizer keys create --name admin --scope admin` \
-                 (under compose: `docker compose exec app cloud-optimizer keys create --name admin --scope admin`) \
+                 (under compose: `docker compose exec -T app cloud-optimizer keys create --name admin --scope admin`) \
                  or set BOOTSTRAP_ADMIN_API_KEY"
             );
         }

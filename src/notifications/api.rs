@@ -58,7 +58,8 @@ fn parse_types(types: Option<&str>) -> Result<Filter, ApiError> {
 /// Stored events after `since`, oldest first: what a WebSocket with `?since=` replays, paged
 /// like every list (`limit`, `offset`, `next`).
 #[utoipa::path(get, path = "/notifications", tag = "notifications", params(ListParams),
-    responses((status = 200, body = Page<WireEvent>), (status = 400, body = Problem)),
+    responses((status = 200, body = Page<WireEvent>), (status = 400, body = Problem),
+        (status = 410, description = "`since` is older than the retention (`since_expired`)", body = Problem)),
     security(("api_key" = [])))]
 async fn list(
     State(state): State<NotificationsState>,
@@ -97,6 +98,7 @@ async fn list(
 pub struct Ticket {
     /// Pass as `?ticket=` to `/api/v1/notifications/ws`; works once, on any replica.
     pub ticket: String,
+    #[serde(with = "crate::web::timestamp")]
     pub expires_at: DateTime<Utc>,
 }
 
@@ -190,6 +192,7 @@ fn origin_allowed(state: &NotificationsState, headers: &HeaderMap) -> bool {
 #[utoipa::path(get, path = "/notifications/ws", tag = "notifications", params(ConnectParams),
     responses((status = 101, description = "switching to the WebSocket protocol"),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 410, description = "`since` is older than the retention (`since_expired`)", body = Problem),
         (status = 503, body = Problem)),
     security(("api_key" = [])))]
 async fn connect(

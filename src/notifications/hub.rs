@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio::sync::{broadcast, watch};
@@ -44,8 +44,9 @@ pub struct WireEvent {
 }
 
 /// One format for every timestamp a client sees, whether the event came live or from a replay.
+/// The one timestamp format of the API (RFC 3339, UTC, milliseconds).
 pub fn format_ts(ts: DateTime<Utc>) -> String {
-    ts.to_rfc3339_opts(SecondsFormat::Micros, true)
+    crate::web::timestamp::format(&ts)
 }
 
 impl Event {

@@ -135,6 +135,10 @@ async fn an_event_published_on_one_replica_reaches_a_socket_on_another_and_the_l
     let page = list(&http(&b), &format!("?since={since}")).await;
     assert_eq!(page["items"], serde_json::json!([published]));
     assert_eq!(page["total"], 1);
+    // The API's one timestamp shape: RFC 3339, UTC, milliseconds.
+    let ts = published["ts"].as_str().unwrap();
+    assert_eq!(ts.len(), "2026-12-01T06:00:00.000Z".len(), "{ts}");
+    assert!(ts.ends_with('Z'), "{ts}");
     assert_eq!(page["next"], serde_json::Value::Null);
 }
 
@@ -373,7 +377,12 @@ async fn new_ticket(address: &str, key: &str) -> String {
         .unwrap();
     assert_eq!(response.status(), 201);
     let body: serde_json::Value = response.json().await.unwrap();
-    assert!(body["expires_at"].is_string());
+    let expires_at = body["expires_at"].as_str().unwrap();
+    assert_eq!(
+        expires_at.len(),
+        "2026-12-01T06:00:00.000Z".len(),
+        "{expires_at}"
+    );
     body["ticket"].as_str().unwrap().to_string()
 }
 
