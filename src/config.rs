@@ -638,6 +638,14 @@ fn marketplace_config(env: &Env) -> Result<MarketplaceConfig, ConfigError> {
     let public_key_pem = env
         .get("MARKETPLACE_PUBLIC_KEY")
         .map(|pem| pem.replace("\\n", "\n"));
+    // Without the key no RegisterUsage answer can be verified: the license could only ever be
+    // `invalid`, so refuse it at start rather than at the first billable action.
+    if enabled && public_key_pem.is_none() {
+        return Err(invalid(
+            "MARKETPLACE_PUBLIC_KEY",
+            "required when MARKETPLACE_ENABLED=true (the PEM public key AWS Marketplace gives the product)",
+        ));
+    }
     if let Some(pem) = &public_key_pem
         && jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).is_err()
     {

@@ -92,6 +92,16 @@ fn configuration_that_cannot_work_is_refused_by_config_check_and_serve() {
             assert!(text.contains(var) && text.contains(value), "{text}");
         }
     }
+    // Marketplace on without the key that verifies its answers: the license could never be valid.
+    let mut env = unreachable_env();
+    env.insert("MARKETPLACE_ENABLED".into(), "true".into());
+    env.insert("MARKETPLACE_PRODUCT_CODE".into(), "abc123".into());
+    let output = run_expecting(&env, &["config", "check"], 2);
+    assert!(
+        stderr(&output).contains("MARKETPLACE_PUBLIC_KEY"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
