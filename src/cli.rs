@@ -5,6 +5,20 @@
 //! invalid KB data, …); 2 the command line or the configuration is wrong (clap's own usage
 //! errors exit 2 too). A failure is printed once, on stderr, with its whole cause chain.
 
+/// `println!` for command output: a reader that goes away (`cloud-optimizer kb stats | head -2`)
+/// ends the command quietly with success, as Unix tools do, instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(err) = writeln!(std::io::stdout(), $($arg)*) {
+            if err.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            panic!("cannot write to stdout: {err}");
+        }
+    }};
+}
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -192,7 +206,7 @@ pub fn main() -> ExitCode {
     // Usage errors and --help are clap's: exit 2 and 0.
     let cli = Cli::parse();
     if cli.version {
-        println!("cloud-optimizer {}", crate::version());
+        out!("cloud-optimizer {}", crate::version());
         return ExitCode::SUCCESS;
     }
     let env = Env::from_process();
@@ -250,7 +264,7 @@ pub fn main() -> ExitCode {
             Command::Config {
                 command: ConfigCommand::Check,
             } => {
-                println!("{}", serde_json::to_string_pretty(&config.redacted())?);
+                out!("{}", serde_json::to_string_pretty(&config.redacted())?);
                 Ok(())
             }
             Command::Keys { command } => keys_command(config, command).await,
@@ -395,21 +409,25 @@ async fn keys_command(config: Config, command: KeysCommand) -> anyhow::Result<()
                 created.info.name,
                 created.info.id
             );
-            println!("{}", created.key);
+            out!("{}", created.key);
         }
         KeysCommand::List { json } => {
             let pool = connect_read_only(&config).await?;
             let list = keys::list(&pool).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                out!("{}", serde_json::to_string_pretty(&list)?);
                 return Ok(());
             }
-            println!(
+            out!(
                 "{:<36}  {:<10}  {:<6}  {:<19}  {:<19}  NAME",
-                "ID", "PREFIX", "SCOPE", "LAST USED", "REVOKED"
+                "ID",
+                "PREFIX",
+                "SCOPE",
+                "LAST USED",
+                "REVOKED"
             );
             for key in list {
-                println!(
+                out!(
                     "{:<36}  {:<10}  {:<6}  {:<19}  {:<19}  {}",
                     key.id,
                     key.prefix,
@@ -464,7 +482,7 @@ async fn keys_command(config: Config, command: KeysCommand) -> anyhow::Result<()
 fn kb_verify(path: &std::path::Path) -> ExitCode {
     match crate::kb::model::read_and_verify(path) {
         Ok(kb) => {
-            println!(
+            out!(
                 "{}: kb_version {} OK — {} frameworks, {} controls, {} checks, {} remediations, {} services, {} relationships",
                 path.display(),
                 kb.kb_version,
@@ -489,7 +507,7 @@ fn kb_verify(path: &std::path::Path) -> ExitCode {
 
 fn kb_manifest(path: &std::path::Path, kb_version: Option<&str>) -> anyhow::Result<()> {
     let manifest = crate::kb::model::write_manifest(path, kb_version)?;
-    println!(
+    out!(
         "wrote {} ({} files, kb_version {})",
         path.join("manifest.json").display(),
         manifest.files.len(),
@@ -577,14 +595,14 @@ async fn kb_command(config: Config, command: KbCommand) -> anyhow::Result<()> {
             let materialized = crate::kb::source::materialize(&source).await?;
             match crate::kb::load::load_dir(&pool, &materialized.dir, &source.describe()).await? {
                 crate::kb::load::Outcome::Unchanged { kb_version } => {
-                    println!("unchanged: kb_version {kb_version} is already active")
+                    out!("unchanged: kb_version {kb_version} is already active")
                 }
                 crate::kb::load::Outcome::Loaded {
                     kb_version,
                     entities,
                     relationships,
                     elapsed,
-                } => println!(
+                } => out!(
                     "loaded kb_version {kb_version}: {entities} entities, {relationships} relationships in {} ms",
                     elapsed.as_millis()
                 ),
@@ -594,28 +612,30 @@ async fn kb_command(config: Config, command: KbCommand) -> anyhow::Result<()> {
             let pool = connect_read_only(&config).await?;
             let stats = kb_stats(&pool).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&stats)?);
+                out!("{}", serde_json::to_string_pretty(&stats)?);
                 return Ok(());
             }
-            println!(
+            out!(
                 "kb_version {} from {}, loaded {}",
-                stats.kb_version, stats.source, stats.loaded_at
+                stats.kb_version,
+                stats.source,
+                stats.loaded_at
             );
-            println!("\n{:<28} {:<30} {:>6}", "FRAMEWORK", "KIND", "COUNT");
+            out!("\n{:<28} {:<30} {:>6}", "FRAMEWORK", "KIND", "COUNT");
             for row in &stats.controls {
-                println!("{:<28} {:<30} {:>6}", row.framework, row.kind, row.count);
+                out!("{:<28} {:<30} {:>6}", row.framework, row.kind, row.count);
             }
-            println!();
+            out!("");
             for (what, n) in [
                 ("checks", stats.checks),
                 ("remediations", stats.remediations),
                 ("aws services", stats.services),
             ] {
-                println!("{what:<59} {n:>6}");
+                out!("{what:<59} {n:>6}");
             }
-            println!("\n{:<59} {:>6}", "RELATIONSHIP", "COUNT");
+            out!("\n{:<59} {:>6}", "RELATIONSHIP", "COUNT");
             for (kind, n) in &stats.relationships {
-                println!("{kind:<59} {n:>6}");
+                out!("{kind:<59} {n:>6}");
             }
         }
         KbCommand::Verify { .. } | KbCommand::Manifest { .. } => {
@@ -668,7 +688,7 @@ async fn usage_command(config: Config, command: UsageCommand) -> anyhow::Result<
             // An operator's flush resends every pending report now (see `Marketplace::report`);
             // the CLI never registers as a serving replica.
             let summary = market.report(scope, true).await?;
-            println!(
+            out!(
                 "sent {}, retrying later {}, failed {}, folded into a later hour {}, unconfirmed {}, skipped {}",
                 summary.sent,
                 summary.retried_later,
@@ -705,15 +725,19 @@ async fn usage_command(config: Config, command: UsageCommand) -> anyhow::Result<
             .fetch_all(&pool)
             .await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                out!("{}", serde_json::to_string_pretty(&rows)?);
                 return Ok(());
             }
-            println!(
+            out!(
                 "{:<17} {:<17} {:>7} {:>9} {:>9}  REPORTED IN",
-                "HOUR (UTC)", "DIMENSION", "EVENTS", "REFUNDED", "REPORTED"
+                "HOUR (UTC)",
+                "DIMENSION",
+                "EVENTS",
+                "REFUNDED",
+                "REPORTED"
             );
             for row in rows {
-                println!(
+                out!(
                     "{:<17} {:<17} {:>7} {:>9} {:>9}  {}",
                     row.hour.format("%Y-%m-%d %H:00"),
                     row.dimension,

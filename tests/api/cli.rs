@@ -327,3 +327,21 @@ async fn migrate_logs_plain_text_without_colours_or_notices() {
     );
     assert!(!logs.contains("_sqlx_migrations"), "{logs}");
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_with_success() {
+    // As `cloud-optimizer config check | head -0`: the reader is gone before the first line.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))
+        .args(["config", "check"])
+        .env_clear()
+        .envs(unreachable_env())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}
