@@ -277,55 +277,24 @@ async fn refusals_come_before_the_upgrade_as_problem_json() {
     })
     .await;
     let path = "/api/v1/notifications/ws";
-    let (status, body) = refusal(open(&app.address, path, None, None).await);
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (401, Some("missing_api_key"))
-    );
-    let (status, body) = refusal(open(&app.address, path, Some("co_wrong"), None).await);
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (401, Some("invalid_api_key"))
-    );
-    let (status, body) = refusal(
-        open(
-            &app.address,
-            path,
-            Some(&app.admin_key),
-            Some("https://evil.example"),
-        )
-        .await,
-    );
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (403, Some("origin_not_allowed"))
-    );
-    let (status, body) = refusal(
-        open(
-            &app.address,
-            &format!("{path}?types=Bad"),
-            Some(&app.admin_key),
-            None,
-        )
-        .await,
-    );
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (400, Some("invalid_types"))
-    );
-    let (status, body) = refusal(
-        open(
-            &app.address,
-            &format!("{path}?since=999999999"),
-            Some(&app.admin_key),
-            None,
-        )
-        .await,
-    );
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (400, Some("invalid_since"))
-    );
+    let admin = Some(app.admin_key.as_str());
+    let evil = Some("https://evil.example");
+    let types = format!("{path}?types=Bad");
+    let since = format!("{path}?since=999999999");
+    for (url, key, origin, expected) in [
+        (path, None, None, (401, "missing_api_key")),
+        (path, Some("co_wrong"), None, (401, "invalid_api_key")),
+        (path, admin, evil, (403, "origin_not_allowed")),
+        (types.as_str(), admin, None, (400, "invalid_types")),
+        (since.as_str(), admin, None, (400, "invalid_since")),
+    ] {
+        let (status, body) = refusal(open(&app.address, url, key, origin).await);
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (expected.0, Some(expected.1)),
+            "{url} key={key:?} origin={origin:?}"
+        );
+    }
     // A plain GET is not an upgrade.
     assert_problem(
         app.get_as(path, &app.admin_key).send().await.unwrap(),
