@@ -147,7 +147,6 @@ fn match_framework(keys: &[String], raw: &str) -> Option<String> {
 
 /// Resolves `cis-aws` or `cis-aws@3.0.0` in a path to the active framework key, or 404 naming the choices.
 pub async fn framework_key(db: &PgPool, raw: &str) -> Result<String, ApiError> {
-    no_nul("framework", raw)?;
     let keys = framework_keys(db).await?;
     match_framework(&keys, raw).ok_or_else(|| {
         ApiError::problem(
@@ -163,20 +162,8 @@ pub async fn framework_key(db: &PgPool, raw: &str) -> Result<String, ApiError> {
 
 /// The same for a `framework=` filter: an unknown value is a 400 listing the allowed ones.
 pub async fn framework_filter(db: &PgPool, raw: &str) -> Result<String, ApiError> {
-    no_nul("framework", raw)?;
     let keys = framework_keys(db).await?;
     match_framework(&keys, raw).ok_or_else(|| invalid_filter("framework", raw, &keys))
-}
-
-/// PostgreSQL text cannot hold NUL: such input is the client's mistake, never a database error.
-fn no_nul(name: &str, value: &str) -> Result<(), ApiError> {
-    if value.contains('\0') {
-        return Err(ApiError::invalid(
-            "invalid_character",
-            format!("{name} must not contain NUL characters (%00)"),
-        ));
-    }
-    Ok(())
 }
 
 fn invalid_filter(name: &str, value: &str, allowed: &[String]) -> ApiError {
@@ -244,7 +231,6 @@ async fn service_ids(db: &PgPool) -> Result<Vec<String>, ApiError> {
 }
 
 pub async fn check_service(db: &PgPool, service: &str) -> Result<(), ApiError> {
-    no_nul("service", service)?;
     let known = service_ids(db).await?;
     if known.iter().any(|s| s == service) {
         Ok(())
@@ -267,15 +253,6 @@ async fn framework_controls(
     filter: Result<Query<ControlFilter>, QueryRejection>,
 ) -> Result<Json<Page<ControlSummary>>, ApiError> {
     let Query(filter) = filter.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
-    for (name, value) in [
-        ("kind", &filter.kind),
-        ("obligation", &filter.obligation),
-        ("level", &filter.level),
-    ] {
-        if let Some(value) = value {
-            no_nul(name, value)?;
-        }
-    }
     let key = framework_key(&state.db, &id).await?;
     let (limit, offset) = page_bounds(filter.limit, filter.offset, 100, 500)?;
     let kinds: Vec<String> = sqlx::query_scalar(sql!(
@@ -415,7 +392,6 @@ pub struct RelatedControl {
 /// `GDPR Article 32(1)(a)`, `cis-aws:1.4` (newest CIS), `CIS v3.0.0 1.5`, `iam.6`. An id that names
 /// no framework and matches controls of several frameworks is a 400 listing them.
 pub async fn resolve_control(db: &PgPool, raw: &str) -> Result<String, ApiError> {
-    no_nul("id", raw)?;
     let typed = ids::parse(raw);
     if typed.key.is_empty() {
         return Err(ApiError::invalid(
@@ -479,7 +455,6 @@ async fn get_control(
     State(state): State<KbState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    no_nul("id", &id)?;
     let cache_key = format!("control\u{0}{id}");
     if let Some(hit) = state.cache.get(&cache_key).await {
         return Ok(json_bytes(hit));
@@ -747,7 +722,6 @@ async fn get_check(
     State(state): State<KbState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    no_nul("id", &id)?;
     let full = if id.starts_with("check:") {
         id.clone()
     } else {
@@ -852,7 +826,6 @@ async fn get_service(
     State(state): State<KbState>,
     Path(name): Path<String>,
 ) -> Result<Json<ServiceDetail>, ApiError> {
-    no_nul("name", &name)?;
     let name = name.to_ascii_lowercase();
     let service_counts = service_counts();
     let touches_1 = super::touches_service("$1");
@@ -922,7 +895,6 @@ async fn search_kb(
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
     let q = params.q.as_deref().map(str::trim).unwrap_or_default();
-    no_nul("q", q)?;
     if q.is_empty() {
         return Err(ApiError::invalid(
             "missing_query",
