@@ -111,6 +111,7 @@ impl Server {
                 db: pool.clone(),
                 source: Arc::new(config.kb_path.clone()),
                 cache: Arc::new(crate::kb::cache::KbCache::new(config.kb_cache_entries)),
+                search: Default::default(),
                 graph: kb_graph,
                 components,
             },

@@ -392,6 +392,39 @@ pub struct RelatedControl {
 /// `GDPR Article 32(1)(a)`, `cis-aws:1.4` (newest CIS), `CIS v3.0.0 1.5`, `iam.6`. An id that names
 /// no framework and matches controls of several frameworks is a 400 listing them.
 pub async fn resolve_control(db: &PgPool, raw: &str) -> Result<String, ApiError> {
+    let typed = typed_control_id(raw)?;
+    let rows = sqlx::query!(
+        "SELECT id, framework FROM kb_controls
+         WHERE version_id = (SELECT id FROM kb_versions WHERE active) AND alias_keys @> ARRAY[$1::text]",
+        typed.key
+    )
+    .fetch_all(db)
+    .await?;
+    let rows = rows.into_iter().map(|r| (r.id, r.framework, ())).collect();
+    Ok(choose_control(raw, &typed, rows)?.0)
+}
+
+/// The precomputed [`ControlDetail`] body (see the `kb_control_docs` migration) of the control a
+/// client named, resolved as [`resolve_control`] does, in one statement.
+async fn control_doc(db: &PgPool, raw: &str) -> Result<String, ApiError> {
+    let typed = typed_control_id(raw)?;
+    let rows = sqlx::query!(
+        "SELECT c.id, c.framework, d.body
+         FROM kb_controls c
+         JOIN kb_control_docs d ON d.version_id = c.version_id AND d.id = c.id
+         WHERE c.version_id = (SELECT id FROM kb_versions WHERE active) AND c.alias_keys @> ARRAY[$1::text]",
+        typed.key
+    )
+    .fetch_all(db)
+    .await?;
+    let rows = rows
+        .into_iter()
+        .map(|r| (r.id, r.framework, r.body))
+        .collect();
+    Ok(choose_control(raw, &typed, rows)?.1)
+}
+
+fn typed_control_id(raw: &str) -> Result<ids::TypedId, ApiError> {
     let typed = ids::parse(raw);
     if typed.key.is_empty() {
         return Err(ApiError::invalid(
@@ -401,17 +434,19 @@ pub async fn resolve_control(db: &PgPool, raw: &str) -> Result<String, ApiError>
             ),
         ));
     }
-    let rows = sqlx::query!(
-        "SELECT id, framework FROM kb_controls
-         WHERE version_id = (SELECT id FROM kb_versions WHERE active) AND alias_keys @> ARRAY[$1::text]",
-        typed.key
-    )
-    .fetch_all(db)
-    .await?;
-    let matches: Vec<(String, String)> = rows
+    Ok(typed)
+}
+
+/// Of the controls whose aliases match, the one the client meant: the framework and version it
+/// named, else the newest release of each framework; several frameworks left is a 400.
+fn choose_control<T>(
+    raw: &str,
+    typed: &ids::TypedId,
+    rows: Vec<(String, String, T)>,
+) -> Result<(String, T), ApiError> {
+    let mut rows: Vec<(String, String, T)> = rows
         .into_iter()
-        .map(|r| (r.id, r.framework))
-        .filter(|(_, framework)| {
+        .filter(|(_, framework, _)| {
             let (base, version) = framework.split_once('@').unwrap_or((framework, ""));
             typed.framework.is_none_or(|f| f == base)
                 && typed
@@ -420,12 +455,23 @@ pub async fn resolve_control(db: &PgPool, raw: &str) -> Result<String, ApiError>
                     .is_none_or(|v| ids::version_matches(version, v))
         })
         .collect();
-    let newest = ids::newest_per_framework(&matches);
+    let pairs: Vec<(String, String)> = rows
+        .iter()
+        .map(|(id, f, _)| (id.clone(), f.clone()))
+        .collect();
+    let newest = ids::newest_per_framework(&pairs);
     match newest.as_slice() {
         [] => Err(ApiError::not_found(format!(
             "no control {raw:?} in the knowledge base"
         ))),
-        [(id, _)] => Ok(id.clone()),
+        [(id, _)] => {
+            let at = rows
+                .iter()
+                .position(|(row, _, _)| row == id)
+                .expect("newest_per_framework picks from the rows");
+            let (id, _, value) = rows.swap_remove(at);
+            Ok((id, value))
+        }
         several => Err(ApiError::problem(
             Problem::new(
                 axum::http::StatusCode::BAD_REQUEST,
@@ -459,10 +505,7 @@ async fn get_control(
     if let Some(hit) = state.cache.get(&cache_key).await {
         return Ok(json_bytes(hit));
     }
-    let canonical = resolve_control(&state.db, &id).await?;
-    let body = control_body(&state, &canonical)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no control {id:?} in the knowledge base")))?;
+    let body = control_body(&state, &id).await?;
     let bytes = Bytes::from(body);
     state.cache.put(cache_key, bytes.clone()).await;
     Ok(json_bytes(bytes))
@@ -472,104 +515,33 @@ fn json_bytes(bytes: Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
 
-/// The [`ControlDetail`] body, built by PostgreSQL in one statement. With a reachable Neo4j
-/// mirror, the checks and related controls come from the mirror and the rest from PostgreSQL.
-async fn control_body(state: &KbState, id: &str) -> Result<Option<String>, ApiError> {
+/// The [`ControlDetail`] body of the control a client named: precomputed by PostgreSQL per KB
+/// version; with a reachable Neo4j mirror, the checks and related controls come from the mirror
+/// and the rest from PostgreSQL.
+async fn control_body(state: &KbState, raw: &str) -> Result<String, ApiError> {
     let db = &state.db;
     if let Some(graph) = state.graph.as_ref().filter(|g| g.is_available()) {
-        match graph.control_links(id).await {
+        let id = resolve_control(db, raw).await?;
+        match graph.control_links(&id).await {
             Ok((checks, related)) => {
                 let checks = serde_json::to_value(&checks).map_err(anyhow::Error::from)?;
                 let related = serde_json::to_value(&related).map_err(anyhow::Error::from)?;
-                return Ok(control_body_with_links(db, id, checks, related).await?);
+                return control_body_with_links(db, &id, checks, related)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::not_found(format!("no control {raw:?} in the knowledge base"))
+                    });
             }
             Err(err) => {
                 tracing::warn!(error = %err, "neo4j query failed; answering from PostgreSQL");
             }
         }
     }
-    // Related controls: curated links first, then those sharing checks (most shared first),
-    // other frameworks only. Each part is an index lookup from the one control.
-    Ok(sqlx::query_scalar!(
-        r#"WITH c AS (
-            SELECT c.* FROM kb_controls c
-            WHERE c.version_id = (SELECT id FROM kb_versions WHERE active) AND c.id = $1
-        ),
-        mapped AS (
-            SELECT k.id, k.title, k.severity, k.services, r.basis, r.strength, r.rationale, k.remediation_id
-            FROM c
-            JOIN kb_relationships r ON r.version_id = c.version_id AND r.type = 'maps_to' AND r.from_id = c.id
-            JOIN kb_checks k ON k.version_id = r.version_id AND k.id = r.to_id
-        ),
-        curated AS (
-            SELECT r.to_id AS id, r.basis FROM c
-            JOIN kb_relationships r ON r.version_id = c.version_id AND r.type = 'related_to' AND r.from_id = c.id
-            UNION ALL
-            SELECT r.from_id, r.basis FROM c
-            JOIN kb_relationships r ON r.version_id = c.version_id AND r.type = 'related_to' AND r.to_id = c.id
-        ),
-        derived AS (
-            SELECT b.from_id AS id, count(*) AS shared
-            FROM c
-            JOIN kb_relationships a ON a.version_id = c.version_id AND a.type = 'maps_to' AND a.from_id = c.id
-            JOIN kb_relationships b ON b.version_id = a.version_id AND b.type = 'maps_to' AND b.to_id = a.to_id
-            -- Two controls share a check only when it evidences both; context edges do not count.
-            WHERE b.from_id <> c.id AND a.strength IN ('direct', 'partial') AND b.strength IN ('direct', 'partial')
-            GROUP BY b.from_id
-        ),
-        merged AS (
-            SELECT DISTINCT ON (id) id, basis, shared, rank FROM (
-                SELECT id, basis, 0::bigint AS shared, 0 AS rank FROM curated
-                UNION ALL
-                SELECT id, 'shared-checks', shared, 1 FROM derived
-            ) u
-            ORDER BY id, rank
-        ),
-        related AS (
-            SELECT o.id, o.framework, o.native_id, o.title, m.basis, m.shared AS shared_checks, m.rank
-            FROM c
-            JOIN merged m ON true
-            -- LIMIT 1 keeps this a lookup per related id (never a scan of every control).
-            JOIN LATERAL (SELECT o.* FROM kb_controls o WHERE o.version_id = c.version_id AND o.id = m.id LIMIT 1) o ON true
-            WHERE o.framework <> c.framework
-            ORDER BY m.rank, m.shared DESC, o.framework, o.native_id
-            LIMIT 25
-        )
-        SELECT json_build_object(
-            'id', c.id, 'framework', c.framework, 'native_id', c.native_id, 'kind', c.kind,
-            'parent_id', c.parent_id, 'title', c.title, 'summary', c.summary, 'url', c.url,
-            'technical', c.technical, 'attributes', c.attributes,
-            'parent', (SELECT row_to_json(p) FROM (
-                SELECT p.id, p.framework, p.native_id, p.kind, p.parent_id, p.title, p.summary, p.url,
-                       p.technical, p.services, p.attributes
-                FROM kb_controls p WHERE p.version_id = c.version_id AND p.id = c.parent_id) p),
-            'children', coalesce((SELECT json_agg(h ORDER BY h.native_id COLLATE kb_natural) FROM (
-                SELECT h.id, h.framework, h.native_id, h.kind, h.parent_id, h.title, h.summary, h.url,
-                       h.technical, h.services, h.attributes
-                FROM kb_controls h WHERE h.version_id = c.version_id AND h.parent_id = c.id) h), '[]'),
-            'checks', coalesce((SELECT json_agg(json_build_object('id', k.id, 'title', k.title,
-                'severity', k.severity, 'services', k.services, 'basis', k.basis, 'strength', k.strength,
-                'rationale', k.rationale) ORDER BY k.id) FROM mapped k), '[]'),
-            'services', (SELECT coalesce(array_agg(DISTINCT s ORDER BY s), '{}') FROM (
-                SELECT unnest(c.services) UNION ALL SELECT unnest(k.services) FROM mapped k) u(s)),
-            'remediations', coalesce((SELECT json_agg(m ORDER BY m.id) FROM (
-                SELECT DISTINCT m.id, m.title, m.steps, m.cli, m.cloudformation, m.terraform
-                FROM mapped x
-                JOIN kb_remediations m ON m.version_id = c.version_id AND m.id = x.remediation_id) m), '[]'),
-            'related', coalesce((SELECT json_agg(json_build_object('id', r.id, 'framework', r.framework,
-                'native_id', r.native_id, 'title', r.title, 'basis', r.basis, 'shared_checks', r.shared_checks)
-                ORDER BY r.rank, r.shared_checks DESC, r.framework, r.native_id) FROM related r), '[]'),
-            'graph_source', 'postgres'
-        )::text AS "body!"
-        FROM c"#,
-        id
-    )
-    .fetch_optional(db)
-    .await?)
+    control_doc(db, raw).await
 }
 
-/// The same body as the PostgreSQL answer of [`control_body`], with checks and related controls
-/// given by the Neo4j mirror.
+/// The same body as the precomputed PostgreSQL answer (`kb_control_body` in the migrations), with
+/// checks and related controls given by the Neo4j mirror.
 async fn control_body_with_links(
     db: &PgPool,
     id: &str,
@@ -926,15 +898,17 @@ async fn search_kb(
     let (items, total) = match state.cache.get(&cache_key).await {
         Some(hit) => split_cached_page(&hit)?,
         None => {
-            let (items, total) = search::search(
-                &state.db,
-                q,
-                framework.as_deref(),
-                params.service.as_deref(),
-                limit,
-                offset,
-            )
-            .await?;
+            let (items, total) = state
+                .search
+                .search(
+                    &state.db,
+                    q,
+                    framework.as_deref(),
+                    params.service.as_deref(),
+                    limit,
+                    offset,
+                )
+                .await?;
             state
                 .cache
                 .put(cache_key, Bytes::from(format!("{total}\n{items}")))

@@ -1,5 +1,5 @@
 //! Graph traversals of the KB in Neo4j: control → checks, control ↔ related controls. PostgreSQL
-//! answers by default (inside the one statement of `api::control_body`); with `NEO4J_URI` the KB
+//! answers by default (in the control documents PostgreSQL precomputes per KB version); with `NEO4J_URI` the KB
 //! is mirrored into Neo4j at load time and traversals go there, falling back to PostgreSQL
 //! whenever Neo4j fails. All Neo4j code is in this file.
 
@@ -181,7 +181,7 @@ impl KbGraph {
 
     /// Checks mapped to a control and related controls of other frameworks (curated links first,
     /// then those derived from shared checks, most shared first): the same answers as the
-    /// PostgreSQL statement of `api::control_body`, from the mirror.
+    /// PostgreSQL function `kb_control_body` (see the migrations), from the mirror.
     pub async fn control_links(
         &self,
         control_id: &str,

@@ -1,6 +1,6 @@
 //! The compliance knowledge base: data files and their verification (`model`), where they come
 //! from (`source`), loading into PostgreSQL (`load`), the Neo4j mirror and graph traversals
-//! (`graph`), search (`search`) and the `/api/v1/kb` routes (`api`).
+//! (`graph`), search (`search`, answered from memory by `search_index`) and the `/api/v1/kb` routes (`api`).
 
 /// SQL assembled from this module's constants only (never from request input, which is always
 /// bound as a parameter), so it is safe to pass where sqlx wants audited strings.
@@ -29,6 +29,7 @@ pub mod ids;
 pub mod load;
 pub mod model;
 pub mod search;
+pub mod search_index;
 pub mod source;
 
 use std::path::PathBuf;
@@ -49,6 +50,8 @@ pub struct KbState {
     pub source: Arc<PathBuf>,
     /// Responses of expensive KB reads, valid until the next KB version.
     pub cache: Arc<cache::KbCache>,
+    /// The active version's search data in memory (answers stay uncached; see `search_index`).
+    pub search: Arc<search_index::IndexSlot>,
     /// The Neo4j mirror of the KB when `NEO4J_URI` is set.
     pub graph: SharedGraph,
     /// Where the loader reports `ib` and the mirror `neo4j` for `/health`.

@@ -20,8 +20,9 @@ pub struct Hit {
     /// For controls: the framework key, e.g. `pci-dss@4.0.1`.
     pub framework: Option<String>,
     pub native_id: Option<String>,
-    /// Why it matched: a passage of the text with each matched word between `**` markers
-    /// (`… enable **MFA** for …`); the KB text itself never contains `**`. For a control named by
+    /// Why it matched: up to two passages of the text (whole words, joined by ` … `) with each
+    /// matched word between `**` markers (`enable **MFA** for`); the KB text itself never
+    /// contains `**`. For a control named by
     /// id, its title and summary (no markers).
     pub snippet: String,
     pub score: f64,
@@ -149,7 +150,7 @@ pub async fn search(
          ),
          top AS (
              SELECT x.id, x.score FROM matched x
-             ORDER BY x.score DESC, x.id
+             ORDER BY x.score DESC, x.id COLLATE "C"
              LIMIT $4::bigint + $8::bigint
          ),
          ranked AS (
@@ -161,7 +162,7 @@ pub async fn search(
                     100.0::float8 AS score, 'id' AS matched
              FROM named
              UNION ALL
-             SELECT 1, row_number() OVER (ORDER BY r.score DESC, r.id), r.kind, r.id, r.title, r.framework, r.native_id,
+             SELECT 1, row_number() OVER (ORDER BY r.score DESC, r.id COLLATE "C"), r.kind, r.id, r.title, r.framework, r.native_id,
                     ts_headline('english', r.body, q.tsq, 'MaxWords=35, MinWords=12, MaxFragments=2, StartSel=**, StopSel=**'),
                     r.score, 'text'
              FROM ranked r, q

@@ -888,3 +888,117 @@ async fn search_ranks_by_framework_names_hierarchy_and_version() {
     assert!(first_v5.is_some(), "{ids:?}");
     assert!(first_v3.is_none_or(|v3| Some(v3) > first_v5), "{ids:?}");
 }
+
+/// Searches are answered from an in-memory index of the active version; the SQL statement that
+/// ranks in PostgreSQL (still used for phrase queries) must give the same page: same hits in the
+/// same order with the same scores and totals, over the evaluation questions, id queries, filters
+/// and pages.
+#[tokio::test]
+async fn search_from_memory_answers_what_the_sql_ranking_answers() {
+    let app = spawn_app_with(|env| {
+        env.insert("RATE_LIMIT_PER_MINUTE".into(), "100000".into());
+    })
+    .await;
+    let questions: Vec<serde_json::Value> =
+        serde_json::from_str(include_str!("../chat/questions.json")).unwrap();
+    let mut cases: Vec<(String, Option<&str>, Option<&str>, i64, i64)> = questions
+        .iter()
+        .map(|q| {
+            (
+                q["question"].as_str().unwrap().to_string(),
+                None,
+                None,
+                10,
+                0,
+            )
+        })
+        .collect();
+    for (q, framework, service, limit, offset) in [
+        (
+            "PCI DSS 8.4.2 multi-factor authentication",
+            None,
+            None,
+            15,
+            0,
+        ),
+        ("encrypt s3 buckets at rest", None, None, 20, 5),
+        (
+            "encrypt s3 buckets at rest",
+            Some("pci-dss@4.0.1"),
+            None,
+            10,
+            0,
+        ),
+        ("encrypt s3 buckets at rest", None, Some("s3"), 10, 0),
+        ("logging", Some("cis-aws@5.0.0"), Some("cloudtrail"), 10, 0),
+        ("CIS v3.0.0 1.5 root MFA", None, None, 10, 0),
+        ("IAM.6 and S3.1", None, None, 10, 0),
+        (
+            "GDPR Article 32 and HIPAA 164.312(a)(2)(iv)",
+            None,
+            None,
+            10,
+            0,
+        ),
+        ("8.4.2", None, None, 10, 0),
+        ("the of", None, None, 10, 0),
+    ] {
+        cases.push((q.to_string(), framework, service, limit, offset));
+    }
+    let mut compared = 0;
+    for (q, framework, service, limit, offset) in cases {
+        let mut url = reqwest::Url::parse(&app.url("/api/v1/kb/search")).unwrap();
+        url.query_pairs_mut()
+            .append_pair("q", &q)
+            .append_pair("limit", &limit.to_string())
+            .append_pair("offset", &offset.to_string());
+        if let Some(f) = framework {
+            url.query_pairs_mut().append_pair("framework", f);
+        }
+        if let Some(s) = service {
+            url.query_pairs_mut().append_pair("service", s);
+        }
+        let response = app
+            .client
+            .get(url)
+            .bearer_auth(&app.admin_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{q}");
+        let memory: serde_json::Value = response.json().await.unwrap();
+        let (sql_items, total) = cloud_optimizer::kb::search::search(
+            &app.pool,
+            q.trim(),
+            framework,
+            service,
+            limit,
+            offset,
+        )
+        .await
+        .unwrap();
+        let sql: Vec<serde_json::Value> = serde_json::from_str(&sql_items).unwrap();
+        assert_eq!(memory["total"], total, "total of {q:?}");
+        let memory = items(&memory);
+        let shape = |hits: &[serde_json::Value]| -> Vec<(String, String, String, i64)> {
+            hits.iter()
+                .map(|h| {
+                    (
+                        h["id"].as_str().unwrap().to_string(),
+                        h["kind"].as_str().unwrap().to_string(),
+                        h["matched"].as_str().unwrap().to_string(),
+                        (h["score"].as_f64().unwrap() * 1e6).round() as i64,
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(shape(memory), shape(&sql), "hits of {q:?}");
+        for (m, s) in memory.iter().zip(&sql) {
+            if m["matched"] == "id" {
+                assert_eq!(m["snippet"], s["snippet"], "{q:?}");
+            }
+        }
+        compared += sql.len();
+    }
+    assert!(compared > 300, "compared {compared} hits");
+}
