@@ -643,10 +643,10 @@ async fn kb_command(config: Config, command: KbCommand) -> anyhow::Result<()> {
                 return print_json(&stats);
             }
             out!(
-                "kb_version {} from {}, loaded {}",
+                "kb_version {} from {}, loaded {} UTC",
                 stats.kb_version,
                 stats.source,
-                stats.loaded_at
+                format_time(Some(stats.loaded_at))
             );
             out!("\n{:<28} {:<30} {:>6}", "FRAMEWORK", "KIND", "COUNT");
             for row in &stats.controls {

@@ -62,6 +62,11 @@ impl FileKind {
     /// What a file is, from where it sits.
     pub fn of_path(path: &str) -> Option<Self> {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        if dir.contains('/') {
+            // One level only: `kb manifest` run on the folder above the KB must not take
+            // `compliance/hipaa/framework.json` for a framework file.
+            return None;
+        }
         match (dir, name) {
             ("common", "aws_services.json") => Some(Self::Services),
             ("common", n) if n.starts_with("checks-") && n.ends_with(".json") => Some(Self::Checks),
@@ -1004,6 +1009,8 @@ fn manifest_text(manifest: &Manifest) -> String {
 /// Why `kb manifest` wrote nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    #[error("{0} is not a directory (expected a KB directory holding manifest.json)")]
+    NotADirectory(PathBuf),
     #[error("cannot write the manifest of {path}: {source}")]
     Io {
         path: PathBuf,
@@ -1021,6 +1028,9 @@ pub fn write_verified_manifest(
     dir: &Path,
     kb_version: Option<&str>,
 ) -> Result<Manifest, ManifestError> {
+    if !dir.is_dir() {
+        return Err(ManifestError::NotADirectory(dir.to_path_buf()));
+    }
     let io = |source| ManifestError::Io {
         path: dir.to_path_buf(),
         source,
@@ -1093,6 +1103,25 @@ mod tests {
         match read_and_verify(tmp.path()) {
             Ok(_) => Vec::new(),
             Err(err) => err.issues,
+        }
+    }
+
+    #[test]
+    fn a_kb_file_sits_one_directory_deep() {
+        assert_eq!(
+            FileKind::of_path("hipaa/framework.json"),
+            Some(FileKind::Framework)
+        );
+        assert_eq!(
+            FileKind::of_path("common/checks-iam.json"),
+            Some(FileKind::Checks)
+        );
+        for no in [
+            "compliance/hipaa/framework.json",
+            "framework.json",
+            "common/notes.json",
+        ] {
+            assert_eq!(FileKind::of_path(no), None, "{no}");
         }
     }
 

@@ -778,4 +778,13 @@ fn kb_manifest_writes_only_what_kb_verify_accepts() {
             "kb verify does not say {problem:?}:\n{verify_err}"
         );
     }
+
+    // A path that is no directory is named as such, not as a failed write.
+    let missing = temp.path().join("no-such-kb");
+    let (code, _, err) = kb_cli(&["kb", "manifest", missing.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("is not a directory"),
+        "{err}"
+    );
 }
