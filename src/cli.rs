@@ -19,6 +19,7 @@ macro_rules! out {
     }};
 }
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -39,6 +40,18 @@ its default and what it does: the README's \"Configuration\" section and .env.ex
 
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 the command failed (database unreachable, \
 key not found, invalid KB data, …); 2 wrong usage or invalid configuration.";
+
+/// Prints a command's JSON result: indented for a person at a terminal, one compact line when
+/// stdout is a pipe or a file (`| jq`, `> keys.json`), always through serde_json.
+fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    let text = if std::io::stdout().is_terminal() {
+        serde_json::to_string_pretty(value)?
+    } else {
+        serde_json::to_string(value)?
+    };
+    out!("{text}");
+    Ok(())
+}
 
 /// Longest window `usage report --hours` accepts: ten years.
 const MAX_REPORT_HOURS: i64 = 24 * 366 * 10;
@@ -132,7 +145,8 @@ enum KbCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Rewrite manifest.json from the files (checksums, sizes, counts) after editing data.
+    /// Rewrite manifest.json from the files (checksums, sizes, counts) after editing data; only
+    /// when the data then passes `kb verify` (otherwise its problems, and nothing written).
     /// Reads no variable but KB_PATH.
     Manifest {
         /// The KB directory to rewrite the manifest of; defaults to KB_PATH.
@@ -227,7 +241,7 @@ pub fn main() -> ExitCode {
             let path = path
                 .clone()
                 .unwrap_or_else(|| crate::config::kb_path(&env).into());
-            return finish(kb_manifest(&path, kb_version.as_deref()));
+            return kb_manifest(&path, kb_version.as_deref());
         }
         _ => {}
     }
@@ -263,10 +277,7 @@ pub fn main() -> ExitCode {
             Command::Healthcheck { timeout } => healthcheck(&config, timeout).await,
             Command::Config {
                 command: ConfigCommand::Check,
-            } => {
-                out!("{}", serde_json::to_string_pretty(&config.redacted())?);
-                Ok(())
-            }
+            } => print_json(&config.redacted()),
             Command::Keys { command } => keys_command(config, command).await,
             Command::Kb { command } => kb_command(config, command).await,
             Command::Usage { command } => usage_command(config, command).await,
@@ -275,7 +286,7 @@ pub fn main() -> ExitCode {
     finish(result)
 }
 
-/// Prints a failure once (stderr, whole cause chain) and picks the exit code.
+/// Prints a failure once (stderr, `error: ` and the whole cause chain) and picks the exit code.
 fn finish(result: anyhow::Result<()>) -> ExitCode {
     let Err(err) = result else {
         return ExitCode::SUCCESS;
@@ -283,12 +294,8 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
     let usage = err
         .chain()
         .any(|cause| cause.is::<UsageError>() || cause.is::<ConfigError>());
-    if err.is::<ConfigError>() {
-        // Already one line naming the variable.
-        eprintln!("{err}");
-    } else {
-        eprintln!("error: {}", error_chain(&err));
-    }
+    // One format for every failure, as clap prints its own usage errors.
+    eprintln!("error: {}", error_chain(&err));
     ExitCode::from(if usage { 2 } else { 1 })
 }
 
@@ -415,8 +422,7 @@ async fn keys_command(config: Config, command: KeysCommand) -> anyhow::Result<()
             let pool = connect_read_only(&config).await?;
             let list = keys::list(&pool).await?;
             if json {
-                out!("{}", serde_json::to_string_pretty(&list)?);
-                return Ok(());
+                return print_json(&list);
             }
             out!(
                 "{:<36}  {:<10}  {:<6}  {:<19}  {:<19}  NAME",
@@ -495,25 +501,47 @@ fn kb_verify(path: &std::path::Path) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(err) => {
-            for issue in &err.issues {
-                eprintln!("{issue}");
-            }
-            eprintln!("{}: {} problem(s)", path.display(), err.issues.len());
-            ExitCode::FAILURE
-        }
+        Err(err) => kb_invalid(path, &err, ""),
     }
 }
 
-fn kb_manifest(path: &std::path::Path, kb_version: Option<&str>) -> anyhow::Result<()> {
-    let manifest = crate::kb::model::write_manifest(path, kb_version)?;
-    out!(
-        "wrote {} ({} files, kb_version {})",
-        path.join("manifest.json").display(),
-        manifest.files.len(),
-        manifest.kb_version
+/// `kb verify` and `kb manifest` report invalid data alike: one line per problem, then the
+/// failure in the format of every other one.
+fn kb_invalid(
+    path: &std::path::Path,
+    err: &crate::kb::model::VerifyError,
+    consequence: &str,
+) -> ExitCode {
+    for issue in &err.issues {
+        eprintln!("{issue}");
+    }
+    eprintln!(
+        "error: {}: {} problem(s){consequence}",
+        path.display(),
+        err.issues.len()
     );
-    Ok(())
+    ExitCode::FAILURE
+}
+
+fn kb_manifest(path: &std::path::Path, kb_version: Option<&str>) -> ExitCode {
+    use crate::kb::model::ManifestError;
+    match crate::kb::model::write_verified_manifest(path, kb_version) {
+        Ok(manifest) => {
+            out!(
+                "wrote {} ({} files, kb_version {})",
+                path.join("manifest.json").display(),
+                manifest.files.len(),
+                manifest.kb_version
+            );
+            ExitCode::SUCCESS
+        }
+        Err(ManifestError::Invalid(err)) => kb_invalid(
+            path,
+            &err,
+            "; manifest.json left unchanged (fix these, then run `kb manifest` again)",
+        ),
+        Err(err) => finish(Err(err.into())),
+    }
 }
 
 /// What `kb stats --json` prints.
@@ -612,14 +640,13 @@ async fn kb_command(config: Config, command: KbCommand) -> anyhow::Result<()> {
             let pool = connect_read_only(&config).await?;
             let stats = kb_stats(&pool).await?;
             if json {
-                out!("{}", serde_json::to_string_pretty(&stats)?);
-                return Ok(());
+                return print_json(&stats);
             }
             out!(
-                "kb_version {} from {}, loaded {}",
+                "kb_version {} from {}, loaded {} UTC",
                 stats.kb_version,
                 stats.source,
-                stats.loaded_at
+                format_time(Some(stats.loaded_at))
             );
             out!("\n{:<28} {:<30} {:>6}", "FRAMEWORK", "KIND", "COUNT");
             for row in &stats.controls {
@@ -725,8 +752,7 @@ async fn usage_command(config: Config, command: UsageCommand) -> anyhow::Result<
             .fetch_all(&pool)
             .await?;
             if json {
-                out!("{}", serde_json::to_string_pretty(&rows)?);
-                return Ok(());
+                return print_json(&rows);
             }
             out!(
                 "{:<17} {:<17} {:>7} {:>9} {:>9}  REPORTED IN",

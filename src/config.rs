@@ -14,7 +14,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 /// One invalid or missing variable: printed as a single line.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +126,8 @@ pub struct DatabaseConfig {
     /// For display only: host, port, database and user, never the password.
     pub display: String,
     pub max_connections: u32,
+    /// Whether a password was given (in `DATABASE_URL` or `PGPASSWORD`), for display.
+    pub password_set: bool,
     /// How long start-up keeps retrying an unreachable database before giving up.
     pub connect_deadline: Duration,
 }
@@ -163,6 +165,8 @@ pub struct MarketplaceConfig {
     pub license_check_interval: Duration,
     /// Identifies this task's records in the ledger (defaults to a random id per process).
     pub task_id: String,
+    /// Whether `task_id` came from `MARKETPLACE_TASK_ID` rather than being drawn at random.
+    pub task_id_configured: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -431,66 +435,150 @@ impl Config {
         })
     }
 
-    /// The effective configuration as shown by `config check`: secrets appear only as "set".
+    /// The effective configuration as shown by `config check`: one entry per variable the
+    /// binary reads, under the variable's own name (a test holds it to `.env.example`). Secrets
+    /// appear only as `(set)`/`(unset)`; `null` is an unset optional value.
     pub fn redacted(&self) -> serde_json::Value {
-        let set = |s: &Option<SecretString>| if s.is_some() { "(set)" } else { "(unset)" };
-        let mut view = serde_json::json!({
-            "ENVIRONMENT": self.environment,
-            "BIND_ADDRESS": self.bind_address.to_string(),
-            "PORT": self.port,
-            "METRICS_PORT": self.metrics_port.unwrap_or(0),
-            "LOG_LEVEL": self.log_level,
-            "LOG_FORMAT": self.log_format,
-            "DATABASE": self.database.display,
-            "DATABASE_MAX_CONNECTIONS": self.database.max_connections,
-            "DATABASE_CONNECT_TIMEOUT_SECONDS": self.database.connect_deadline.as_secs(),
-            "MIGRATE_ON_STARTUP": self.migrate_on_startup,
-            "REDIS_URL": self.redis_url.as_ref().map(|u| redact_url(u.expose_secret())),
-            "REDIS_KEY_PREFIX": self.redis_key_prefix,
-            "NEO4J_URI": self.neo4j.as_ref().map(|n| n.uri.clone()),
-            "NEO4J_USER": self.neo4j.as_ref().map(|n| n.user.clone()),
-            "NEO4J_PASSWORD": set(&self.neo4j.as_ref().map(|n| n.password.clone())),
-            "REQUEST_TIMEOUT_SECONDS": self.request_timeout.as_secs(),
-            "MAX_BODY_BYTES": self.max_body_bytes,
-            "MAX_URI_BYTES": self.max_uri_bytes,
-            "CORS_ALLOWED_ORIGINS": self.cors_allowed_origins,
-            "RATE_LIMIT_PER_MINUTE": self.rate_limit_per_minute,
-            "RATE_LIMIT_IP_PER_MINUTE": self.rate_limit_ip_per_minute,
-            "TRUSTED_PROXY_CIDRS": self.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "BOOTSTRAP_ADMIN_API_KEY": set(&self.bootstrap_admin_api_key),
-            "SHUTDOWN_GRACE_SECONDS": self.shutdown_grace.as_secs(),
-            "SHUTDOWN_DRAIN_SECONDS": self.shutdown_drain.as_secs(),
-            "OTEL_EXPORTER_OTLP_ENDPOINT": self.otel_endpoint,
-            "OTEL_SERVICE_NAME": self.otel_service_name,
-            "KB_PATH": self.kb_path.display().to_string(),
-            "KB_REFRESH_INTERVAL": self.kb_refresh_interval.map(|d| d.as_secs()),
-            "KB_CACHE_ENTRIES": self.kb_cache_entries,
-            "MARKETPLACE_ENABLED": self.marketplace.enabled,
-            "MARKETPLACE_PRODUCT_CODE": self.marketplace.product_code,
-            "MARKETPLACE_PUBLIC_KEY_VERSION": self.marketplace.public_key_version,
-            "MARKETPLACE_PUBLIC_KEY": if self.marketplace.public_key_pem.is_some() { "(set)" } else { "(unset)" },
-            "MARKETPLACE_REPORT_INTERVAL_SECONDS": self.marketplace.report_interval.as_secs(),
-            "TRIAL_MODE": self.marketplace.trial_mode,
-            "TRIAL_DAYS": self.marketplace.trial_days,
-        });
-        // Added after `json!`, whose macro recursion limit the object above has reached.
+        use serde_json::{Value, json};
+        let set = |present: bool| json!(if present { "(set)" } else { "(unset)" });
+        let db = &self.database;
+        let m = &self.marketplace;
         let n = &self.notifications;
-        for (name, value) in [
+        let entries: Vec<(&str, Value)> = vec![
+            ("ENVIRONMENT", json!(self.environment)),
+            ("BIND_ADDRESS", json!(self.bind_address.to_string())),
+            ("PORT", json!(self.port)),
+            ("METRICS_PORT", json!(self.metrics_port.unwrap_or(0))),
+            ("LOG_LEVEL", json!(self.log_level)),
+            ("LOG_FORMAT", json!(self.log_format)),
+            (
+                "REQUEST_TIMEOUT_SECONDS",
+                json!(self.request_timeout.as_secs()),
+            ),
+            ("MAX_BODY_BYTES", json!(self.max_body_bytes)),
+            ("MAX_URI_BYTES", json!(self.max_uri_bytes)),
+            ("CORS_ALLOWED_ORIGINS", json!(self.cors_allowed_origins)),
+            (
+                "SHUTDOWN_DRAIN_SECONDS",
+                json!(self.shutdown_drain.as_secs()),
+            ),
+            (
+                "SHUTDOWN_GRACE_SECONDS",
+                json!(self.shutdown_grace.as_secs()),
+            ),
+            // The connection actually used, whichever variables it came from.
+            ("DATABASE_URL", json!(db.display)),
+            ("PGHOST", json!(db.options.get_host())),
+            ("PGPORT", json!(db.options.get_port())),
+            ("PGDATABASE", json!(db.options.get_database())),
+            ("PGUSER", json!(db.options.get_username())),
+            ("PGPASSWORD", set(db.password_set)),
+            ("PGSSLMODE", json!(ssl_mode_name(db.options.get_ssl_mode()))),
+            ("DATABASE_MAX_CONNECTIONS", json!(db.max_connections)),
+            (
+                "DATABASE_CONNECT_TIMEOUT_SECONDS",
+                json!(db.connect_deadline.as_secs()),
+            ),
+            ("MIGRATE_ON_STARTUP", json!(self.migrate_on_startup)),
+            (
+                "REDIS_URL",
+                json!(
+                    self.redis_url
+                        .as_ref()
+                        .map(|u| redact_url(u.expose_secret()))
+                ),
+            ),
+            ("REDIS_KEY_PREFIX", json!(self.redis_key_prefix)),
+            (
+                "BOOTSTRAP_ADMIN_API_KEY",
+                set(self.bootstrap_admin_api_key.is_some()),
+            ),
+            ("RATE_LIMIT_PER_MINUTE", json!(self.rate_limit_per_minute)),
+            (
+                "RATE_LIMIT_IP_PER_MINUTE",
+                json!(self.rate_limit_ip_per_minute),
+            ),
+            (
+                "TRUSTED_PROXY_CIDRS",
+                json!(
+                    self.trusted_proxies
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                ),
+            ),
+            ("KB_PATH", json!(self.kb_path.display().to_string())),
+            (
+                "KB_REFRESH_INTERVAL",
+                json!(self.kb_refresh_interval.map(|d| d.as_secs())),
+            ),
+            ("KB_CACHE_ENTRIES", json!(self.kb_cache_entries)),
+            ("NEO4J_URI", json!(self.neo4j.as_ref().map(|n| &n.uri))),
+            ("NEO4J_USER", json!(self.neo4j.as_ref().map(|n| &n.user))),
+            ("NEO4J_PASSWORD", set(self.neo4j.is_some())),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", json!(self.otel_endpoint)),
+            ("OTEL_SERVICE_NAME", json!(self.otel_service_name)),
+            ("MARKETPLACE_ENABLED", json!(m.enabled)),
+            ("MARKETPLACE_PRODUCT_CODE", json!(m.product_code)),
+            (
+                "MARKETPLACE_PUBLIC_KEY_VERSION",
+                json!(m.public_key_version),
+            ),
+            ("MARKETPLACE_PUBLIC_KEY", set(m.public_key_pem.is_some())),
+            (
+                "MARKETPLACE_REPORT_INTERVAL_SECONDS",
+                json!(m.report_interval.as_secs()),
+            ),
+            (
+                "MARKETPLACE_LICENSE_CHECK_SECONDS",
+                json!(m.license_check_interval.as_secs()),
+            ),
+            // Unset, each process draws its own id: showing one drawn here would mislead.
+            (
+                "MARKETPLACE_TASK_ID",
+                json!(m.task_id_configured.then_some(&m.task_id)),
+            ),
+            ("TRIAL_MODE", json!(m.trial_mode)),
+            ("TRIAL_DAYS", json!(m.trial_days)),
+            ("TRIAL_LIMIT_SECURITY_SCANS", json!(m.trial_limit_scans)),
+            ("TRIAL_LIMIT_CHAT_QUESTIONS", json!(m.trial_limit_chat)),
+            (
+                "TRIAL_LIMIT_DOCUMENT_ANALYSIS",
+                json!(m.trial_limit_documents),
+            ),
             (
                 "NOTIFICATIONS_RETENTION_HOURS",
-                n.retention.as_secs() / 3600,
+                json!(n.retention.as_secs() / 3600),
             ),
-            ("NOTIFICATIONS_MAX_CONNECTIONS", n.max_connections as u64),
-            ("NOTIFICATIONS_PING_SECONDS", n.ping_interval.as_secs()),
-            ("NOTIFICATIONS_QUEUE", n.queue as u64),
+            ("NOTIFICATIONS_MAX_CONNECTIONS", json!(n.max_connections)),
+            (
+                "NOTIFICATIONS_PING_SECONDS",
+                json!(n.ping_interval.as_secs()),
+            ),
+            ("NOTIFICATIONS_QUEUE", json!(n.queue)),
             (
                 "NOTIFICATIONS_MAX_MESSAGE_BYTES",
-                n.max_message_bytes as u64,
+                json!(n.max_message_bytes),
             ),
-        ] {
-            view[name] = value.into();
-        }
-        view
+        ];
+        Value::Object(
+            entries
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value))
+                .collect(),
+        )
+    }
+}
+
+/// The `PGSSLMODE` spelling of a mode.
+fn ssl_mode_name(mode: PgSslMode) -> &'static str {
+    match mode {
+        PgSslMode::Disable => "disable",
+        PgSslMode::Allow => "allow",
+        PgSslMode::Prefer => "prefer",
+        PgSslMode::Require => "require",
+        PgSslMode::VerifyCa => "verify-ca",
+        PgSslMode::VerifyFull => "verify-full",
     }
 }
 
@@ -557,7 +645,7 @@ fn check_log_level(raw: &str) -> Result<(), ConfigError> {
 }
 
 fn database_config(env: &Env) -> Result<DatabaseConfig, ConfigError> {
-    let (options, display) = match env.get("DATABASE_URL") {
+    let (options, display, password_set) = match env.get("DATABASE_URL") {
         Some(url) => {
             let parsed = url::Url::parse(url).map_err(|e| {
                 invalid(
@@ -574,7 +662,9 @@ fn database_config(env: &Env) -> Result<DatabaseConfig, ConfigError> {
             let options: PgConnectOptions = url
                 .parse()
                 .map_err(|e| invalid("DATABASE_URL", format!("cannot be used: {e}")))?;
-            (options, redact_url(url))
+            // sqlx, like libpq, takes what the URL leaves out from the PG* variables.
+            let password_set = parsed.password().is_some() || env.get("PGPASSWORD").is_some();
+            (options, redact_url(url), password_set)
         }
         None => {
             let host = env.string("PGHOST", "localhost");
@@ -586,7 +676,8 @@ fn database_config(env: &Env) -> Result<DatabaseConfig, ConfigError> {
                 .port(port)
                 .database(&database)
                 .username(&user);
-            if let Some(password) = env.secret("PGPASSWORD") {
+            let password = env.secret("PGPASSWORD");
+            if let Some(password) = &password {
                 options = options.password(password.expose_secret());
             }
             if let Some(mode) = env.get("PGSSLMODE") {
@@ -602,6 +693,7 @@ fn database_config(env: &Env) -> Result<DatabaseConfig, ConfigError> {
             (
                 options,
                 format!("postgres://{user}@{host}:{port}/{database}"),
+                password.is_some(),
             )
         }
     };
@@ -614,6 +706,7 @@ fn database_config(env: &Env) -> Result<DatabaseConfig, ConfigError> {
         options: options.application_name("cloud-optimizer"),
         display,
         max_connections,
+        password_set,
         connect_deadline: env.seconds("DATABASE_CONNECT_TIMEOUT_SECONDS", 60, 1)?,
     })
 }
@@ -662,6 +755,7 @@ fn marketplace_config(env: &Env) -> Result<MarketplaceConfig, ConfigError> {
         Ok(value)
     };
     let trial_days = limit("TRIAL_DAYS", 14)?;
+    let task_id = env.get("MARKETPLACE_TASK_ID").map(str::to_string);
     Ok(MarketplaceConfig {
         enabled,
         product_code,
@@ -674,10 +768,10 @@ fn marketplace_config(env: &Env) -> Result<MarketplaceConfig, ConfigError> {
         trial_limit_documents: limit("TRIAL_LIMIT_DOCUMENT_ANALYSIS", 20)?,
         report_interval: env.seconds("MARKETPLACE_REPORT_INTERVAL_SECONDS", 300, 1)?,
         license_check_interval: env.seconds("MARKETPLACE_LICENSE_CHECK_SECONDS", 3600, 10)?,
-        task_id: env
-            .get("MARKETPLACE_TASK_ID")
-            .map(str::to_string)
+        task_id: task_id
+            .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        task_id_configured: task_id.is_some(),
     })
 }
 
@@ -778,6 +872,9 @@ mod tests {
 
     #[test]
     fn secrets_never_show_in_debug_or_redacted_view() {
+        let by_pg_variables = Config::from_env(&env(&[("PGPASSWORD", "hunter2-pg")])).unwrap();
+        assert_eq!(by_pg_variables.redacted()["PGPASSWORD"], "(set)");
+        assert!(!by_pg_variables.redacted().to_string().contains("hunter2"));
         let config = Config::from_env(&env(&[
             ("DATABASE_URL", "postgres://app:hunter2-db@db:5432/app"),
             ("REDIS_URL", "redis://:hunter2-redis@cache:6379"),
@@ -792,6 +889,26 @@ mod tests {
         for text in [debug, shown] {
             assert!(!text.contains("hunter2"), "secret leaked: {text}");
         }
+    }
+
+    #[test]
+    fn config_check_shows_each_variable_read_under_its_own_name() {
+        // Optional blocks read their other variables only when switched on.
+        let env = env(&[
+            ("NEO4J_URI", "bolt://graph:7687"),
+            ("NEO4J_PASSWORD", "x"),
+            ("KB_REFRESH_INTERVAL", "600"),
+        ]);
+        let shown: BTreeSet<String> = Config::from_env(&env)
+            .unwrap()
+            .redacted()
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        let read: BTreeSet<String> = env.names_read().into_iter().map(String::from).collect();
+        assert_eq!(shown, read);
     }
 
     #[test]

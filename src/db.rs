@@ -44,7 +44,8 @@ pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
             attempt = attempts.load(Ordering::Relaxed),
             retry_in_ms = delay.as_millis() as u64,
             error = %err,
-            target = %config.display,
+            // Not `target`: the JSON log format has a `target` key of its own (the module).
+            database = %config.display,
             "database not reachable yet; retrying"
         );
     })

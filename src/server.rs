@@ -32,6 +32,8 @@ impl Server {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let started = Instant::now();
         crate::ensure_crypto_provider();
+        // The recorder first: a metric set before it exists (the start-up license check) is lost.
+        telemetry::metrics_handle();
         let config = Arc::new(config);
         let pool = db::connect(&config.database).await?;
         if config.migrate_on_startup {
@@ -129,6 +131,7 @@ impl Server {
         {
             crate::marketplace::license::apply(&state.marketplace, check).await;
         }
+        export_initial_metrics(&state).await;
         crate::kb::refresh(&state.kb).await;
         if let Err(err) = state.notifications.hub.start_at_newest(&state.db).await {
             tracing::warn!(error = %err, "cannot read the newest notification event yet; the bus listener will");
@@ -384,6 +387,18 @@ impl Server {
                 }
             }
         }
+    }
+}
+
+/// Every metric the README lists is on `/metrics` from the first scrape, at its start-up value
+/// (0 for what has not happened yet), not from its first event on: a dashboard or an alert then
+/// sees a series, not "no data". The per-request HTTP metrics start with the first request
+/// (their labels are the request's), the pool gauges and `redis_up` are read at each scrape.
+async fn export_initial_metrics(state: &AppState) {
+    state.marketplace.export_initial_metrics().await;
+    crate::notifications::export_initial_metrics();
+    for by in ["key", "ip"] {
+        metrics::counter!("http_rate_limited_total", "by" => by).increment(0);
     }
 }
 

@@ -1,5 +1,9 @@
 //! Logs (JSON or pretty), OpenTelemetry traces over OTLP/HTTP, and the Prometheus recorder.
+//!
+//! Logs go to stderr, whatever the command: stdout carries only a command's result (a key, a
+//! table, `--json`), so it can be piped or captured with `$(…)` while logs stay visible.
 
+use std::fmt;
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
@@ -8,6 +12,11 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::{RecordFields, VisitOutput};
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::FormattedFields;
+use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -37,6 +46,7 @@ pub fn init(config: &Config) -> anyhow::Result<TelemetryGuard> {
         .context("LOG_LEVEL")?;
     let fmt_layer = match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
             .json()
             .flatten_event(true)
             .with_current_span(true)
@@ -45,8 +55,10 @@ pub fn init(config: &Config) -> anyhow::Result<TelemetryGuard> {
             .boxed(),
         // Colour codes only for a terminal: piped into a file or a log collector they are noise.
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
             .compact()
-            .with_ansi(std::io::stdout().is_terminal())
+            .fmt_fields(WithoutOtelFields)
+            .with_ansi(std::io::stderr().is_terminal())
             .boxed(),
     };
 
@@ -88,6 +100,54 @@ pub fn init(config: &Config) -> anyhow::Result<TelemetryGuard> {
         .try_init()
         .context("a global tracing subscriber is already installed")?;
     Ok(TelemetryGuard { provider })
+}
+
+/// The pretty formatter's fields without the `otel.*` ones: those name and classify the span for
+/// the OpenTelemetry exporter (`otel.name`, `otel.kind`, …), and would otherwise repeat on every
+/// line a request logs. The JSON format keeps them (a log pipeline may want them).
+struct WithoutOtelFields;
+
+impl<'writer> FormatFields<'writer> for WithoutOtelFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut visitor = SkipOtel(DefaultVisitor::new(writer, true));
+        fields.record(&mut visitor);
+        visitor.0.finish()
+    }
+
+    // The default pads with a space before formatting, which a record of `otel.*` fields
+    // alone (the route's span name) would leave dangling.
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        let is_empty = current.fields.is_empty();
+        let mut visitor = SkipOtel(DefaultVisitor::new(current.as_writer(), is_empty));
+        fields.record(&mut visitor);
+        visitor.0.finish()
+    }
+}
+
+struct SkipOtel<V>(V);
+
+impl<V: Visit> Visit for SkipOtel<V> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if !field.name().starts_with("otel.") {
+            self.0.record_str(field, value);
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if !field.name().starts_with("otel.") {
+            self.0.record_error(field, value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if !field.name().starts_with("otel.") {
+            self.0.record_debug(field, value);
+        }
+    }
 }
 
 /// Logs for `cargo test`: shown only with `TEST_LOG=1`.

@@ -11,6 +11,10 @@ use sha2::{Digest, Sha256};
 
 pub const MANIFEST: &str = "manifest.json";
 
+const NOT_A_KB_FILE: &str = "not a recognised KB file name (see docs/KB-DATA.md: framework.json, controls.json, \
+     relationships.json in a framework directory; aws_services.json, checks-*.json, \
+     remediations-*.json in common/)";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -58,6 +62,11 @@ impl FileKind {
     /// What a file is, from where it sits.
     pub fn of_path(path: &str) -> Option<Self> {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        if dir.contains('/') {
+            // One level only: `kb manifest` run on the folder above the KB must not take
+            // `compliance/hipaa/framework.json` for a framework file.
+            return None;
+        }
         match (dir, name) {
             ("common", "aws_services.json") => Some(Self::Services),
             ("common", n) if n.starts_with("checks-") && n.ends_with(".json") => Some(Self::Checks),
@@ -356,19 +365,28 @@ fn attribute_text(value: &serde_json::Value) -> String {
 
 /// Reads `dir`, checks everything `docs/KB-DATA.md` promises, and returns the KB or every problem.
 pub fn read_and_verify(dir: &Path) -> Result<Kb, VerifyError> {
+    match std::fs::read(dir.join(MANIFEST)) {
+        Ok(manifest_bytes) => verify_with_manifest(dir, &manifest_bytes),
+        Err(err) => {
+            let mut c = Collector { issues: Vec::new() };
+            c.add(MANIFEST, "", "", format!("cannot read: {err}"));
+            Err(VerifyError {
+                path: dir.to_path_buf(),
+                issues: c.issues,
+            })
+        }
+    }
+}
+
+/// Verifies the files of `dir` against `manifest_bytes` (the manifest on disk, or one about to
+/// be written there).
+fn verify_with_manifest(dir: &Path, manifest_bytes: &[u8]) -> Result<Kb, VerifyError> {
     let mut c = Collector { issues: Vec::new() };
     let fail = |c: Collector| VerifyError {
         path: dir.to_path_buf(),
         issues: c.issues,
     };
-    let manifest_bytes = match std::fs::read(dir.join(MANIFEST)) {
-        Ok(b) => b,
-        Err(err) => {
-            c.add(MANIFEST, "", "", format!("cannot read: {err}"));
-            return Err(fail(c));
-        }
-    };
-    let manifest: Manifest = match serde_json::from_slice(&manifest_bytes) {
+    let manifest: Manifest = match serde_json::from_slice(manifest_bytes) {
         Ok(m) => m,
         Err(err) => {
             let message = err.to_string();
@@ -378,14 +396,17 @@ pub fn read_and_verify(dir: &Path) -> Result<Kb, VerifyError> {
     };
     let mut kb = Kb {
         kb_version: manifest.kb_version.clone(),
-        checksum: sha256_hex(&manifest_bytes),
+        checksum: sha256_hex(manifest_bytes),
         ..Kb::default()
     };
 
     // Files on disk that the manifest does not declare are an error: they would be ignored.
     let declared: HashSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
     for path in data_files(dir) {
-        if !declared.contains(path.as_str()) {
+        if FileKind::of_path(&path).is_none() {
+            // `kb manifest` cannot list it either: the name must change (or the file go).
+            c.add(&path, "", "", NOT_A_KB_FILE);
+        } else if !declared.contains(path.as_str()) {
             c.add(
                 &path,
                 "",
@@ -931,9 +952,11 @@ pub fn data_files(dir: &Path) -> Vec<String> {
     out
 }
 
-/// Rewrites `manifest.json` from the files on disk (checksums, sizes, counts and totals),
-/// keeping `kb_version` and `upstream`. For maintainers after editing data.
-pub fn write_manifest(dir: &Path, kb_version: Option<&str>) -> anyhow::Result<Manifest> {
+/// The manifest the files of `dir` call for (checksums, sizes, counts and totals), keeping
+/// `kb_version` (unless given) and `upstream` of the current one. Files whose name is not a KB
+/// file are left out, and an item count is 0 for a file that is not a JSON array: verification
+/// names both.
+pub fn build_manifest(dir: &Path, kb_version: Option<&str>) -> std::io::Result<Manifest> {
     let previous: Option<Manifest> = std::fs::read(dir.join(MANIFEST))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
@@ -941,14 +964,12 @@ pub fn write_manifest(dir: &Path, kb_version: Option<&str>) -> anyhow::Result<Ma
     let mut totals: BTreeMap<String, usize> = BTreeMap::new();
     for path in data_files(dir) {
         let Some(kind) = FileKind::of_path(&path) else {
-            anyhow::bail!("{path}: not a recognised KB file name (see docs/KB-DATA.md)");
+            continue;
         };
         let bytes = std::fs::read(dir.join(&path))?;
         let items = match kind {
             FileKind::Framework => 1,
-            _ => serde_json::from_slice::<Vec<serde_json::Value>>(&bytes)
-                .map_err(|e| anyhow::anyhow!("{path}: not a JSON array: {e}"))?
-                .len(),
+            _ => serde_json::from_slice::<Vec<serde_json::Value>>(&bytes).map_or(0, |v| v.len()),
         };
         let total = match kind {
             FileKind::Framework => "frameworks",
@@ -967,7 +988,7 @@ pub fn write_manifest(dir: &Path, kb_version: Option<&str>) -> anyhow::Result<Ma
             items,
         });
     }
-    let manifest = Manifest {
+    Ok(Manifest {
         kb_version: kb_version
             .map(str::to_string)
             .or_else(|| previous.as_ref().map(|m| m.kb_version.clone()))
@@ -976,10 +997,56 @@ pub fn write_manifest(dir: &Path, kb_version: Option<&str>) -> anyhow::Result<Ma
         files,
         totals,
         upstream: previous.map(|m| m.upstream).unwrap_or_default(),
-    };
-    let mut text = serde_json::to_string_pretty(&manifest)?;
+    })
+}
+
+fn manifest_text(manifest: &Manifest) -> String {
+    let mut text = serde_json::to_string_pretty(manifest).expect("a manifest serialises");
     text.push('\n');
-    std::fs::write(dir.join(MANIFEST), text)?;
+    text
+}
+
+/// Why `kb manifest` wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{0} is not a directory (expected a KB directory holding manifest.json)")]
+    NotADirectory(PathBuf),
+    #[error("cannot write the manifest of {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The data would not pass `kb verify` with the new manifest.
+    #[error(transparent)]
+    Invalid(VerifyError),
+}
+
+/// `kb manifest`: rewrites `manifest.json` from the files, but only when the data then passes
+/// [`read_and_verify`]; otherwise nothing is written and the problems are those `kb verify`
+/// would report. A manifest that vouches for data the loader refuses helps nobody.
+pub fn write_verified_manifest(
+    dir: &Path,
+    kb_version: Option<&str>,
+) -> Result<Manifest, ManifestError> {
+    if !dir.is_dir() {
+        return Err(ManifestError::NotADirectory(dir.to_path_buf()));
+    }
+    let io = |source| ManifestError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let manifest = build_manifest(dir, kb_version).map_err(io)?;
+    let text = manifest_text(&manifest);
+    verify_with_manifest(dir, text.as_bytes()).map_err(ManifestError::Invalid)?;
+    std::fs::write(dir.join(MANIFEST), text).map_err(io)?;
+    Ok(manifest)
+}
+
+/// Writes the manifest the files call for without verifying them: for tests that need data
+/// with a current manifest which verification must refuse.
+pub fn write_manifest(dir: &Path, kb_version: Option<&str>) -> anyhow::Result<Manifest> {
+    let manifest = build_manifest(dir, kb_version)?;
+    std::fs::write(dir.join(MANIFEST), manifest_text(&manifest))?;
     Ok(manifest)
 }
 
@@ -1036,6 +1103,25 @@ mod tests {
         match read_and_verify(tmp.path()) {
             Ok(_) => Vec::new(),
             Err(err) => err.issues,
+        }
+    }
+
+    #[test]
+    fn a_kb_file_sits_one_directory_deep() {
+        assert_eq!(
+            FileKind::of_path("hipaa/framework.json"),
+            Some(FileKind::Framework)
+        );
+        assert_eq!(
+            FileKind::of_path("common/checks-iam.json"),
+            Some(FileKind::Checks)
+        );
+        for no in [
+            "compliance/hipaa/framework.json",
+            "framework.json",
+            "common/notes.json",
+        ] {
+            assert_eq!(FileKind::of_path(no), None, "{no}");
         }
     }
 

@@ -182,13 +182,25 @@ pub async fn apply(market: &Marketplace, check: Check) {
         LicenseStatus::Invalid => format!("invalid: {}", effective.reason),
         other => other.as_str().to_string(),
     };
-    metrics::gauge!("cloud_optimizer_active_trials").set(
-        if effective.status == LicenseStatus::Trial {
-            1.0
-        } else {
-            0.0
-        },
-    );
+    export_metrics(effective.status);
+    tracing::info!(status = effective.status.as_str(), reason = %effective.reason, "license checked");
+    if changed {
+        crate::events::publish_or_warn(
+            &market.db,
+            "license.changed",
+            serde_json::json!({"status": effective.status, "reason": effective.reason}),
+        )
+        .await;
+    }
+}
+
+/// The license gauges: 1 for the current status (and for an active trial), 0 for the others.
+pub fn export_metrics(status: LicenseStatus) {
+    metrics::gauge!("cloud_optimizer_active_trials").set(if status == LicenseStatus::Trial {
+        1.0
+    } else {
+        0.0
+    });
     for s in [
         LicenseStatus::Valid,
         LicenseStatus::Trial,
@@ -198,16 +210,7 @@ pub async fn apply(market: &Marketplace, check: Check) {
         LicenseStatus::Pending,
     ] {
         metrics::gauge!("cloud_optimizer_license_status", "status" => s.as_str())
-            .set(if s == effective.status { 1.0 } else { 0.0 });
-    }
-    tracing::info!(status = effective.status.as_str(), reason = %effective.reason, "license checked");
-    if changed {
-        crate::events::publish_or_warn(
-            &market.db,
-            "license.changed",
-            serde_json::json!({"status": effective.status, "reason": effective.reason}),
-        )
-        .await;
+            .set(if s == status { 1.0 } else { 0.0 });
     }
 }
 

@@ -220,6 +220,34 @@ impl Marketplace {
         self.trial_started_at + chrono::Duration::days(self.config.trial_days)
     }
 
+    /// Exports every licensing and usage metric with its value at start-up (0 for what has not
+    /// happened yet), so dashboards and alerts see series from the first scrape.
+    pub async fn export_initial_metrics(&self) {
+        license::export_metrics(self.license().await.status);
+        for dimension in Dimension::ALL {
+            let dim = dimension.as_str();
+            metrics::counter!("cloud_optimizer_usage_events_total", "dimension" => dim)
+                .increment(0);
+            for outcome in reporter::REPORT_OUTCOMES {
+                metrics::counter!("cloud_optimizer_usage_reports_total", "dimension" => dim, "outcome" => outcome)
+                    .increment(0);
+            }
+        }
+        if self.client.is_some() {
+            // The reporter keeps these current from here on.
+            self.update_gauges().await;
+        } else {
+            // Without Marketplace nothing is ever sent, so nothing waits for AWS.
+            for dimension in Dimension::ALL {
+                let dim = dimension.as_str();
+                metrics::gauge!("cloud_optimizer_usage_pending_events", "dimension" => dim)
+                    .set(0.0);
+                metrics::gauge!("cloud_optimizer_usage_unconfirmed_units", "dimension" => dim)
+                    .set(0.0);
+            }
+        }
+    }
+
     /// The effective license now: a trial past its end is `expired`.
     pub async fn license(&self) -> LicenseState {
         let mut state = self.state.read().await.clone();

@@ -611,7 +611,11 @@ impl Marketplace {
     }
 }
 
+/// Every `outcome` label of `cloud_optimizer_usage_reports_total`.
+pub const REPORT_OUTCOMES: [&str; 5] = ["sent", "retry", "failed", "expired", "unconfirmed"];
+
 fn count(dimension: Dimension, outcome: &'static str) {
+    debug_assert!(REPORT_OUTCOMES.contains(&outcome), "{outcome}");
     metrics::counter!("cloud_optimizer_usage_reports_total", "dimension" => dimension.as_str(), "outcome" => outcome).increment(1);
 }
 

@@ -26,6 +26,22 @@ use crate::runtime::Components;
 
 pub use api::router;
 
+/// Every `reason` label of `notifications_clients_cut_total`.
+pub const CUT_REASONS: [&str; 5] = ["too_slow", "dead", "bad_message", "revoked", "error"];
+
+/// Exports the notification metrics before the first socket: counts at 0, the latency histogram
+/// empty. `increment(0)` registers a series without resetting one another replica in this
+/// process (the tests run several) already counts in.
+pub fn export_initial_metrics() {
+    metrics::gauge!("notifications_connections").increment(0.0);
+    metrics::counter!("notifications_messages_sent_total").increment(0);
+    for reason in CUT_REASONS {
+        metrics::counter!("notifications_clients_cut_total", "reason" => reason).increment(0);
+    }
+    // Registering the histogram is enough: it renders with empty buckets.
+    let _ = metrics::histogram!("notifications_fanout_latency_seconds");
+}
+
 #[derive(Clone)]
 pub struct NotificationsState {
     /// Stored events (replay, listing) and tickets.

@@ -306,6 +306,7 @@ pub async fn serve(socket: WebSocket, session: Session) {
     if let End::Close(_, reason) = &outcome
         && *reason != "shutdown"
     {
+        debug_assert!(super::CUT_REASONS.contains(reason), "{reason}");
         metrics::counter!("notifications_clients_cut_total", "reason" => *reason).increment(1);
     }
     let _ = tokio::time::timeout(within, async {

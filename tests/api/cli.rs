@@ -71,6 +71,7 @@ fn usage_mistakes_exit_2_with_one_error_and_no_database() {
         let text = stderr(&output);
         assert!(text.contains(says), "{args:?}: {text}");
         assert_eq!(text.matches(says).count(), 1, "{args:?}: said once: {text}");
+        assert!(text.starts_with("error: "), "{args:?}: {text}");
     }
 }
 
@@ -90,6 +91,11 @@ fn configuration_that_cannot_work_is_refused_by_config_check_and_serve() {
             let text = stderr(&output);
             assert_eq!(text.trim().lines().count(), 1, "{var}: one line: {text}");
             assert!(text.contains(var) && text.contains(value), "{text}");
+            assert!(
+                text.starts_with("error: invalid configuration: "),
+                "{var}: the one format of every failure: {text}"
+            );
+            assert!(stdout(&output).is_empty(), "{}", stdout(&output));
         }
     }
     // Marketplace on without the key that verifies its answers: the license could never be valid.
@@ -124,8 +130,12 @@ fn an_unreachable_database_is_reported_once_with_its_root_cause_and_exit_1() {
     for command in [&["keys", "list"][..], &["kb", "stats"], &["migrate"]] {
         let output = run_expecting(&env, command, 1);
         let text = stderr(&output);
+        // `migrate` logs its retries first (on stderr too); the failure is the last line.
         assert!(
-            text.contains("cannot connect to PostgreSQL"),
+            text.trim_end()
+                .lines()
+                .last()
+                .is_some_and(|l| l.starts_with("error: cannot connect to PostgreSQL")),
             "{command:?}: {text}"
         );
         assert!(
@@ -344,4 +354,106 @@ fn output_into_a_closed_pipe_ends_quietly_with_success() {
     let text = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{text}");
     assert!(!text.contains("panicked"), "{text}");
+}
+
+/// `config check` shows every variable `.env.example` documents, under the same name, and no
+/// other; secrets only as set or unset.
+#[test]
+fn config_check_shows_every_documented_variable_and_no_other() {
+    let mut env = unreachable_env();
+    env.insert(
+        "DATABASE_URL".into(),
+        "postgres://app:hunter2-db@db.internal:5432/app".into(),
+    );
+    env.insert(
+        "REDIS_URL".into(),
+        "redis://:hunter2-redis@cache:6379".into(),
+    );
+    env.insert(
+        "BOOTSTRAP_ADMIN_API_KEY".into(),
+        "hunter2-key-hunter2-key-hunter2-key".into(),
+    );
+    env.insert("NEO4J_URI".into(), "bolt://graph:7687".into());
+    env.insert("NEO4J_PASSWORD".into(), "hunter2-graph".into());
+    env.insert("MARKETPLACE_TASK_ID".into(), "task-7".into());
+    env.insert("TRIAL_LIMIT_CHAT_QUESTIONS".into(), "7".into());
+    let output = run_expecting(&env, &["config", "check"], 0);
+    let text = stdout(&output);
+    assert!(!text.contains("hunter2"), "a secret leaked: {text}");
+    let shown: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let shown = shown.as_object().unwrap();
+    let names: std::collections::BTreeSet<String> = shown.keys().cloned().collect();
+    let documented = env_example_names();
+    assert_eq!(
+        names.difference(&documented).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "shown by config check but not in .env.example"
+    );
+    assert_eq!(
+        documented.difference(&names).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "in .env.example but not shown by config check"
+    );
+    assert_eq!(
+        shown["DATABASE_URL"],
+        "postgres://app:***@db.internal:5432/app"
+    );
+    assert_eq!(shown["PGHOST"], "db.internal");
+    assert_eq!(shown["PGPASSWORD"], "(set)");
+    assert_eq!(shown["NEO4J_PASSWORD"], "(set)");
+    assert_eq!(shown["MARKETPLACE_PUBLIC_KEY"], "(unset)");
+    assert_eq!(shown["MARKETPLACE_TASK_ID"], "task-7");
+    assert_eq!(shown["MARKETPLACE_LICENSE_CHECK_SECONDS"], 3600);
+    assert_eq!(shown["TRIAL_LIMIT_CHAT_QUESTIONS"], 7);
+    // Unset, each process draws a task id of its own: none is shown.
+    env.remove("MARKETPLACE_TASK_ID");
+    let output = run_expecting(&env, &["config", "check"], 0);
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert!(shown["MARKETPLACE_TASK_ID"].is_null(), "{shown}");
+}
+
+/// stdout holds a command's result and nothing else, whatever the log settings: logs and
+/// messages go to stderr, so `$(…)` and `| jq` get the result alone.
+#[tokio::test]
+async fn stdout_holds_only_the_result_with_stderr_discarded() {
+    // Migrated, with the shipped KB loaded (for `kb stats`).
+    let db = create_migrated_database().await;
+    let mut env = cli_env(&db);
+    env.insert("LOG_LEVEL".into(), "debug".into());
+    let run = |env: &HashMap<String, String>, args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))
+            .args(args)
+            .env_clear()
+            .envs(env)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{args:?}");
+        stdout(&output)
+    };
+    for format in ["json", "pretty"] {
+        env.insert("LOG_FORMAT".into(), format.into());
+        // `migrate` has no result: it logs "migrations applied", on stderr.
+        assert_eq!(run(&env, &["migrate"]), "", "{format}");
+        let key = run(
+            &env,
+            &["keys", "create", "--name", format, "--scope", "user"],
+        );
+        assert!(
+            key.starts_with("co_") && key.trim().lines().count() == 1,
+            "{format}: {key:?}"
+        );
+        for command in [
+            &["keys", "list", "--json"][..],
+            &["kb", "stats", "--json"],
+            &["usage", "report", "--json"],
+            &["config", "check"],
+        ] {
+            let text = run(&env, command);
+            // Not a terminal: one compact JSON document on one line.
+            assert_eq!(text.lines().count(), 1, "{format} {command:?}: {text}");
+            serde_json::from_str::<serde_json::Value>(&text)
+                .unwrap_or_else(|e| panic!("{format} {command:?}: {e}: {text}"));
+        }
+    }
 }

@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use cloud_optimizer::config::{Config, Env};
 
+use crate::helpers::env_example_names;
+
 /// Every variable name the configuration asks for.
 fn names_read() -> BTreeSet<&'static str> {
     let env = Env::from_map(HashMap::new());
@@ -41,17 +43,7 @@ fn compose_sets_only_variables_the_binary_reads() {
 
 #[test]
 fn env_example_documents_only_variables_the_binary_reads_and_all_of_them() {
-    let text = std::fs::read_to_string(".env.example").unwrap();
-    let documented: BTreeSet<String> = text
-        .lines()
-        .map(|l| l.trim_start_matches('#').trim())
-        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim().to_string()))
-        .filter(|k| {
-            !k.is_empty()
-                && k.chars()
-                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-        })
-        .collect();
+    let documented = env_example_names();
     let known: BTreeSet<String> = names_read().into_iter().map(str::to_string).collect();
     for name in &documented {
         assert!(

@@ -240,9 +240,7 @@ async fn health_follows_a_database_outage_and_its_end() {
     assert_eq!(status("/health/live").await, 200);
 }
 
-/// Every metric the code records has a `describe_*` (its `# HELP` line) in `telemetry.rs`.
-#[test]
-fn every_recorded_metric_is_described() {
+fn source_files() -> Vec<std::path::PathBuf> {
     fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -255,8 +253,14 @@ fn every_recorded_metric_is_described() {
     }
     let mut files = Vec::new();
     sources(std::path::Path::new("src"), &mut files);
+    files
+}
+
+/// Every metric the code records has a `describe_*` (its `# HELP` line) in `telemetry.rs`.
+#[test]
+fn every_recorded_metric_is_described() {
     let telemetry = std::fs::read_to_string("src/telemetry.rs").unwrap();
-    let recorded = regex_lite_metric_names(&files);
+    let recorded = regex_lite_metric_names(&source_files());
     assert!(recorded.len() >= 10, "found {recorded:?}");
     for name in recorded {
         assert!(
@@ -288,4 +292,101 @@ fn regex_lite_metric_names(files: &[std::path::PathBuf]) -> std::collections::BT
         }
     }
     names
+}
+
+/// The metric names of the README's metrics table (its first column).
+fn readme_metrics() -> std::collections::BTreeSet<String> {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let table = readme
+        .split_once("| metric | labels | what |")
+        .expect("README has the metrics table")
+        .1;
+    table
+        .lines()
+        .skip(2)
+        .map(str::trim)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            l.split('|')
+                .nth(1)
+                .unwrap()
+                .trim()
+                .trim_matches('`')
+                .to_string()
+        })
+        .collect()
+}
+
+/// The README lists every metric the binary records, and a fresh server (the real binary, in a
+/// process of its own, asked nothing but its readiness probe) exports each of them already, at
+/// its start-up value, not from the first event on.
+#[tokio::test]
+async fn every_metric_the_readme_lists_is_exported_from_start_up() {
+    let listed = readme_metrics();
+    assert_eq!(
+        listed,
+        regex_lite_metric_names(&source_files()),
+        "the README's metrics table and the metrics the code records"
+    );
+
+    let db = create_migrated_database().await;
+    let mut env = base_env(&db);
+    env.insert("LOG_FORMAT".into(), "json".into());
+    env.insert("REDIS_URL".into(), redis_url());
+    env.insert("METRICS_PORT".into(), "free".into());
+    let process = Process::serve(&env).await;
+    let metrics_addr = process
+        .output
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "metrics listening")
+        .and_then(|l| l["metrics_addr"].as_str().map(str::to_string))
+        .expect("the metrics listener logs its address");
+    let text = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Sample lines as (series, value); a histogram's series are name_bucket, _sum and _count.
+    let samples: Vec<(&str, &str)> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .collect();
+    for name in &listed {
+        assert!(
+            samples.iter().any(|(series, _)| {
+                let metric = series.split('{').next().unwrap();
+                metric == name || metric == format!("{name}_count")
+            }),
+            "{name} is not exported by a fresh server:\n{text}"
+        );
+    }
+    for (series, value) in [
+        (r#"http_rate_limited_total{by="key"}"#, "0"),
+        (r#"http_rate_limited_total{by="ip"}"#, "0"),
+        (r#"cloud_optimizer_license_status{status="disabled"}"#, "1"),
+        (r#"cloud_optimizer_license_status{status="valid"}"#, "0"),
+        ("cloud_optimizer_active_trials", "0"),
+        (
+            r#"cloud_optimizer_usage_events_total{dimension="ChatQuestions"}"#,
+            "0",
+        ),
+        (
+            r#"cloud_optimizer_usage_pending_events{dimension="SecurityScans"}"#,
+            "0",
+        ),
+        ("notifications_connections", "0"),
+        (r#"notifications_clients_cut_total{reason="too_slow"}"#, "0"),
+        ("notifications_fanout_latency_seconds_count", "0"),
+        ("redis_up", "1"),
+    ] {
+        assert!(
+            samples.contains(&(series, value)),
+            "{series} {value} expected in:\n{text}"
+        );
+    }
 }

@@ -379,6 +379,21 @@ where
     panic!("no free port after 5 attempts");
 }
 
+/// The variables `.env.example` documents: its `NAME=value` lines, commented out or not.
+pub fn env_example_names() -> std::collections::BTreeSet<String> {
+    std::fs::read_to_string(".env.example")
+        .unwrap()
+        .lines()
+        .map(|l| l.trim_start_matches('#').trim())
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim().to_string()))
+        .filter(|k| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+        .collect()
+}
+
 /// Runs the real binary to completion with exactly `env` (nothing inherited).
 pub fn run_binary(env: &HashMap<String, String>, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))

@@ -694,3 +694,97 @@ async fn supporting_mappings_are_shown_but_never_count_as_evidence() {
     assert!(hit(&app.admin_json(q).await));
     assert!(!hit(&app.admin_json(&format!("{q}&service=iam")).await));
 }
+
+fn kb_cli(args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cloud-optimizer"))
+        .args(args)
+        .env_clear()
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap(),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+/// `kb manifest` and `kb verify` agree: a manifest is written only for data `kb verify` then
+/// accepts; otherwise `kb manifest` reports the problems `kb verify` reports, in the same words,
+/// and leaves the manifest as it was.
+#[test]
+fn kb_manifest_writes_only_what_kb_verify_accepts() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("compliance");
+    copy_dir(Path::new(KB_DIR), &dir);
+    let path = dir.to_str().unwrap();
+
+    // A valid edit: the manifest follows it and verification passes.
+    edit_json(&dir.join("pci-dss/controls.json"), |items| {
+        let item = items.iter_mut().find(|c| c["id"] == "8.4.2").unwrap();
+        item["title"] = serde_json::json!("Retitled for the manifest test");
+    });
+    let (code, _, err) = kb_cli(&["kb", "verify", path]);
+    assert_eq!(code, 1, "the edit is not in the manifest yet: {err}");
+    let (code, out, err) = kb_cli(&["kb", "manifest", path, "--kb-version", "2099.9.0"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("wrote "), "{out}");
+    let (code, out, err) = kb_cli(&["kb", "verify", path]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("kb_version 2099.9.0 OK"), "{out}");
+
+    // Invalid edits: refused by both, problem for problem, and nothing written.
+    let manifest_before = std::fs::read(dir.join("manifest.json")).unwrap();
+    edit_json(&dir.join("soc2/controls.json"), |items| {
+        let copy = items.iter().find(|c| c["id"] == "CC6.1").unwrap().clone();
+        items.push(copy);
+    });
+    std::fs::write(dir.join("common/notes.json"), "[]").unwrap();
+    let (code, out, manifest_err) = kb_cli(&["kb", "manifest", path]);
+    assert_eq!(code, 1, "{manifest_err}");
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(
+        std::fs::read(dir.join("manifest.json")).unwrap(),
+        manifest_before,
+        "a refused manifest is not written"
+    );
+    let problems: Vec<&str> = manifest_err
+        .lines()
+        .filter(|l| !l.starts_with("error: "))
+        .collect();
+    assert!(
+        problems
+            .iter()
+            .any(|l| l.contains("soc2/controls.json [CC6.1] .id: duplicate id")),
+        "{manifest_err}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|l| l.starts_with("common/notes.json: not a recognised KB file name")),
+        "{manifest_err}"
+    );
+    assert!(
+        manifest_err
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("error: ") && l.contains("manifest.json left unchanged")),
+        "{manifest_err}"
+    );
+    let (code, _, verify_err) = kb_cli(&["kb", "verify", path]);
+    assert_eq!(code, 1, "{verify_err}");
+    for problem in &problems {
+        assert!(
+            verify_err.lines().any(|l| l == *problem),
+            "kb verify does not say {problem:?}:\n{verify_err}"
+        );
+    }
+
+    // A path that is no directory is named as such, not as a failed write.
+    let missing = temp.path().join("no-such-kb");
+    let (code, _, err) = kb_cli(&["kb", "manifest", missing.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("is not a directory"),
+        "{err}"
+    );
+}

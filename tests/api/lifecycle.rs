@@ -412,3 +412,42 @@ async fn json_logs_carry_the_documented_fields_and_metrics_the_documented_names(
         "{metrics}"
     );
 }
+
+/// Pretty logs are for people: a request's line shows its method, route and request id, not
+/// the `otel.*` fields that name the span for the trace exporter.
+#[tokio::test]
+async fn pretty_logs_leave_out_the_otel_fields() {
+    let db = create_migrated_database().await;
+    let mut env = binary_env(&db);
+    env.insert("LOG_FORMAT".into(), "pretty".into());
+    let process = Process::serve(&env).await;
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/kb/frameworks", process.addr()))
+        .bearer_auth(BOOTSTRAP_KEY)
+        .header("x-request-id", "pretty-log-check")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let line = || {
+        process
+            .output
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains("pretty-log-check") && l.contains("request completed"))
+            .cloned()
+    };
+    let logged = eventually(Duration::from_secs(5), || {
+        let found = line().is_some();
+        async move { found }
+    })
+    .await;
+    assert!(logged, "{:?}", process.output.lock().unwrap());
+    let line = line().unwrap();
+    assert!(
+        line.contains(r#"route="/api/v1/kb/frameworks""#) && line.contains("method=GET"),
+        "{line}"
+    );
+    assert!(!line.contains("otel."), "{line}");
+}

@@ -131,8 +131,8 @@ async fn serve_logging(env: &HashMap<String, String>, log: &std::path::Path) -> 
         .envs(env)
         .env("PORT", port.to_string())
         .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(log).unwrap())
-        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap();
     let process = Process {
