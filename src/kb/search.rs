@@ -163,7 +163,7 @@ pub async fn search(
              FROM named
              UNION ALL
              SELECT 1, row_number() OVER (ORDER BY r.score DESC, r.id COLLATE "C"), r.kind, r.id, r.title, r.framework, r.native_id,
-                    ts_headline('english', r.body, q.tsq, 'MaxWords=35, MinWords=12, MaxFragments=2, StartSel=**, StopSel=**'),
+                    ts_headline('english', r.body, q.tsq, 'MaxWords=35, MinWords=12, MaxFragments=2, StartSel=**, StopSel=**, FragmentDelimiter=" … "'),
                     r.score, 'text'
              FROM ranked r, q
              ORDER BY 1, 2
