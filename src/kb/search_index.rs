@@ -348,12 +348,10 @@ impl SearchIndex {
                     .is_some_and(|l| query.contains(l.as_str()))
             })
             .collect();
-        let windows = best_windows(&hit, SNIPPET_WORDS, 2);
-        let windows = if windows.is_empty() {
-            vec![0..words.len().min(SNIPPET_WORDS)]
-        } else {
-            windows
-        };
+        let mut windows = best_windows(&hit, SNIPPET_WORDS, 2);
+        if windows.is_empty() {
+            windows.push(0..words.len().min(SNIPPET_WORDS));
+        }
         let mut out = String::new();
         for (n, window) in windows.iter().enumerate() {
             if window.is_empty() {

@@ -901,7 +901,9 @@ async fn search_from_memory_answers_what_the_sql_ranking_answers() {
     .await;
     let questions: Vec<serde_json::Value> =
         serde_json::from_str(include_str!("../chat/questions.json")).unwrap();
-    let mut cases: Vec<(String, Option<&str>, Option<&str>, i64, i64)> = questions
+    // (query, framework, service, limit, offset)
+    type Case<'a> = (String, Option<&'a str>, Option<&'a str>, i64, i64);
+    let mut cases: Vec<Case> = questions
         .iter()
         .map(|q| {
             (
