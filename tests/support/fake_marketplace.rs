@@ -132,6 +132,19 @@ struct Inner {
 impl FakeMarketplace {
     /// Starts the fake on `127.0.0.1:<random port>` for one product and its dimensions.
     pub async fn start(product_code: &str, dimensions: &[&str]) -> FakeMarketplace {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::start_on(addr, product_code, dimensions)
+            .await
+            .expect("bind fake marketplace")
+    }
+
+    /// Starts the fake on a chosen address (`examples/fake_marketplace.rs` serves other
+    /// containers on `0.0.0.0:8080`).
+    pub async fn start_on(
+        addr: SocketAddr,
+        product_code: &str,
+        dimensions: &[&str],
+    ) -> io::Result<FakeMarketplace> {
         let encoding_key = jsonwebtoken::EncodingKey::from_rsa_pem(TEST_PRIVATE_KEY_PEM.as_bytes())
             .expect("test private key parses");
         let shared = Arc::new(Shared {
@@ -156,10 +169,8 @@ impl FakeMarketplace {
                 calls: HashMap::new(),
             }),
         });
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake marketplace");
-        let addr = listener.local_addr().expect("local addr");
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
         let app = Router::new()
             .route("/", post(handle))
             .with_state(shared.clone());
@@ -170,11 +181,11 @@ impl FakeMarketplace {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        FakeMarketplace {
+        Ok(FakeMarketplace {
             addr,
             shared,
             server,
-        }
+        })
     }
 
     /// `http://127.0.0.1:<port>`, for `AWS_ENDPOINT_URL_MARKETPLACE_METERING` or `endpoint_url`.
