@@ -22,6 +22,7 @@ pub mod kb;
 pub mod marketplace;
 pub mod notifications;
 pub mod ratelimit;
+pub mod scans;
 
 // Composition root: builds the state, merges the routers, runs the process.
 pub mod cli;
