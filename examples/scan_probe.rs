@@ -6,7 +6,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use cloud_optimizer::scans::checks;
 
@@ -32,7 +31,7 @@ async fn main() {
         .expect("sts:GetCallerIdentity");
     let account = identity.account.unwrap_or_default();
     let wanted: Arc<HashSet<&'static str>> = Arc::new(checks::implemented().collect());
-    let calls = Arc::new(AtomicU64::new(0));
+    let calls = Arc::new(checks::CallLog::default());
     for service in checks::services() {
         if services.as_ref().is_some_and(|s| !s.contains(service.id)) {
             continue;
@@ -61,8 +60,5 @@ async fn main() {
             }
         }
     }
-    eprintln!(
-        "{} AWS calls",
-        calls.load(std::sync::atomic::Ordering::Relaxed)
-    );
+    eprintln!("{} AWS calls: {:?}", calls.total(), calls.by_operation());
 }

@@ -207,6 +207,19 @@ pub struct Config {
     pub kb_cache_entries: usize,
     pub marketplace: MarketplaceConfig,
     pub notifications: NotificationsConfig,
+    pub scans: ScansConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct ScansConfig {
+    /// `SCAN_SCHEDULE`: scan the own account this often (all enabled regions); `None` is off.
+    pub schedule: Option<Duration>,
+    /// (service, region) units a scan runs at once.
+    pub concurrency: usize,
+    /// Upper bound of one AWS call, retries included.
+    pub call_timeout: Duration,
+    /// How long a scan's replica may stay silent before the scan counts as interrupted.
+    pub lease: Duration,
 }
 
 /// Real-time notifications (`/api/v1/notifications`, the WebSocket).
@@ -402,6 +415,7 @@ impl Config {
         )?;
         let marketplace = marketplace_config(env)?;
         let notifications = notifications_config(env)?;
+        let scans = scans_config(env)?;
 
         Ok(Self {
             environment,
@@ -432,6 +446,7 @@ impl Config {
             kb_cache_entries,
             marketplace,
             notifications,
+            scans,
         })
     }
 
@@ -560,6 +575,21 @@ impl Config {
                 "NOTIFICATIONS_MAX_MESSAGE_BYTES",
                 json!(n.max_message_bytes),
             ),
+            (
+                "SCAN_SCHEDULE",
+                json!(
+                    self.scans
+                        .schedule
+                        .map(|d| humantime::format_duration(d).to_string())
+                        .unwrap_or_else(|| "off".into())
+                ),
+            ),
+            ("SCAN_CONCURRENCY", json!(self.scans.concurrency)),
+            (
+                "SCAN_CALL_TIMEOUT_SECONDS",
+                json!(self.scans.call_timeout.as_secs()),
+            ),
+            ("SCAN_LEASE_SECONDS", json!(self.scans.lease.as_secs())),
         ];
         Value::Object(
             entries
@@ -813,6 +843,35 @@ fn notifications_config(env: &Env) -> Result<NotificationsConfig, ConfigError> {
         ping_interval: env.seconds("NOTIFICATIONS_PING_SECONDS", 30, 1)?,
         queue,
         max_message_bytes,
+    })
+}
+
+fn scans_config(env: &Env) -> Result<ScansConfig, ConfigError> {
+    let schedule = match env.get("SCAN_SCHEDULE") {
+        None => None,
+        Some(raw) if raw.eq_ignore_ascii_case("off") => None,
+        Some(raw) => {
+            let every = humantime::parse_duration(raw).map_err(|_| {
+                invalid(
+                    "SCAN_SCHEDULE",
+                    format!("{raw:?} is not off or a duration such as 24h, 12h or 1d"),
+                )
+            })?;
+            if every < Duration::from_secs(15 * 60) {
+                return Err(invalid("SCAN_SCHEDULE", "must be at least 15m"));
+            }
+            Some(every)
+        }
+    };
+    let concurrency: usize = env.parse("SCAN_CONCURRENCY", 8, "a number of units")?;
+    if !(1..=64).contains(&concurrency) {
+        return Err(invalid("SCAN_CONCURRENCY", "must be between 1 and 64"));
+    }
+    Ok(ScansConfig {
+        schedule,
+        concurrency,
+        call_timeout: env.seconds("SCAN_CALL_TIMEOUT_SECONDS", 30, 1)?,
+        lease: env.seconds("SCAN_LEASE_SECONDS", 60, 2)?,
     })
 }
 

@@ -29,7 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::config::Environment;
 use crate::error::{ApiError, InternalCause, PROBLEM_JSON, Problem, problem_for_status};
 use crate::state::AppState;
-use crate::{auth, health, kb, marketplace, notifications, ratelimit};
+use crate::{auth, health, kb, marketplace, notifications, ratelimit, scans};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -60,6 +60,7 @@ a 429 adds `Retry-After`.",
         (name = "knowledge base", description = "Compliance frameworks, controls, checks, AWS services and search"),
         (name = "usage", description = "License, trial and billable usage"),
         (name = "notifications", description = "Real-time events over WebSocket, their replay, one-time tickets"),
+        (name = "scans", description = "AWS account security scans, their findings, compliance per framework and exports"),
     )
 )]
 struct ApiDoc;
@@ -215,6 +216,7 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
         .merge(kb::router())
         .merge(marketplace::router())
         .merge(notifications::router())
+        .merge(scans::router())
 }
 
 /// Authentication of `/api/v1`: API keys (`auth`), or, on the notification socket only, a

@@ -82,6 +82,7 @@ impl Server {
         )
         .await?;
         let lifecycle = Lifecycle::default();
+        let lifecycle_stop = lifecycle.stop.clone();
         let notifications = crate::notifications::NotificationsState::new(
             pool.clone(),
             config.notifications.clone(),
@@ -116,7 +117,18 @@ impl Server {
                 search: Default::default(),
                 graph: kb_graph,
                 components,
+                automated: Arc::new(
+                    crate::scans::checks::implemented()
+                        .map(str::to_string)
+                        .collect(),
+                ),
             },
+            scans: crate::scans::ScansState::new(
+                pool.clone(),
+                config.scans.clone(),
+                marketplace.clone(),
+                lifecycle_stop.clone(),
+            ),
             marketplace,
             notifications,
         });
@@ -250,6 +262,21 @@ impl Server {
         self.tasks.spawn(async move {
             notifications.close_sockets(Duration::from_secs(3)).await;
             "notification sockets"
+        });
+        let scans = self.state.scans.clone();
+        self.tasks.spawn(async move {
+            crate::scans::sweep_loop(scans).await;
+            "scan lease sweeper"
+        });
+        let scans = self.state.scans.clone();
+        self.tasks.spawn(async move {
+            crate::scans::schedule_loop(scans).await;
+            "scan schedule"
+        });
+        let scans = self.state.scans.clone();
+        self.tasks.spawn(async move {
+            crate::scans::drain(scans, Duration::from_secs(3)).await;
+            "running scans"
         });
         let key_limiter = self.state.auth.key_limiter.clone();
         let ip_limiter = self.state.ip_limit.limiter.clone();
@@ -397,6 +424,7 @@ impl Server {
 async fn export_initial_metrics(state: &AppState) {
     state.marketplace.export_initial_metrics().await;
     crate::notifications::export_initial_metrics();
+    crate::scans::export_initial_metrics();
     for by in ["key", "ip"] {
         metrics::counter!("http_rate_limited_total", "by" => by).increment(0);
     }

@@ -17,6 +17,7 @@ use crate::notifications::NotificationsState;
 use crate::ratelimit::IpLimit;
 use crate::redis_conn::RedisHandle;
 use crate::runtime::{Components, Lifecycle};
+use crate::scans::ScansState;
 
 /// Cheap to clone: one reference count. Middleware and extractors clone it for every request,
 /// so everything lives behind a single `Arc`.
@@ -55,6 +56,14 @@ pub struct AppStateInner {
     pub marketplace: Arc<Marketplace>,
     /// Events for WebSocket clients: this replica's bus feed, tickets, open sockets.
     pub notifications: NotificationsState,
+    /// AWS account scans: the engine's registry of running scans and its configuration.
+    pub scans: ScansState,
+}
+
+impl FromRef<AppState> for ScansState {
+    fn from_ref(state: &AppState) -> Self {
+        state.scans.clone()
+    }
 }
 
 impl FromRef<AppState> for AuthState {

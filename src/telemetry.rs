@@ -258,4 +258,29 @@ fn describe_metrics() {
         "cloud_optimizer_usage_unconfirmed_units",
         "Units AWS may have billed that nobody can confirm (never resent), by dimension"
     );
+    describe_gauge!(
+        "cloud_optimizer_scans_running",
+        "Account scans running on this instance"
+    );
+    describe_counter!(
+        "cloud_optimizer_scans_total",
+        "Account scans ended, by final status"
+    );
+    describe_histogram!(
+        "cloud_optimizer_scan_duration_seconds",
+        Unit::Seconds,
+        "Time from a scan's start to its end, by final status"
+    );
+    describe_counter!(
+        "cloud_optimizer_scan_findings_total",
+        "Scan findings recorded, by status and severity"
+    );
+    describe_counter!(
+        "cloud_optimizer_scan_aws_calls_total",
+        "AWS API requests scans made (each attempt and page), by service"
+    );
+    describe_counter!(
+        "cloud_optimizer_scan_aws_errors_total",
+        "Scan findings with status error (an AWS call a check needed failed), by service"
+    );
 }

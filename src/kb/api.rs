@@ -124,7 +124,7 @@ async fn framework_keys(db: &PgPool) -> Result<Vec<String>, ApiError> {
 
 /// `pci-dss@4.0.1` exactly, `cis-aws@5` by version prefix, or `cis-aws` alone: the newest
 /// version, as a client that names no version means the current one.
-fn match_framework(keys: &[String], raw: &str) -> Option<String> {
+pub fn match_framework(keys: &[String], raw: &str) -> Option<String> {
     let wanted = raw.trim().to_ascii_lowercase();
     let (base, version) = wanted.split_once('@').unwrap_or((&wanted, ""));
     let mut candidates: Vec<&String> = keys
@@ -612,6 +612,8 @@ pub struct CheckFilter {
     /// `low`, `medium`, `high` or `critical`.
     #[param(pattern = "^(low|medium|high|critical)$")]
     severity: Option<String>,
+    /// `true`: only checks that scans run; `false`: only those they do not (yet).
+    automated: Option<bool>,
     /// Page size.
     #[param(minimum = 1, maximum = 500, default = 100)]
     limit: Option<i64>,
@@ -631,9 +633,12 @@ pub struct CheckSummary {
     #[schema(value_type = Object)]
     pub refs: serde_json::Value,
     pub remediation_id: String,
+    /// Whether account scans run this check (`POST /api/v1/scans`).
+    pub automated: bool,
 }
 
-const CHECK_COLUMNS: &str = "k.id, k.title, k.description, k.services, k.resource_type, k.severity, k.refs, k.remediation_id";
+/// `$2` is the list of automated check slugs.
+const CHECK_COLUMNS: &str = "k.id, k.title, k.description, k.services, k.resource_type, k.severity, k.refs, k.remediation_id, substring(k.id FROM 10) = ANY($2::text[]) AS automated";
 
 /// The check catalogue, paged and filtered.
 #[utoipa::path(get, path = "/kb/checks", tag = "knowledge base", params(CheckFilter),
@@ -659,10 +664,12 @@ async fn list_checks(
     }
     let page = sqlx::query!(
         r#"WITH k AS (
-               SELECT k.id, k.title, k.description, k.services, k.resource_type, k.severity, k.refs, k.remediation_id
+               SELECT k.id, k.title, k.description, k.services, k.resource_type, k.severity, k.refs, k.remediation_id,
+                      substring(k.id FROM 10) = ANY($5::text[]) AS automated
                FROM kb_checks k
                WHERE k.version_id = (SELECT id FROM kb_versions WHERE active)
                  AND ($1::text IS NULL OR $1 = ANY(k.services)) AND ($2::text IS NULL OR k.severity = $2)
+                 AND ($6::bool IS NULL OR (substring(k.id FROM 10) = ANY($5::text[])) = $6)
            )
            SELECT coalesce((SELECT json_agg(p ORDER BY p.id) FROM (
                       SELECT * FROM k ORDER BY k.id LIMIT $3 OFFSET $4) p), '[]')::text AS "items!",
@@ -670,7 +677,9 @@ async fn list_checks(
         filter.service,
         filter.severity,
         limit,
-        offset
+        offset,
+        state.automated.as_slice(),
+        filter.automated
     )
     .fetch_one(&state.db)
     .await?;
@@ -704,6 +713,7 @@ async fn get_check(
                'id', k.id, 'title', k.title, 'description', k.description, 'services', k.services,
                'resource_type', k.resource_type, 'severity', k.severity, 'refs', k.refs,
                'remediation_id', k.remediation_id,
+               'automated', substring(k.id FROM 10) = ANY($2::text[]),
                'remediation', (SELECT row_to_json(m) FROM (
                    SELECT m.id, m.title, m.steps, m.cli, m.cloudformation, m.terraform
                    FROM kb_remediations m WHERE m.version_id = k.version_id AND m.id = k.remediation_id) m),
@@ -715,7 +725,8 @@ async fn get_check(
            )::text AS "body!"
            FROM kb_checks k
            WHERE k.version_id = (SELECT id FROM kb_versions WHERE active) AND k.id = $1"#,
-        full
+        full,
+        state.automated.as_slice()
     )
     .fetch_optional(&state.db)
     .await?
@@ -814,6 +825,7 @@ async fn get_service(
     })?;
     let checks = sqlx::query_as(sql!("SELECT {CHECK_COLUMNS} FROM kb_checks k WHERE k.version_id = {ACTIVE} AND $1 = ANY(k.services) ORDER BY k.id"))
         .bind(&name)
+        .bind(state.automated.as_slice())
         .fetch_all(&state.db)
         .await?;
     let controls = sqlx::query_as(sql!(

@@ -56,6 +56,9 @@ pub struct KbState {
     pub graph: SharedGraph,
     /// Where the loader reports `ib` and the mirror `neo4j` for `/health`.
     pub components: Arc<Components>,
+    /// Catalogue slugs of the checks scans run, handed in by the composition root (the KB
+    /// imports no feature): `GET /kb/checks` marks them `automated`.
+    pub automated: Arc<Vec<String>>,
 }
 
 /// Loads the configured KB if its checksum differs from the active one. A failure leaves the

@@ -605,3 +605,55 @@ impl RawResponse {
         body
     }
 }
+
+/// moto (the AWS wire protocols, PyPI `moto[server]`; scripts/test installs it): a customer's
+/// bucket for KB bundles and a whole AWS account for scans.
+pub struct Moto {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Moto {
+    pub async fn start() -> Self {
+        with_free_port(|port| async move {
+            let mut child = std::process::Command::new("moto_server")
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                // Without this moto invents ~1,300 public AMIs in every region.
+                .env("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect(
+                    "moto_server is installed (pip install 'moto[server]'; scripts/test does it)",
+                );
+            let up = eventually(Duration::from_secs(20), || {
+                let exited = child.try_wait().unwrap().is_some();
+                async move {
+                    exited
+                        || tokio::net::TcpStream::connect(("127.0.0.1", port))
+                            .await
+                            .is_ok()
+                }
+            })
+            .await;
+            // Exited: another test took the port first.
+            let alive = child.try_wait().unwrap().is_none();
+            let moto = Self { child, port };
+            (up && alive).then_some(moto)
+        })
+        .await
+    }
+}
+
+impl Moto {
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

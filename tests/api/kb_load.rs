@@ -377,49 +377,6 @@ async fn cached_answers_follow_a_new_version_loaded_by_another_process() {
     );
 }
 
-/// moto's S3 (the AWS wire protocol) stands in for a customer bucket; scripts/test installs it.
-struct Moto {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Moto {
-    async fn start() -> Self {
-        with_free_port(|port| async move {
-            let mut child = std::process::Command::new("moto_server")
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect(
-                    "moto_server is installed (pip install 'moto[server]'; scripts/test does it)",
-                );
-            let up = eventually(Duration::from_secs(20), || {
-                let exited = child.try_wait().unwrap().is_some();
-                async move {
-                    exited
-                        || tokio::net::TcpStream::connect(("127.0.0.1", port))
-                            .await
-                            .is_ok()
-                }
-            })
-            .await;
-            // Exited: another test took the port first.
-            let alive = child.try_wait().unwrap().is_none();
-            let moto = Self { child, port };
-            (up && alive).then_some(moto)
-        })
-        .await
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn kb_load_accepts_an_s3_bundle() {
     let moto = Moto::start().await;

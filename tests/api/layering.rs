@@ -22,10 +22,16 @@ const BASE: &[&str] = &[
 /// through the Marketplace ledger. They import only the base, and not each other.
 const SHARED: &[&str] = &["kb", "marketplace"];
 /// Feature capabilities: the base and the shared capabilities, never each other.
-const FEATURES: &[&str] = &["auth", "health", "notifications"];
+const FEATURES: &[&str] = &["auth", "health", "notifications", "scans"];
 const ROOT: &[&str] = &["cli", "docs", "http", "lib", "main", "server", "state"];
-/// Items of `lib.rs` itself (version strings, the TLS provider) that any module may use.
-const LIB_ITEMS: &[&str] = &["ensure_crypto_provider", "shipped_kb_version", "version"];
+/// Items at the crate root that any module may use: `lib.rs`'s own (version strings, the TLS
+/// provider) and `scan_client!`, which `#[macro_export]` puts there.
+const LIB_ITEMS: &[&str] = &[
+    "ensure_crypto_provider",
+    "scan_client",
+    "shipped_kb_version",
+    "version",
+];
 
 /// Top-level modules named after `crate::` in a source file: `crate::kb::…` and `crate::{a, b}`.
 fn crate_imports(source: &str) -> BTreeSet<String> {

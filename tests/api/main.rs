@@ -19,3 +19,4 @@ mod marketplace;
 mod notifications;
 mod ratelimit;
 mod redis_tls;
+mod scans;

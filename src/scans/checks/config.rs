@@ -2,6 +2,8 @@
 
 use serde_json::json;
 
+use futures_util::future::BoxFuture;
+
 use super::{AwsError, Ctx, Finding, Service};
 use crate::scan_client;
 
@@ -9,8 +11,12 @@ pub const SERVICE: Service = Service {
     id: "config",
     global: false,
     checks: &["config-recorder-enabled"],
-    run: |ctx| Box::pin(run(ctx)),
+    run: start,
 };
+
+fn start(ctx: &Ctx) -> BoxFuture<'_, Vec<Finding>> {
+    Box::pin(run(ctx))
+}
 
 async fn run(ctx: &Ctx) -> Vec<Finding> {
     let mut out = ctx.out();

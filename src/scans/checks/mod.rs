@@ -11,9 +11,9 @@
 //! not offer, a timeout) becomes a finding with status `error` and the reason, for each check
 //! that needed the failed call.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use aws_config::SdkConfig;
 use futures_util::future::BoxFuture;
@@ -148,7 +148,36 @@ pub struct Ctx {
     pub partition: String,
     pub service: &'static str,
     wanted: Arc<HashSet<&'static str>>,
-    calls: Arc<AtomicU64>,
+    calls: Arc<CallLog>,
+}
+
+/// A scan's AWS calls: how many, and how many of each operation (`IAM:GetAccountSummary`), so
+/// an operator sees which permissions a scan used.
+#[derive(Debug, Default)]
+pub struct CallLog {
+    total: AtomicU64,
+    by_operation: Mutex<BTreeMap<String, u64>>,
+}
+
+impl CallLog {
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    pub fn by_operation(&self) -> BTreeMap<String, u64> {
+        self.by_operation.lock().expect("call log").clone()
+    }
+
+    /// Records a call made outside a service client (the engine's own STS and EC2 calls).
+    pub fn record(&self, api: &str, operation: &str) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        *self
+            .by_operation
+            .lock()
+            .expect("call log")
+            .entry(format!("{api}:{operation}"))
+            .or_insert(0) += 1;
+    }
 }
 
 impl Ctx {
@@ -157,7 +186,7 @@ impl Ctx {
         account_id: String,
         service: &'static str,
         wanted: Arc<HashSet<&'static str>>,
-        calls: Arc<AtomicU64>,
+        calls: Arc<CallLog>,
     ) -> Self {
         let region = sdk
             .region()
@@ -187,7 +216,10 @@ impl Ctx {
     /// The interceptor that counts this scan's AWS calls (every attempt, every page); add it to
     /// every client: `Config::builder().interceptor(ctx.counter())`.
     pub fn counter(&self) -> CallCounter {
-        CallCounter(self.calls.clone())
+        CallCounter {
+            calls: self.calls.clone(),
+            service: self.service,
+        }
     }
 
     /// The ARN of the account itself, the resource of account-level checks.
@@ -224,7 +256,10 @@ pub fn partition_of(region: &str) -> &'static str {
 
 /// Counts attempts, so a retried or paginated call counts each request AWS sees.
 #[derive(Clone, Debug)]
-pub struct CallCounter(Arc<AtomicU64>);
+pub struct CallCounter {
+    calls: Arc<CallLog>,
+    service: &'static str,
+}
 
 impl aws_smithy_runtime_api::client::interceptors::Intercept for CallCounter {
     fn name(&self) -> &'static str {
@@ -235,9 +270,14 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for CallCounter {
         &self,
         _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
         _runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
-        _cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        match cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>() {
+            Some(m) => self.calls.record(m.service(), m.name()),
+            None => self.calls.record(self.service, "unknown"),
+        }
+        metrics::counter!("cloud_optimizer_scan_aws_calls_total", "service" => self.service)
+            .increment(1);
         Ok(())
     }
 }
@@ -419,7 +459,7 @@ pub async fn run_service(
     region: &str,
     account_id: &str,
     wanted: Arc<HashSet<&'static str>>,
-    calls: Arc<AtomicU64>,
+    calls: Arc<CallLog>,
 ) -> Vec<Finding> {
     let sdk = sdk
         .to_builder()
