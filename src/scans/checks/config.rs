@@ -25,14 +25,14 @@ async fn run(ctx: &Ctx) -> Vec<Finding> {
     let recorders = match client.describe_configuration_recorders().send().await {
         Ok(r) => r.configuration_recorders.unwrap_or_default(),
         Err(e) => {
-            out.error(SERVICE.checks, &AwsError::from(e));
+            out.error(&["config-recorder-enabled"], &AwsError::from(e));
             return out.finish();
         }
     };
     let statuses = match client.describe_configuration_recorder_status().send().await {
         Ok(r) => r.configuration_recorders_status.unwrap_or_default(),
         Err(e) => {
-            out.error(SERVICE.checks, &AwsError::from(e));
+            out.error(&["config-recorder-enabled"], &AwsError::from(e));
             return out.finish();
         }
     };
