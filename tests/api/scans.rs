@@ -917,3 +917,51 @@ async fn scan_requests_that_cannot_run_get_an_error_that_says_what_to_fix() {
         .await;
     assert_eq!(manual["automated"], false);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scan_schedule_starts_one_scan_per_period_however_many_replicas_run() {
+    let moto = Moto::start().await;
+    let hole = BlackHole::start().await;
+    let db = create_migrated_database().await;
+    let mut env = aws_env(&db, &moto.endpoint());
+    // Keep the scheduled scan running (its EC2 calls hang) so the test sees it whole.
+    env.insert("AWS_ENDPOINT_URL_EC2".into(), hole.endpoint());
+    env.insert("SCAN_SCHEDULE".into(), "1h".into());
+    let first = Process::serve(&env).await;
+    let api = Api::of(&first);
+    let scheduled = || async {
+        let list = api.json("/api/v1/scans").await;
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["trigger"] == "schedule")
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            !scheduled().await.is_empty()
+        })
+        .await,
+        "no scheduled scan started"
+    );
+    // The second replica's schedule ticks as it starts: the scan of the first is not due again.
+    let second = Process::serve(&env).await;
+    let ids = scheduled().await;
+    assert_eq!(
+        ids.len(),
+        1,
+        "one scheduled scan for both replicas: {ids:?}"
+    );
+    let scan = api.json(&format!("/api/v1/scans/{}", ids[0])).await;
+    assert_eq!(scan["account"]["type"], "self");
+    assert_eq!(scan["regions_requested"], "enabled");
+    let cancel = api
+        .post(&format!("/api/v1/scans/{}/cancel", ids[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 202);
+    drop(second);
+}
