@@ -70,16 +70,73 @@ pub enum RegionsSpec {
 #[serde(deny_unknown_fields)]
 pub struct ScanRequest {
     /// `"self"` (default) or `{"role_arn", "external_id"}`.
+    #[schema(value_type = Option<AccountDoc>)]
     pub account: Option<AccountSpec>,
     /// Region names, or `"enabled"` (default): every region enabled in the account.
+    #[schema(value_type = Option<RegionsDoc>)]
     pub regions: Option<RegionsSpec>,
-    /// Only these services' checks (`iam`, `s3`, `ec2`, …).
+    /// Only these services' checks (`iam`, `s3`, `ec2`, …; 422 `unknown_service` lists them).
+    #[schema(min_items = 1)]
     pub services: Option<Vec<String>>,
-    /// Only these checks (catalogue ids such as `iam-root-mfa-enabled`).
+    /// Only these checks (catalogue ids such as `iam-root-mfa-enabled`;
+    /// `GET /api/v1/kb/checks?automated=true` lists them).
+    #[schema(min_items = 1)]
     pub checks: Option<Vec<String>>,
     /// Only checks that evidence controls of these frameworks (`cis-aws`, `hipaa@2013`, …).
+    #[schema(min_items = 1)]
     pub frameworks: Option<Vec<String>>,
 }
+
+/// The documented shape of `account` (the server reads it leniently to name the mistake).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+pub enum AccountDoc {
+    Own(OwnAccount),
+    Role(RoleDoc),
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum OwnAccount {
+    #[serde(rename = "self")]
+    Own,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RoleDoc {
+    #[schema(
+        pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$",
+        example = "arn:aws:iam::123456789012:role/CloudOptimizerScan"
+    )]
+    role_arn: String,
+    #[schema(pattern = r"^[A-Za-z0-9+=,.@:/_-]{2,1224}$")]
+    external_id: Option<String>,
+}
+
+/// The documented shape of `regions`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+pub enum RegionsDoc {
+    Enabled(EnabledRegions),
+    /// 1 to 50 region names.
+    List(Vec<RegionName>),
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum EnabledRegions {
+    #[serde(rename = "enabled")]
+    Enabled,
+}
+
+/// An AWS region name.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(value_type = String, pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$", example = "us-east-1")]
+pub struct RegionName(String);
 
 #[derive(Serialize, ToSchema)]
 pub struct ScanAccount {
@@ -115,7 +172,7 @@ pub struct Scan {
     pub trigger: String,
     pub account: ScanAccount,
     /// As requested: a list of regions or `"enabled"`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = RegionsDoc)]
     pub regions_requested: Value,
     /// The regions scanned (resolved once the scan starts).
     pub regions: Vec<String>,
@@ -527,6 +584,7 @@ async fn load_many<'e>(db: impl sqlx::PgExecutor<'e>, ids: &[Uuid]) -> Result<Ve
 #[serde(deny_unknown_fields)]
 pub struct ScanListParams {
     /// Only scans in this state.
+    #[param(pattern = "^(queued|running|succeeded|failed|cancelled|interrupted)$")]
     status: Option<String>,
     #[param(minimum = 1, maximum = 200, default = 50)]
     limit: Option<i64>,
@@ -682,15 +740,19 @@ async fn cancel_scan(
 #[serde(deny_unknown_fields)]
 pub struct FindingsParams {
     /// `pass`, `fail`, `error` or `not_applicable`.
+    #[param(pattern = "^(pass|fail|error|not_applicable)$")]
     status: Option<String>,
     /// `critical`, `high`, `medium`, `low` or `informational`.
+    #[param(pattern = "^(critical|high|medium|low|informational)$")]
     severity: Option<String>,
     /// A KB service id (`iam`, `s3`, `vpc`, …).
     service: Option<String>,
     region: Option<String>,
     /// A check id (`iam-root-mfa-enabled`).
     check: Option<String>,
-    /// Only checks mapped to controls of this framework (`cis-aws`, `pci-dss@4.0.1`).
+    /// Only checks mapped to controls of this framework (`cis-aws`, `pci-dss@4.0.1`); another
+    /// value is a 400 `invalid_filter` listing the loaded ones.
+    #[param(min_length = 1)]
     framework: Option<String>,
     /// Only checks mapped to this control (`control:cis-aws@3.0.0:1.5`, or `1.5` with `framework`).
     control: Option<String>,
@@ -837,12 +899,16 @@ async fn list_findings(
 pub struct ExportParams {
     /// `json`, `csv`, `ocsf` (OCSF 1.1 Detection Finding, as Prowler writes) or `asff` (AWS
     /// Security Finding Format, as Security Hub reads).
+    #[param(pattern = "^(json|csv|ocsf|asff)$")]
     format: String,
+    #[param(pattern = "^(pass|fail|error|not_applicable)$")]
     status: Option<String>,
+    #[param(pattern = "^(critical|high|medium|low|informational)$")]
     severity: Option<String>,
     service: Option<String>,
     region: Option<String>,
     check: Option<String>,
+    #[param(min_length = 1)]
     framework: Option<String>,
     control: Option<String>,
 }
@@ -908,7 +974,9 @@ async fn export_findings(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ComplianceParams {
-    /// `cis-aws`, `pci-dss@4.0.1`, … (no version: the newest release).
+    /// `cis-aws`, `pci-dss@4.0.1`, … (no version: the newest release); another value is a 400
+    /// `invalid_filter` listing the loaded ones.
+    #[param(min_length = 1)]
     framework: String,
 }
 
@@ -1086,6 +1154,7 @@ async fn compliance(
 #[serde(deny_unknown_fields)]
 pub struct DiffParams {
     /// The earlier scan to compare with (same account).
+    #[param(value_type = Uuid)]
     against: String,
 }
 

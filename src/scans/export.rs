@@ -173,10 +173,9 @@ fn asff(scan: &Scan, account: &str, findings: &[FindingView]) -> Value {
                 // Security Hub spells AWS::S3::Bucket as AwsS3Bucket.
                 f.resource_type.replace("::", "")
             };
-            let mut title = f.title.clone();
-            title.truncate(256);
-            let mut description = f.reason.clone();
-            description.truncate(1024);
+            // ASFF's limits are in characters; cutting bytes could split one.
+            let title: String = f.title.chars().take(256).collect();
+            let description: String = f.reason.chars().take(1024).collect();
             json!({
                 "SchemaVersion": "2018-10-08",
                 "Id": format!("cloud-optimizer/{account}/{region}/{}/{}", f.check, f.resource),

@@ -138,7 +138,7 @@ pub fn role_account(arn: &str) -> Option<&str> {
         && parts[4].bytes().all(|b| b.is_ascii_digit())
         && parts[5].starts_with("role/")
         && parts[5].len() > 5)
-        .then_some(parts[4])
+        .then(|| parts[4])
 }
 
 /// A validated scan request.
