@@ -189,11 +189,41 @@ async fn every_list_endpoint_answers_the_one_envelope() {
                 "/api/v1/kb/services",
                 "/api/v1/kb/search",
                 "/api/v1/notifications",
+                "/api/v1/scans",
+                "/api/v1/scans/{id}/findings",
             ]
             .map(String::from)
         ),
         "the walk found every list"
     );
+    // Two ended scans, one with two findings, as a scan of an account leaves them (scans
+    // themselves are tested against moto in scans.rs).
+    let scan = uuid::Uuid::new_v4();
+    for id in [scan, uuid::Uuid::new_v4()] {
+        sqlx::query(
+            "INSERT INTO scans (id, account_key, account_id, regions_requested, regions, status, trigger, created_at, started_at, finished_at)
+             VALUES ($1, $1::text, '123456789012', '\"enabled\"', '{us-east-1}', 'succeeded', 'api', now(), now(), now())",
+        )
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    for (n, check) in ["config-recorder-enabled", "iam-root-mfa-enabled"]
+        .iter()
+        .enumerate()
+    {
+        sqlx::query(
+            "INSERT INTO scan_findings (scan_id, n, check_id, service, region, resource_arn, status, severity, reason, evidence, first_seen)
+             VALUES ($1, $2, $3, 'iam', 'us-east-1', 'arn:aws:iam::123456789012:root', 'fail', 'high', 'seeded', '{}', now())",
+        )
+        .bind(scan)
+        .bind(n as i32)
+        .bind(check)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
 
     // And the server answers it: the first page of one item, then its `next`, to the end.
     app.create_key("first", "user").await;
@@ -213,6 +243,7 @@ async fn every_list_endpoint_answers_the_one_envelope() {
                 "/api/v1/kb/frameworks/gdpr/controls?limit=1".to_string()
             }
             "/api/v1/kb/search" => "/api/v1/kb/search?q=root%20mfa&limit=1".to_string(),
+            "/api/v1/scans/{id}/findings" => format!("/api/v1/scans/{scan}/findings?limit=1"),
             other => format!("{other}?limit=1"),
         };
         let page = app.admin_json(&first).await;

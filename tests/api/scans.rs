@@ -824,6 +824,12 @@ async fn scan_requests_that_cannot_run_get_an_error_that_says_what_to_fix() {
             json!({"account": {"role_arn": "arn:aws:iam::12:role/x"}}),
             "invalid_role_arn",
         ),
+        // Fewer parts than an ARN has once made the server drop the connection.
+        (json!({"account": {"role_arn": ""}}), "invalid_role_arn"),
+        (
+            json!({"account": {"role_arn": "arn:aws:iam"}}),
+            "invalid_role_arn",
+        ),
         (
             json!({"account": {"role_arn": "arn:aws:iam::123456789012:role/x", "external_id": "a"}}),
             "invalid_external_id",
