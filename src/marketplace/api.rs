@@ -297,8 +297,6 @@ async fn create_billable_action(
         ledger::finish(&mut tx, caller.key_id, key, StatusCode::CREATED, &json).await?;
     }
     tx.commit().await?;
-    metrics::counter!("cloud_optimizer_usage_events_total", "dimension" => dimension.as_str())
-        .increment(1);
-    market.announce_thresholds(&usage).await;
+    market.charged(&usage).await;
     Ok((StatusCode::CREATED, Json(json)).into_response())
 }

@@ -143,8 +143,16 @@ impl Marketplace {
         Ok(refunded.is_some())
     }
 
+    /// What follows a charge once its transaction committed: the usage metric and the
+    /// `usage.threshold` announcements. Every billable action calls it after its commit.
+    pub async fn charged(&self, event: &UsageEvent) {
+        metrics::counter!("cloud_optimizer_usage_events_total", "dimension" => event.dimension.as_str())
+            .increment(1);
+        self.announce_thresholds(event).await;
+    }
+
     /// Announces `usage.threshold` once when a trial dimension crosses 80 % and 100 %.
-    pub async fn announce_thresholds(&self, event: &UsageEvent) {
+    async fn announce_thresholds(&self, event: &UsageEvent) {
         let Some(remaining) = event.remaining else {
             return;
         };

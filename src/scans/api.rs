@@ -21,7 +21,7 @@ use super::checks::{self, Status};
 use super::{Account, NewScan, ScansState, engine};
 use crate::error::{ApiError, Problem};
 use crate::marketplace::ledger::{self, Idempotency};
-use crate::web::{ApiJson, Auth, Page, next_link, page_bounds};
+use crate::web::{ApiJson, Auth, Page, invalid_filter, next_link, page_bounds};
 
 pub fn router<S>() -> OpenApiRouter<S>
 where
@@ -473,7 +473,7 @@ async fn create_scan(
             return Ok(response);
         }
     }
-    let (id, usage_event_id) = super::insert(&state, &mut tx, &scan).await?;
+    let (id, usage) = super::insert(&state, &mut tx, &scan).await?;
     let view = load(&mut *tx, id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("scan row vanished"))?;
@@ -482,8 +482,7 @@ async fn create_scan(
         ledger::finish(&mut tx, caller.key_id, key, StatusCode::ACCEPTED, &json).await?;
     }
     tx.commit().await?;
-    metrics::counter!("cloud_optimizer_usage_events_total", "dimension" => "SecurityScans")
-        .increment(1);
+    state.market.charged(&usage).await;
     let (role_arn, external_id) = match scan.account {
         Account::Own => (None, None),
         Account::Role { arn, external_id } => (Some(arn), external_id),
@@ -494,7 +493,7 @@ async fn create_scan(
         external_id,
         regions: scan.regions,
         wanted: scan.wanted,
-        usage_event_id,
+        usage_event_id: usage.id,
     });
     Ok((
         StatusCode::ACCEPTED,
@@ -600,18 +599,6 @@ const SCAN_STATUSES: [&str; 6] = [
     "cancelled",
     "interrupted",
 ];
-
-fn invalid_filter(name: &str, value: &str, allowed: &[&str]) -> ApiError {
-    ApiError::problem(
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_filter",
-            format!("{name}={value:?} is not allowed; use one of the listed values"),
-        )
-        .with("parameter", name)
-        .with("allowed", allowed),
-    )
-}
 
 /// Scans, newest first.
 #[utoipa::path(get, path = "/scans", tag = "scans", params(ScanListParams),

@@ -29,7 +29,8 @@ pub struct Launch {
     /// `None`: every enabled region.
     pub regions: Option<Vec<String>>,
     pub wanted: HashSet<&'static str>,
-    pub usage_event_id: Option<Uuid>,
+    /// The scan's `SecurityScans` unit, refunded when the scan judged nothing.
+    pub usage_event_id: Uuid,
 }
 
 /// How a scan ended.
@@ -433,11 +434,12 @@ async fn finish(state: &ScansState, launch: &Launch, end: End, elapsed: Duration
         tracing::error!(scan = %launch.id, error = %err, "could not write the end of the scan");
     }
     let mut refunded = false;
-    if evaluated == 0
-        && matches!(end, End::Failed(_) | End::Interrupted(_))
-        && let Some(event) = launch.usage_event_id
-    {
-        refunded = state.market.refund(event).await.unwrap_or(false);
+    if evaluated == 0 && matches!(end, End::Failed(_) | End::Interrupted(_)) {
+        refunded = state
+            .market
+            .refund(launch.usage_event_id)
+            .await
+            .unwrap_or(false);
     }
     let kind = match end {
         End::Succeeded | End::Cancelled => "scan.finished",

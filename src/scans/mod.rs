@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use crate::config::ScansConfig;
 use crate::error::{ApiError, Problem};
+use crate::marketplace::ledger::UsageEvent;
 use crate::marketplace::{Dimension, Marketplace};
 
 #[derive(Clone)]
@@ -160,7 +161,7 @@ pub async fn insert(
     state: &ScansState,
     tx: &mut sqlx::PgConnection,
     scan: &NewScan,
-) -> Result<(Uuid, Option<Uuid>), ApiError> {
+) -> Result<(Uuid, UsageEvent), ApiError> {
     let key = scan.account.key();
     let active = sqlx::query_scalar!(
         "SELECT id FROM scans WHERE account_key = $1 AND status IN ('queued', 'running')",
@@ -209,7 +210,7 @@ pub async fn insert(
     .execute(&mut *tx)
     .await;
     match inserted {
-        Ok(_) => Ok((id, Some(usage.id))),
+        Ok(_) => Ok((id, usage)),
         // Two requests raced past the check above: the index decides, the loser charges nothing
         // (its transaction rolls back).
         Err(sqlx::Error::Database(db))
@@ -328,15 +329,16 @@ async fn scheduled_scan(state: &ScansState, every: Duration) -> Result<Option<Uu
         trigger: "schedule",
         api_key_id: None,
     };
-    let (id, usage_event_id) = insert(state, &mut tx, &scan).await?;
+    let (id, usage) = insert(state, &mut tx, &scan).await?;
     tx.commit().await?;
+    state.market.charged(&usage).await;
     state.launch(engine::Launch {
         id,
         role_arn: None,
         external_id: None,
         regions: None,
         wanted: scan.wanted,
-        usage_event_id,
+        usage_event_id: usage.id,
     });
     Ok(Some(id))
 }

@@ -640,6 +640,18 @@ async fn a_scan_is_one_unit_replayed_by_its_key_refused_before_any_call_and_refu
     let api = Api::of(&server);
     let third = api.scan(body.clone()).await;
     assert_eq!(api.ended(&third).await["status"], "succeeded");
+    // The charge announced the trial used up, as every billable action does.
+    let events = api
+        .json("/api/v1/notifications?types=usage.threshold")
+        .await;
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| { e["data"]["dimension"] == "SecurityScans" && e["data"]["percent"] == 100 }),
+        "{events}"
+    );
     let refused = api.post("/api/v1/scans").json(&body).send().await.unwrap();
     let problem = assert_problem(refused, 402, "trial_limit_reached").await;
     assert_eq!(problem["dimension"], "SecurityScans");
