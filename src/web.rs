@@ -30,6 +30,20 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
+/// A query filter with a value outside its allowed set: a 400 `invalid_filter` naming the
+/// parameter and listing the values it takes.
+pub fn invalid_filter<T: Serialize>(name: &str, value: &str, allowed: &[T]) -> ApiError {
+    ApiError::problem(
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_filter",
+            format!("{name}={value:?} is not allowed; use one of the listed values"),
+        )
+        .with("parameter", name)
+        .with("allowed", allowed),
+    )
+}
+
 /// The largest `offset` any list accepts: far beyond any real page, and a bound that keeps
 /// absurd values (`9223372036854775807`) out of the database and in the OpenAPI document.
 pub const MAX_OFFSET: i64 = 1_000_000;

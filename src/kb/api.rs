@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use super::KbState;
 use super::{ids, search};
 use crate::error::{ApiError, Problem};
-use crate::web::{Page, next_link, page_bounds, page_json};
+use crate::web::{Page, invalid_filter, next_link, page_bounds, page_json};
 
 pub fn router<S>() -> OpenApiRouter<S>
 where
@@ -166,18 +166,6 @@ pub async fn framework_filter(db: &PgPool, raw: &str) -> Result<String, ApiError
     match_framework(&keys, raw).ok_or_else(|| invalid_filter("framework", raw, &keys))
 }
 
-fn invalid_filter(name: &str, value: &str, allowed: &[String]) -> ApiError {
-    ApiError::problem(
-        Problem::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "invalid_filter",
-            format!("{name}={value:?} is not allowed; use one of the listed values"),
-        )
-        .with("parameter", name)
-        .with("allowed", allowed),
-    )
-}
-
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -268,11 +256,7 @@ async fn framework_controls(
     }
     let allowed = |name: &str, value: &Option<String>, choices: &[&str]| -> Result<(), ApiError> {
         match value {
-            Some(v) if !choices.contains(&v.as_str()) => Err(invalid_filter(
-                name,
-                v,
-                &choices.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            )),
+            Some(v) if !choices.contains(&v.as_str()) => Err(invalid_filter(name, v, choices)),
             _ => Ok(()),
         }
     };
@@ -656,7 +640,7 @@ async fn list_checks(
         return Err(invalid_filter(
             "severity",
             severity,
-            &super::model::SEVERITIES.map(String::from),
+            &super::model::SEVERITIES,
         ));
     }
     if let Some(service) = &filter.service {
