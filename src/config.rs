@@ -208,6 +208,16 @@ pub struct Config {
     pub marketplace: MarketplaceConfig,
     pub notifications: NotificationsConfig,
     pub scans: ScansConfig,
+    pub chat: ChatConfig,
+}
+
+/// The security Q&A chat (`/api/v1/chat…`).
+#[derive(Clone, Debug)]
+pub struct ChatConfig {
+    /// `CHAT_STREAMING_ENABLED`: `false` answers JSON whatever the client accepts.
+    pub streaming: bool,
+    /// `CHAT_TIMEOUT_SECONDS`: the longest one answer may take; a stream then ends with an `error`.
+    pub timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -416,6 +426,14 @@ impl Config {
         let marketplace = marketplace_config(env)?;
         let notifications = notifications_config(env)?;
         let scans = scans_config(env)?;
+        let chat = ChatConfig {
+            // `STREAMING_ENABLED` is the name the deployment templates were promised first.
+            streaming: match env.get("CHAT_STREAMING_ENABLED") {
+                Some(_) => env.bool("CHAT_STREAMING_ENABLED", true)?,
+                None => env.bool("STREAMING_ENABLED", true)?,
+            },
+            timeout: env.seconds("CHAT_TIMEOUT_SECONDS", 300, 1)?,
+        };
 
         Ok(Self {
             environment,
@@ -447,6 +465,7 @@ impl Config {
             marketplace,
             notifications,
             scans,
+            chat,
         })
     }
 
@@ -590,6 +609,10 @@ impl Config {
                 json!(self.scans.call_timeout.as_secs()),
             ),
             ("SCAN_LEASE_SECONDS", json!(self.scans.lease.as_secs())),
+            ("CHAT_STREAMING_ENABLED", json!(self.chat.streaming)),
+            // The older name of the same setting: the effective value too.
+            ("STREAMING_ENABLED", json!(self.chat.streaming)),
+            ("CHAT_TIMEOUT_SECONDS", json!(self.chat.timeout.as_secs())),
         ];
         Value::Object(
             entries

@@ -29,7 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::config::Environment;
 use crate::error::{ApiError, InternalCause, PROBLEM_JSON, Problem, problem_for_status};
 use crate::state::AppState;
-use crate::{auth, health, kb, marketplace, notifications, ratelimit, scans};
+use crate::{auth, chat, health, kb, marketplace, notifications, ratelimit, scans};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -60,6 +60,7 @@ a 429 adds `Retry-After`.",
         (name = "knowledge base", description = "Compliance frameworks, controls, checks, AWS services and search"),
         (name = "usage", description = "License, trial and billable usage"),
         (name = "notifications", description = "Real-time events over WebSocket, their replay, one-time tickets"),
+        (name = "chat", description = "Security Q&A: questions answered from the knowledge base with citations, streamed as Server-Sent Events; conversations"),
         (name = "scans", description = "AWS account security scans, their findings, compliance per framework and exports"),
     )
 )]
@@ -213,6 +214,7 @@ fn complete_openapi(doc: &utoipa::openapi::OpenApi) -> serde_json::Value {
 pub fn api_v1() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(auth::router())
+        .merge(chat::router())
         .merge(kb::router())
         .merge(marketplace::router())
         .merge(notifications::router())

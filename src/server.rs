@@ -95,6 +95,19 @@ impl Server {
                 (r, channel)
             }),
         );
+        let kb_state = KbState {
+            db: pool.clone(),
+            source: Arc::new(config.kb_path.clone()),
+            cache: Arc::new(crate::kb::cache::KbCache::new(config.kb_cache_entries)),
+            search: Default::default(),
+            graph: kb_graph,
+            components: components.clone(),
+            automated: Arc::new(
+                crate::scans::checks::implemented()
+                    .map(str::to_string)
+                    .collect(),
+            ),
+        };
         let state = AppState::new(AppStateInner {
             config: config.clone(),
             db: pool.clone(),
@@ -110,25 +123,20 @@ impl Server {
                 limiter: ip_limiter,
                 trusted_proxies: config.trusted_proxies.clone().into(),
             },
-            kb: KbState {
-                db: pool.clone(),
-                source: Arc::new(config.kb_path.clone()),
-                cache: Arc::new(crate::kb::cache::KbCache::new(config.kb_cache_entries)),
-                search: Default::default(),
-                graph: kb_graph,
-                components,
-                automated: Arc::new(
-                    crate::scans::checks::implemented()
-                        .map(str::to_string)
-                        .collect(),
-                ),
-            },
             scans: crate::scans::ScansState::new(
                 pool.clone(),
                 config.scans.clone(),
                 marketplace.clone(),
                 lifecycle_stop.clone(),
             ),
+            chat: crate::chat::ChatState::new(
+                pool.clone(),
+                kb_state.clone(),
+                marketplace.clone(),
+                config.chat.clone(),
+                lifecycle_stop.clone(),
+            ),
+            kb: kb_state,
             marketplace,
             notifications,
         });
@@ -262,6 +270,11 @@ impl Server {
         self.tasks.spawn(async move {
             notifications.close_sockets(Duration::from_secs(3)).await;
             "notification sockets"
+        });
+        let chat = self.state.chat.clone();
+        self.tasks.spawn(async move {
+            crate::chat::follow_loop(chat).await;
+            "chat stream relay"
         });
         let scans = self.state.scans.clone();
         self.tasks.spawn(async move {
@@ -425,6 +438,7 @@ async fn export_initial_metrics(state: &AppState) {
     state.marketplace.export_initial_metrics().await;
     crate::notifications::export_initial_metrics();
     crate::scans::export_initial_metrics();
+    crate::chat::export_initial_metrics();
     for by in ["key", "ip"] {
         metrics::counter!("http_rate_limited_total", "by" => by).increment(0);
     }

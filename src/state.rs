@@ -9,6 +9,7 @@ use axum::extract::FromRef;
 use sqlx::PgPool;
 
 use crate::auth::AuthState;
+use crate::chat::ChatState;
 use crate::config::Config;
 use crate::health::HealthState;
 use crate::kb::KbState;
@@ -58,6 +59,14 @@ pub struct AppStateInner {
     pub notifications: NotificationsState,
     /// AWS account scans: the engine's registry of running scans and its configuration.
     pub scans: ScansState,
+    /// The security Q&A chat: its configuration, the KB and ledger it uses, the stream relay.
+    pub chat: ChatState,
+}
+
+impl FromRef<AppState> for ChatState {
+    fn from_ref(state: &AppState) -> Self {
+        state.chat.clone()
+    }
 }
 
 impl FromRef<AppState> for ScansState {

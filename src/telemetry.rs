@@ -283,4 +283,22 @@ fn describe_metrics() {
         "cloud_optimizer_scan_aws_errors_total",
         "Scan findings with status error (an AWS call a check needed failed), by service"
     );
+    describe_histogram!(
+        "cloud_optimizer_chat_response_seconds",
+        Unit::Seconds,
+        "Time from a chat question's arrival to the end of its answer, by status and answerer"
+    );
+    describe_histogram!(
+        "cloud_optimizer_chat_first_event_seconds",
+        Unit::Seconds,
+        "Time from a chat question's arrival to its first answer event"
+    );
+    describe_counter!(
+        "cloud_optimizer_chat_questions_total",
+        "Chat questions answered (whatever the end), by intent"
+    );
+    describe_gauge!(
+        "cloud_optimizer_chat_streams_open",
+        "Chat event streams open on this instance"
+    );
 }

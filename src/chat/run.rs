@@ -1,0 +1,464 @@
+//! One question from its stored message to its stored answer. The answer is produced as a
+//! sequence of events (`start`, `citation`, `delta`, `notice`, `done` or `error`, numbered 1, 2,
+//! 3…) that go to the client as they are made and to `chat_message_events`, so a reader on any
+//! replica can resume the stream by id. The run lives inside the response: a client that goes
+//! away drops it, which stops generation at once and stores the message as `incomplete`.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::ChatState;
+use super::answer::{self, Citation};
+use super::store::{self, Billing, Ending, StoredEvent};
+use super::understand::{FrameworkRef, Intent, Understanding};
+use crate::marketplace::ledger::UsageEvent;
+
+/// Every intent's name, for the metrics exported at start-up.
+pub const INTENTS: [&str; 7] = [
+    "control_lookup",
+    "requirement_question",
+    "remediation",
+    "service_assessment",
+    "cross_framework",
+    "framework_overview",
+    "out_of_scope",
+];
+
+/// How often a long answer's events are written while it streams (a short one is written once,
+/// with its end).
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Complete,
+    Incomplete,
+    Failed,
+}
+
+impl Status {
+    pub const ENDED: [Status; 3] = [Status::Complete, Status::Incomplete, Status::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Complete => "complete",
+            Status::Incomplete => "incomplete",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// An accepted question: its message row exists and its unit (if billable) is charged.
+pub struct Question {
+    pub id: Uuid,
+    pub conversation_id: Option<Uuid>,
+    pub text: String,
+    pub understanding: Understanding,
+    pub usage: Option<UsageEvent>,
+    /// When the request arrived: time to the first event and the response time count from here.
+    pub received: Instant,
+    /// The question's trace span, parent of the retrieve and answer spans.
+    pub span: tracing::Span,
+}
+
+/// The `error` event's body, and the `error` of a JSON answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// `chat_timeout`, `chat_failed` or `server_shutting_down`.
+    pub code: String,
+    pub message: String,
+}
+
+/// The JSON answer (`Accept: application/json`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChatAnswer {
+    pub message_id: Uuid,
+    pub conversation_id: Option<Uuid>,
+    /// `complete`, `incomplete` or `failed`.
+    pub status: String,
+    /// Markdown.
+    pub answer: String,
+    /// Every control the answer cites; each `id` resolves with `GET /api/v1/kb/controls/{id}`.
+    pub citations: Vec<Citation>,
+    pub intent: Intent,
+    pub frameworks: Vec<FrameworkRef>,
+    pub services: Vec<String>,
+    pub control_ids: Vec<String>,
+    pub removed_ids: Vec<String>,
+    pub answerer: String,
+    pub billing: Billing,
+    pub error: Option<ErrorBody>,
+    pub duration_ms: i64,
+}
+
+enum End {
+    Done,
+    Failed(anyhow::Error),
+    Timeout,
+    Shutdown,
+}
+
+/// A question being answered. Dropped before its end (the client went away), it stores what it
+/// has as `incomplete`.
+pub struct Run {
+    state: ChatState,
+    q: Question,
+    events: Vec<StoredEvent>,
+    flushed: usize,
+    last_flush: Instant,
+    sink: Option<mpsc::Sender<StoredEvent>>,
+    answer: String,
+    citations: Vec<Citation>,
+    removed: Vec<String>,
+    answerer: &'static str,
+    billed: bool,
+    status: Option<Status>,
+    error: Option<ErrorBody>,
+    duration_ms: i64,
+}
+
+impl Run {
+    /// `sink` receives every event as it is made (a stream); `None` for a JSON answer.
+    pub fn new(state: ChatState, q: Question, sink: Option<mpsc::Sender<StoredEvent>>) -> Self {
+        let billed = q.usage.is_some();
+        Self {
+            state,
+            q,
+            events: Vec::new(),
+            flushed: 0,
+            last_flush: Instant::now(),
+            sink,
+            answer: String::new(),
+            citations: Vec::new(),
+            removed: Vec::new(),
+            answerer: "builtin",
+            billed,
+            status: None,
+            error: None,
+            duration_ms: 0,
+        }
+    }
+
+    /// Answers the question to its end (done, failure, `CHAT_TIMEOUT_SECONDS` or shutdown) and
+    /// stores the result.
+    pub async fn drive(mut self) -> Self {
+        let stop = self.state.stop.clone();
+        let timeout = self.state.config.timeout;
+        let span = self.q.span.clone();
+        let end = tokio::select! {
+            result = tokio::time::timeout(timeout, self.generate()).instrument(span) => match result {
+                Ok(Ok(())) => End::Done,
+                Ok(Err(err)) => End::Failed(err),
+                Err(_) => End::Timeout,
+            },
+            () = stop.cancelled() => End::Shutdown,
+        };
+        self.end(end).await;
+        self
+    }
+
+    async fn generate(&mut self) -> anyhow::Result<()> {
+        let u = self.q.understanding.clone();
+        self.emit(
+            "start",
+            json!({
+                "message_id": self.q.id,
+                "conversation_id": self.q.conversation_id,
+                "intent": u.intent,
+                "frameworks": u.frameworks,
+                "services": u.services,
+                "control_ids": u.control_ids,
+                "answerer": self.answerer,
+            }),
+        )
+        .await;
+        let kb = self.state.kb.clone();
+        let grounding = answer::retrieve(&kb, &self.q.text, &u)
+            .instrument(tracing::info_span!(parent: &self.q.span, "retrieve"))
+            .await?;
+        let composed = tracing::info_span!(parent: &self.q.span, "answer")
+            .in_scope(|| answer::compose(&self.q.text, &u, &grounding));
+        for citation in &composed.citations {
+            self.emit("citation", serde_json::to_value(citation)?).await;
+        }
+        self.citations = composed.citations;
+        for chunk in chunks(&composed.text) {
+            self.answer.push_str(chunk);
+            self.emit("delta", json!({ "text": chunk })).await;
+        }
+        Ok(())
+    }
+
+    async fn emit(&mut self, event: &str, data: Value) {
+        if self.events.is_empty() {
+            metrics::histogram!("cloud_optimizer_chat_first_event_seconds")
+                .record(self.q.received.elapsed().as_secs_f64());
+        }
+        let event = StoredEvent {
+            seq: self.events.len() as i32 + 1,
+            event: event.to_string(),
+            data,
+        };
+        if let Some(sink) = &self.sink {
+            // A closed sink means the client left; the run is about to be dropped.
+            let _ = sink.send(event.clone()).await;
+        }
+        self.events.push(event);
+        if self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.flush().await;
+        }
+    }
+
+    /// Writes the events not yet stored, for readers resuming on other replicas.
+    async fn flush(&mut self) {
+        self.last_flush = Instant::now();
+        let pending = &self.events[self.flushed..];
+        if pending.is_empty() {
+            return;
+        }
+        let written = async {
+            let mut tx = self.state.db.begin().await?;
+            store::append_events(&mut tx, self.q.id, pending).await?;
+            tx.commit().await
+        }
+        .await;
+        match written {
+            Ok(()) => self.flushed = self.events.len(),
+            // Kept for the next flush or the end, which writes them with the message.
+            Err(err) => {
+                tracing::warn!(error = %err, message_id = %self.q.id, "storing chat events failed")
+            }
+        }
+    }
+
+    async fn end(&mut self, end: End) {
+        let (status, error) = match end {
+            End::Done => (Status::Complete, None),
+            End::Failed(err) => {
+                tracing::error!(error = format!("{err:#}"), message_id = %self.q.id, "chat answer failed");
+                (
+                    Status::Failed,
+                    Some((
+                        "chat_failed",
+                        "the answer could not be completed".to_string(),
+                    )),
+                )
+            }
+            End::Timeout => (
+                Status::Failed,
+                Some((
+                    "chat_timeout",
+                    format!(
+                        "the answer took longer than CHAT_TIMEOUT_SECONDS ({} s)",
+                        self.state.config.timeout.as_secs()
+                    ),
+                )),
+            ),
+            End::Shutdown => (
+                Status::Incomplete,
+                Some((
+                    "server_shutting_down",
+                    "the server is restarting; ask again in a moment".to_string(),
+                )),
+            ),
+        };
+        // What fails on our side is not billed.
+        if error.is_some() {
+            self.refund().await;
+        }
+        self.duration_ms = self.q.received.elapsed().as_millis() as i64;
+        match &error {
+            None => {
+                let done = json!({
+                    "message_id": self.q.id,
+                    "status": status.as_str(),
+                    "citations": self.citations,
+                    "removed_ids": self.removed,
+                    "billing": self.billing(),
+                    "duration_ms": self.duration_ms,
+                });
+                self.emit("done", done).await;
+            }
+            Some((code, message)) => {
+                let message = if self.q.usage.is_some() && !self.billed {
+                    format!("{message}; this question was not billed")
+                } else {
+                    message.clone()
+                };
+                self.error = Some(ErrorBody {
+                    code: code.to_string(),
+                    message: message.clone(),
+                });
+                let body = json!({ "code": code, "message": message, "message_id": self.q.id });
+                self.emit("error", body).await;
+            }
+        }
+        self.status = Some(status);
+        let ending = Ending {
+            status: status.as_str(),
+            answer: &self.answer,
+            citations: &self.citations,
+            removed_ids: &self.removed,
+            answerer: self.answerer,
+            billed: self.billed,
+            error_code: self.error.as_ref().map(|e| e.code.as_str()),
+            duration_ms: self.duration_ms.min(i32::MAX as i64) as i32,
+        };
+        if let Err(err) = store::finish_message(
+            &self.state.db,
+            self.q.id,
+            &self.events[self.flushed..],
+            &ending,
+        )
+        .await
+        {
+            tracing::error!(error = %err, message_id = %self.q.id, "storing a chat answer failed");
+        }
+        self.flushed = self.events.len();
+        self.record(status);
+    }
+
+    async fn refund(&mut self) {
+        if let Some(usage) = &self.q.usage
+            && self.billed
+        {
+            match self.state.market.refund(usage.id).await {
+                Ok(refunded) => self.billed = !refunded,
+                Err(err) => {
+                    tracing::warn!(error = %err, message_id = %self.q.id, "refunding a failed chat answer failed")
+                }
+            }
+        }
+    }
+
+    fn billing(&self) -> Billing {
+        Billing {
+            dimension: "ChatQuestions".into(),
+            billed: self.billed,
+        }
+    }
+
+    fn record(&self, status: Status) {
+        let intent = store::intent_name(self.q.understanding.intent);
+        metrics::histogram!("cloud_optimizer_chat_response_seconds",
+            "status" => status.as_str(), "answerer" => self.answerer)
+        .record(self.duration_ms as f64 / 1000.0);
+        metrics::counter!("cloud_optimizer_chat_questions_total", "intent" => intent.clone())
+            .increment(1);
+        let citations: Vec<&str> = self.citations.iter().map(|c| c.id.as_str()).collect();
+        tracing::info!(
+            message_id = %self.q.id,
+            intent,
+            status = status.as_str(),
+            answerer = self.answerer,
+            billed = self.billed,
+            duration_ms = self.duration_ms,
+            citations = citations.join(" "),
+            "chat answer"
+        );
+    }
+
+    /// The answer as one JSON document (after [`Run::drive`]).
+    pub fn into_answer(self) -> ChatAnswer {
+        let u = &self.q.understanding;
+        ChatAnswer {
+            message_id: self.q.id,
+            conversation_id: self.q.conversation_id,
+            status: self.status.unwrap_or(Status::Incomplete).as_str().into(),
+            answer: self.answer.clone(),
+            citations: self.citations.clone(),
+            intent: u.intent,
+            frameworks: u.frameworks.clone(),
+            services: u.services.clone(),
+            control_ids: u.control_ids.clone(),
+            removed_ids: self.removed.clone(),
+            answerer: self.answerer.into(),
+            billing: self.billing(),
+            error: self.error.clone(),
+            duration_ms: self.duration_ms,
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if self.status.is_some() {
+            return;
+        }
+        // The client went away mid-answer: keep what it was sent, marked incomplete. The write
+        // is one short statement; generation itself has already stopped.
+        let db = self.state.db.clone();
+        let id = self.q.id;
+        let events = self.events[self.flushed..].to_vec();
+        let answer = std::mem::take(&mut self.answer);
+        let citations = std::mem::take(&mut self.citations);
+        let removed = std::mem::take(&mut self.removed);
+        let answerer = self.answerer;
+        let billed = self.billed;
+        let duration_ms = self.q.received.elapsed().as_millis().min(i32::MAX as u128) as i32;
+        self.duration_ms = duration_ms as i64;
+        self.record(Status::Incomplete);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let ending = Ending {
+                    status: "incomplete",
+                    answer: &answer,
+                    citations: &citations,
+                    removed_ids: &removed,
+                    answerer,
+                    billed,
+                    error_code: Some("client_disconnected"),
+                    duration_ms,
+                };
+                if let Err(err) = store::finish_message(&db, id, &events, &ending).await {
+                    tracing::warn!(error = %err, message_id = %id, "storing an interrupted chat answer failed");
+                }
+            });
+        }
+    }
+}
+
+/// The answer text cut into `delta` pieces at line ends (long lines at spaces); joined, they
+/// are the text again, byte for byte.
+pub fn chunks(text: &str) -> Vec<&str> {
+    const MAX: usize = 240;
+    let mut out = Vec::new();
+    for line in text.split_inclusive('\n') {
+        let mut rest = line;
+        while rest.len() > MAX {
+            let cut = rest[..MAX]
+                .rfind(' ')
+                .map(|at| at + 1)
+                .unwrap_or_else(|| rest.ceil_char_boundary(MAX));
+            let (head, tail) = rest.split_at(cut);
+            out.push(head);
+            rest = tail;
+        }
+        if !rest.is_empty() {
+            out.push(rest);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunks;
+
+    #[test]
+    fn chunks_rejoin_to_the_text() {
+        let long = "word ".repeat(200);
+        let text = format!("First line.\n\n{long}\nÉtape — ünïcode\nlast");
+        let parts = chunks(&text);
+        assert!(parts.len() > 4);
+        assert!(parts.iter().all(|p| p.len() <= 240 && !p.is_empty()));
+        assert_eq!(parts.concat(), text);
+        let unbroken = "x".repeat(300) + "é";
+        assert_eq!(chunks(&unbroken).concat(), unbroken);
+    }
+}

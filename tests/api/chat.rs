@@ -1,0 +1,629 @@
+//! The security Q&A chat through the real server: streams, JSON answers, conversations,
+//! billing, resuming a stream on another replica, and the answer quality over the question set.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_app_with, spawn_replica};
+
+const HIPAA_EBS: &str = "Does HIPAA require us to encrypt the EBS volumes that hold patient data?";
+
+/// One Server-Sent Event as a client sees it.
+#[derive(Debug, Clone)]
+struct Sse {
+    id: Option<String>,
+    event: String,
+    data: Value,
+}
+
+/// Parses a whole `text/event-stream` body (comments and keep-alives skipped).
+fn parse_sse(body: &str) -> Vec<Sse> {
+    let mut out = Vec::new();
+    for block in body.replace("\r\n", "\n").split("\n\n") {
+        let (mut id, mut event, mut data) = (None, String::from("message"), Vec::new());
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("id:") {
+                id = Some(v.trim().to_string());
+            } else if let Some(v) = line.strip_prefix("event:") {
+                event = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
+            }
+        }
+        if !data.is_empty() {
+            out.push(Sse {
+                id,
+                event,
+                data: serde_json::from_str(&data.join("\n")).expect("event data is JSON"),
+            });
+        }
+    }
+    out
+}
+
+/// Asks over SSE and reads the stream to its end: (status, headers, events).
+async fn ask_stream(
+    app: &TestApp,
+    key: &str,
+    path: &str,
+    body: Value,
+) -> (u16, reqwest::header::HeaderMap, Vec<Sse>) {
+    let response = app
+        .post_as(path, key)
+        .header("Accept", "text/event-stream")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (status, headers) = (response.status().as_u16(), response.headers().clone());
+    let text = response.text().await.unwrap();
+    (status, headers, parse_sse(&text))
+}
+
+async fn ask_json(app: &TestApp, key: &str, question: &str) -> Value {
+    let response = app
+        .post_as("/api/v1/chat", key)
+        .json(&json!({ "question": question }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{question}");
+    response.json().await.unwrap()
+}
+
+async fn usage_used(app: &TestApp) -> i64 {
+    let usage = app.admin_json("/api/v1/usage").await;
+    usage["dimensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["dimension"] == "ChatQuestions")
+        .unwrap_or_else(|| panic!("ChatQuestions in {usage}"))["used"]
+        .as_i64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_question_streams_numbered_events_that_match_the_stored_answer() {
+    let app = spawn_app().await;
+    let (status, headers, events) = ask_stream(
+        &app,
+        &app.admin_key,
+        "/api/v1/chat",
+        json!({ "question": HIPAA_EBS }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/event-stream");
+    assert_eq!(headers["cache-control"], "no-cache");
+    assert_eq!(headers["x-accel-buffering"], "no");
+
+    let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names.first(), Some(&"start"), "{names:?}");
+    assert_eq!(names.last(), Some(&"done"), "{names:?}");
+    for (n, event) in events.iter().enumerate() {
+        assert_eq!(event.id.as_deref(), Some((n + 1).to_string().as_str()));
+    }
+    let start = &events[0].data;
+    let id = start["message_id"].as_str().unwrap().to_string();
+    assert!(start["intent"].is_string(), "{start}");
+    assert!(start["frameworks"].is_array() && start["services"].is_array(), "{start}");
+
+    let citations: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.event == "citation")
+        .map(|e| &e.data)
+        .collect();
+    assert!(!citations.is_empty(), "a HIPAA question cites HIPAA: {names:?}");
+    let streamed: String = events
+        .iter()
+        .filter(|e| e.event == "delta")
+        .map(|e| e.data["text"].as_str().unwrap())
+        .collect();
+    let done = &events.last().unwrap().data;
+    assert_eq!(done["message_id"], id.as_str());
+    assert_eq!(done["billing"], json!({"dimension": "ChatQuestions", "billed": true}));
+    assert_eq!(done["citations"].as_array().unwrap().len(), citations.len());
+    assert!(done["duration_ms"].is_i64(), "{done}");
+
+    // Every citation names a control the KB serves, at the version it cites.
+    for citation in &citations {
+        for field in ["id", "framework", "version", "control_id", "title", "url", "reason"] {
+            assert!(citation[field].is_string(), "{field} in {citation}");
+        }
+        let cid = citation["id"].as_str().unwrap();
+        let control = app
+            .get_as(
+                &format!("/api/v1/kb/controls/{}", urlencode(cid)),
+                &app.admin_key,
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(control.status(), 200, "{cid} resolves");
+        let control: Value = control.json().await.unwrap();
+        assert_eq!(control["native_id"], citation["control_id"], "{cid}");
+        assert!(
+            control["framework"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("@{}", citation["version"].as_str().unwrap())),
+            "{cid}: {}",
+            control["framework"]
+        );
+    }
+
+    let stored: Value = app
+        .admin_json(&format!("/api/v1/chat/messages/{id}"))
+        .await;
+    assert_eq!(stored["status"], "complete");
+    assert_eq!(stored["question"], HIPAA_EBS);
+    assert_eq!(stored["answer"].as_str().unwrap(), streamed);
+    assert_eq!(stored["citations"], done["citations"]);
+    assert_eq!(stored["billing"]["billed"], true);
+    assert_eq!(usage_used(&app).await, 1);
+}
+
+fn urlencode(raw: &str) -> String {
+    url::form_urlencoded::byte_serialize(raw.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+#[tokio::test]
+async fn json_answers_by_default_and_when_streaming_is_off() {
+    let app = spawn_app().await;
+    let answer = ask_json(&app, &app.admin_key, HIPAA_EBS).await;
+    for field in ["answer", "citations", "intent", "frameworks", "billing"] {
+        assert!(!answer[field].is_null(), "{field} in {answer}");
+    }
+    assert_eq!(answer["status"], "complete");
+    assert!(!answer["answer"].as_str().unwrap().is_empty());
+
+    // An explicit preference for JSON over the stream wins.
+    let response = app
+        .post_as("/api/v1/chat", &app.admin_key)
+        .header("Accept", "text/event-stream;q=0.5, application/json")
+        .json(&json!({ "question": HIPAA_EBS }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let refused = app
+        .post_as("/api/v1/chat", &app.admin_key)
+        .header("Accept", "text/html")
+        .json(&json!({ "question": HIPAA_EBS }))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(refused, 406, "not_acceptable").await;
+
+    let app = spawn_app_with(|env| {
+        env.insert("CHAT_STREAMING_ENABLED".into(), "false".into());
+    })
+    .await;
+    let response = app
+        .post_as("/api/v1/chat", &app.admin_key)
+        .header("Accept", "text/event-stream")
+        .json(&json!({ "question": HIPAA_EBS }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "complete");
+}
+
+#[tokio::test]
+async fn conversations_belong_to_their_key_keep_their_messages_and_can_be_deleted() {
+    let app = spawn_app().await;
+    let (_, alice) = app.create_key("alice", "user").await;
+    let (_, bob) = app.create_key("bob", "user").await;
+
+    // No body, an empty object and a title all create one.
+    let bare = app
+        .post_as("/api/v1/chat/conversations", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 201);
+    let location = bare.headers()["location"].to_str().unwrap().to_string();
+    let bare: Value = bare.json().await.unwrap();
+    assert_eq!(location, format!("/api/v1/chat/conversations/{}", bare["id"].as_str().unwrap()));
+    assert_eq!(bare["title"], Value::Null);
+    let titled: Value = app
+        .post_as("/api/v1/chat/conversations", &alice)
+        .json(&json!({"title": "PCI scoping"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(titled["title"], "PCI scoping");
+    let empty = app
+        .post_as("/api/v1/chat/conversations", &alice)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty.status(), 201);
+    let too_long = app
+        .post_as("/api/v1/chat/conversations", &alice)
+        .json(&json!({"title": "x".repeat(201)}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(too_long, 422, "title_too_long").await;
+
+    let id = bare["id"].as_str().unwrap();
+    let path = format!("/api/v1/chat/conversations/{id}/messages");
+    let first = app
+        .post_as(&path, &alice)
+        .json(&json!({"content": HIPAA_EBS}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["conversation_id"], id);
+    let (_, _, events) = ask_stream(
+        &app,
+        &alice,
+        &path,
+        json!({"content": "And which AWS Config rules check that?"}),
+    )
+    .await;
+    assert_eq!(events.last().unwrap().event, "done");
+
+    let detail: Value = app
+        .get_as(&format!("/api/v1/chat/conversations/{id}"), &alice)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let messages = detail["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2, "{detail}");
+    assert_eq!(messages[0]["question"], HIPAA_EBS);
+    assert_eq!(messages[0]["id"], first["message_id"]);
+    assert_eq!(messages[1]["question"], "And which AWS Config rules check that?");
+    assert_eq!(detail["title"].as_str().unwrap(), &HIPAA_EBS[..HIPAA_EBS.len().min(80)]);
+
+    // Most recently used first, paged with the list envelope.
+    let page: Value = app
+        .get_as("/api/v1/chat/conversations?limit=2", &alice)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["total"], 3);
+    assert_eq!(page["items"][0]["id"], id);
+    assert_eq!(page["items"][0]["messages"], 2);
+    assert_eq!(
+        page["next"],
+        "/api/v1/chat/conversations?limit=2&offset=2"
+    );
+
+    // Bob sees none of it and cannot write to it.
+    let theirs: Value = app
+        .get_as("/api/v1/chat/conversations", &bob)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs["total"], 0);
+    for response in [
+        app.get_as(&format!("/api/v1/chat/conversations/{id}"), &bob)
+            .send()
+            .await
+            .unwrap(),
+        app.post_as(&path, &bob)
+            .json(&json!({"content": "hello"}))
+            .send()
+            .await
+            .unwrap(),
+    ] {
+        assert_problem(response, 404, "conversation_not_found").await;
+    }
+    let message = first["message_id"].as_str().unwrap();
+    let response = app
+        .get_as(&format!("/api/v1/chat/messages/{message}"), &bob)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 404, "message_not_found").await;
+
+    let deleted = app
+        .client
+        .delete(app.url(&format!("/api/v1/chat/conversations/{id}")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let gone = app
+        .get_as(&format!("/api/v1/chat/messages/{message}"), &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(gone, 404, "message_not_found").await;
+    let again = app
+        .client
+        .delete(app.url(&format!("/api/v1/chat/conversations/{id}")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(again, 404, "conversation_not_found").await;
+}
+
+#[tokio::test]
+async fn a_question_is_billed_once_refused_at_the_limit_and_out_of_scope_is_free() {
+    let app = spawn_app_with(|env| {
+        env.insert("TRIAL_MODE".into(), "true".into());
+        env.insert("TRIAL_LIMIT_CHAT_QUESTIONS".into(), "1".into());
+    })
+    .await;
+    let send = |key: &'static str, accept: &'static str| {
+        app.post_as("/api/v1/chat", &app.admin_key)
+            .header("Idempotency-Key", key)
+            .header("Accept", accept)
+            .json(&json!({ "question": HIPAA_EBS }))
+            .send()
+    };
+    let first = send("q-1", "application/json").await.unwrap();
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["billing"]["billed"], true);
+
+    // The retry (even as a stream) gets the same answer, not a second charge.
+    let retry = send("q-1", "application/json").await.unwrap();
+    assert_eq!(retry.headers()["idempotency-replayed"], "true");
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(retry["message_id"], first["message_id"]);
+    assert_eq!(retry["answer"], first["answer"]);
+    assert_eq!(retry["citations"], first["citations"]);
+    let streamed = send("q-1", "text/event-stream").await.unwrap();
+    let events = parse_sse(&streamed.text().await.unwrap());
+    assert_eq!(events[0].data["message_id"], first["message_id"]);
+    assert_eq!(events.last().unwrap().event, "done");
+    assert_eq!(usage_used(&app).await, 1);
+
+    // A different question under the same key is a client error.
+    let reused = app
+        .post_as("/api/v1/chat", &app.admin_key)
+        .header("Idempotency-Key", "q-1")
+        .json(&json!({ "question": "What is PCI DSS 8.4.2?" }))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(reused, 422, "idempotency_key_reused").await;
+
+    // The trial is used up: refused before any work, nothing stored.
+    let refused = app
+        .post_as("/api/v1/chat", &app.admin_key)
+        .header("Accept", "text/event-stream")
+        .json(&json!({ "question": "What does PCI DSS 8.4.2 require?" }))
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(refused, 402, "trial_limit_reached").await;
+    assert_eq!(problem["dimension"], "ChatQuestions");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM chat_messages")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+
+    // Out of scope costs nothing, even past the limit.
+    let free = ask_json(&app, &app.admin_key, "What's a good recipe for banana bread?").await;
+    assert_eq!(free["intent"], "out_of_scope");
+    assert_eq!(free["billing"], json!({"dimension": "ChatQuestions", "billed": false}));
+    assert_eq!(free["citations"], json!([]));
+    assert_eq!(usage_used(&app).await, 1);
+}
+
+#[tokio::test]
+async fn a_stream_resumes_after_its_last_event_id_on_any_replica() {
+    let app = spawn_app().await;
+    let replica = spawn_replica(&app).await;
+    let (_, _, events) = ask_stream(
+        &app,
+        &app.admin_key,
+        "/api/v1/chat",
+        json!({ "question": HIPAA_EBS }),
+    )
+    .await;
+    let id = events[0].data["message_id"].as_str().unwrap();
+    let path = format!("/api/v1/chat/messages/{id}/events");
+
+    for server in [&app, &replica] {
+        let all = server
+            .get_as(&path, &app.admin_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(all.headers()["content-type"], "text/event-stream");
+        let all = parse_sse(&all.text().await.unwrap());
+        assert_eq!(all.len(), events.len());
+        let rest = server
+            .get_as(&path, &app.admin_key)
+            .header("Last-Event-ID", "2")
+            .send()
+            .await
+            .unwrap();
+        let rest = parse_sse(&rest.text().await.unwrap());
+        assert_eq!(rest.len(), events.len() - 2);
+        assert_eq!(rest[0].id.as_deref(), Some("3"));
+        for (got, sent) in rest.iter().zip(&events[2..]) {
+            assert_eq!(got.event, sent.event);
+            assert_eq!(got.data, sent.data);
+        }
+    }
+    let bad = app
+        .get_as(&path, &app.admin_key)
+        .header("Last-Event-ID", "abc")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(bad, 400, "invalid_last_event_id").await;
+    let (_, other) = app.create_key("other", "user").await;
+    let hidden = app.get_as(&path, &other).send().await.unwrap();
+    assert_problem(hidden, 404, "message_not_found").await;
+}
+
+#[tokio::test]
+async fn bad_questions_get_problems_that_say_what_to_fix() {
+    let app = spawn_app().await;
+    let cases = [
+        (json!({"question": "   "}), 422, "empty_question"),
+        (json!({"question": "x".repeat(4001)}), 422, "question_too_long"),
+        (json!({"questoin": "typo"}), 422, "invalid_question"),
+        (json!({"question": 42}), 422, "invalid_question"),
+    ];
+    for (body, status, code) in cases {
+        let response = app
+            .post_as("/api/v1/chat", &app.admin_key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(response, status, code).await;
+    }
+    let not_json = app
+        .post_as("/api/v1/chat", &app.admin_key)
+        .body("Does HIPAA require encryption?")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(not_json, 415, "unsupported_media_type").await;
+    let bad_id = app
+        .post_as("/api/v1/chat/conversations/nope/messages", &app.admin_key)
+        .json(&json!({"content": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(bad_id, 400, "invalid_conversation_id").await;
+    let missing = app
+        .post_as(
+            &format!("/api/v1/chat/conversations/{}/messages", uuid::Uuid::new_v4()),
+            &app.admin_key,
+        )
+        .json(&json!({"content": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(missing, 404, "conversation_not_found").await;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM chat_messages")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "no refused question is stored");
+}
+
+/// The question set of `tests/chat/questions.json`, scored as `bench/chat_eval.py --chat` scores
+/// it: the built-in answerer must cite what a correct answer must cite, little else, and never a
+/// control that does not exist.
+#[tokio::test]
+async fn the_built_in_answerer_cites_the_right_controls_over_the_question_set() {
+    let app = spawn_app_with(|env| {
+        env.insert("RATE_LIMIT_PER_MINUTE".into(), "100000".into());
+    })
+    .await;
+    let questions: Vec<Value> =
+        serde_json::from_str(include_str!("../chat/questions.json")).unwrap();
+    let (kb, newest) = kb_controls(&app).await;
+    let (mut must, mut found, mut cited, mut relevant, mut invented) = (0, 0, 0, 0, Vec::new());
+    let mut misses: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for q in &questions {
+        let answer = ask_json(&app, &app.admin_key, q["question"].as_str().unwrap()).await;
+        let ids: BTreeSet<String> = answer["citations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| normalise(c["id"].as_str().unwrap(), &newest))
+            .collect();
+        let must_cite: BTreeSet<String> = q["must_cite"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| normalise(c.as_str().unwrap(), &newest))
+            .collect();
+        let may_cite: BTreeSet<String> = q["may_cite"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| normalise(c.as_str().unwrap(), &newest))
+            .collect();
+        must += must_cite.len();
+        found += must_cite.intersection(&ids).count();
+        cited += ids.len();
+        relevant += ids
+            .iter()
+            .filter(|id| must_cite.contains(*id) || may_cite.contains(*id))
+            .count();
+        invented.extend(ids.iter().filter(|id| !kb.contains(*id)).cloned());
+        let missed: Vec<String> = must_cite.difference(&ids).cloned().collect();
+        if !missed.is_empty() {
+            misses.insert(q["id"].as_str().unwrap().to_string(), missed);
+        }
+    }
+    let recall = found as f64 / must.max(1) as f64;
+    let precision = relevant as f64 / cited.max(1) as f64;
+    assert!(invented.is_empty(), "invented ids: {invented:?}");
+    assert!(
+        recall >= 0.95 && precision >= 0.8,
+        "recall {recall:.3} precision {precision:.3}; missed: {misses:?}"
+    );
+}
+
+/// Every control of the active KB as `<framework>@<version>:<native id>`, lower-cased, and the
+/// newest version of each framework (what an id without a version means).
+async fn kb_controls(app: &TestApp) -> (BTreeSet<String>, BTreeMap<String, String>) {
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT f.id, f.version, c.framework, c.native_id FROM kb_controls c
+         JOIN kb_frameworks f ON f.version_id = c.version_id AND f.key = c.framework
+         WHERE c.version_id = (SELECT id FROM kb_versions WHERE active)",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let mut newest: BTreeMap<String, String> = BTreeMap::new();
+    let mut ids = BTreeSet::new();
+    for (framework, version, key, native) in rows {
+        ids.insert(format!("{key}:{native}").to_lowercase());
+        let entry = newest.entry(framework.to_lowercase()).or_default();
+        if version_key(&version) > version_key(entry) {
+            *entry = version.to_lowercase();
+        }
+    }
+    (ids, newest)
+}
+
+fn version_key(version: &str) -> Vec<u64> {
+    version
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// `pci-dss:8.4.2` → `pci-dss@4.0.1:8.4.2`; an id without a version means the newest.
+fn normalise(id: &str, newest: &BTreeMap<String, String>) -> String {
+    let id = id.strip_prefix("control:").unwrap_or(id).to_lowercase();
+    let (framework, native) = id.split_once(':').expect("framework:id");
+    if framework.contains('@') {
+        return id;
+    }
+    match newest.get(framework) {
+        Some(version) => format!("{framework}@{version}:{native}"),
+        None => id,
+    }
+}
