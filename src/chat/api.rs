@@ -446,7 +446,8 @@ fn answer_of(m: Message) -> ChatAnswer {
 }
 
 /// Start a conversation. The body may be omitted or `{}`.
-#[utoipa::path(post, path = "/chat/conversations", tag = "chat", request_body = ConversationRequest,
+#[utoipa::path(post, path = "/chat/conversations", tag = "chat",
+    request_body(content = Option<ConversationRequest>, description = "optional: no body is the same as `{}`"),
     responses((status = 201, body = Conversation,
         headers(("Location" = String, description = "`/api/v1/chat/conversations/{id}`"))),
         (status = 422, body = Problem)),
@@ -548,7 +549,7 @@ async fn get_message(
 /// message. The stream ends after `done` or `error`.
 #[utoipa::path(get, path = "/chat/messages/{id}/events", tag = "chat",
     params(("id" = Uuid, Path),
-        ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]{1,9}$", description = "the `id` of the last event received")),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]{1,9}$", description = "the `id` of the last event received")),
     responses((status = 200, content_type = "text/event-stream", body = String, description = STREAM_DESCRIPTION),
         (status = 404, body = Problem)),
     security(("api_key" = [])))]

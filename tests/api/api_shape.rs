@@ -183,6 +183,7 @@ async fn every_list_endpoint_answers_the_one_envelope() {
         BTreeSet::from(
             [
                 "/api/v1/keys",
+                "/api/v1/chat/conversations",
                 "/api/v1/kb/frameworks",
                 "/api/v1/kb/frameworks/{id}/controls",
                 "/api/v1/kb/checks",
@@ -226,6 +227,14 @@ async fn every_list_endpoint_answers_the_one_envelope() {
     }
 
     // And the server answers it: the first page of one item, then its `next`, to the end.
+    for _ in 0..2 {
+        let response = app
+            .post_as("/api/v1/chat/conversations", &app.admin_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
     app.create_key("first", "user").await;
     app.create_key("second", "user").await;
     for n in 0..2 {
