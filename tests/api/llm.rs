@@ -382,3 +382,17 @@ async fn an_unreachable_provider_is_a_connect_error() {
         assert_eq!(error.code(), "llm_unreachable");
     }
 }
+
+#[tokio::test]
+async fn bedrock_without_a_region_is_refused_at_start_up() {
+    let fake = FakeLlm::start().await;
+    let sdk = aws(&fake.endpoint())
+        .await
+        .into_builder()
+        .region(None)
+        .build();
+    let error = Llm::with_sdk_config(&config(None, Api::Bedrock, TIMEOUT), &sdk)
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("AWS_REGION"), "{error}");
+}

@@ -105,6 +105,12 @@ impl Llm {
         let provider = match config.provider {
             LlmProvider::Bedrock => {
                 let sdk = sdk.ok_or_else(|| anyhow::anyhow!("Bedrock needs an AWS config"))?;
+                // Without a region every question would fail and fall back; say so at start-up.
+                if sdk.region().is_none() {
+                    anyhow::bail!(
+                        "LLM_PROVIDER=bedrock needs an AWS region: set AWS_REGION (Bedrock is regional)"
+                    );
+                }
                 Provider::Bedrock(bedrock::Bedrock::new(sdk, config.timeout))
             }
             LlmProvider::OpenAi => Provider::OpenAi(openai::OpenAi::new(
@@ -325,6 +331,15 @@ mod tests {
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
         assert_eq!(retry_after(&headers), None);
+    }
+
+    /// The chat keeps one `Llm` in its state and awaits `stream` inside handlers and tasks.
+    #[test]
+    fn the_client_and_its_futures_can_cross_tasks() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>(_: &T) {}
+        send_sync::<Llm>();
+        let _checked = |llm: &Llm| send(&llm.stream("s", "u"));
     }
 
     #[test]
