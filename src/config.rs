@@ -169,6 +169,51 @@ pub struct MarketplaceConfig {
     pub task_id_configured: bool,
 }
 
+/// Which LLM answers chat questions (`LLM_PROVIDER`); without one the built-in answerer does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum LlmProvider {
+    /// Bedrock Runtime `ConverseStream` through the AWS SDK (the task role; no key).
+    #[serde(rename = "bedrock")]
+    Bedrock,
+    /// Any OpenAI-compatible `/chat/completions` endpoint: OpenAI, Ollama, vLLM, LiteLLM.
+    #[serde(rename = "openai")]
+    OpenAi,
+    /// The Anthropic Messages API.
+    #[serde(rename = "anthropic")]
+    Anthropic,
+}
+
+impl LlmProvider {
+    pub fn name(self) -> &'static str {
+        match self {
+            LlmProvider::Bedrock => "bedrock",
+            LlmProvider::OpenAi => "openai",
+            LlmProvider::Anthropic => "anthropic",
+        }
+    }
+}
+
+pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+
+/// The optional LLM behind the chat (`LLM_*`).
+#[derive(Clone, Debug)]
+pub struct LlmConfig {
+    pub provider: LlmProvider,
+    /// Model id as the provider spells it (a Bedrock model or inference-profile id, `gpt-4o`, …).
+    pub model: String,
+    /// Required by Anthropic, optional for OpenAI-compatible servers (Ollama and vLLM need
+    /// none); Bedrock signs with the AWS credentials instead.
+    pub api_key: Option<SecretString>,
+    /// Endpoint of the OpenAI-compatible or Anthropic API, without a trailing `/`; `None` for
+    /// Bedrock, whose endpoint the AWS SDK resolves (`AWS_ENDPOINT_URL_BEDROCK_RUNTIME`).
+    pub base_url: Option<String>,
+    pub max_tokens: u32,
+    /// Longest wait for the first token, and for each token after it; then the built-in answer
+    /// takes over.
+    pub timeout: Duration,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub environment: Environment,
@@ -208,6 +253,8 @@ pub struct Config {
     pub marketplace: MarketplaceConfig,
     pub notifications: NotificationsConfig,
     pub scans: ScansConfig,
+    /// `None`: the built-in answerer answers every chat question.
+    pub llm: Option<LlmConfig>,
     pub chat: ChatConfig,
 }
 
@@ -434,6 +481,7 @@ impl Config {
             },
             timeout: env.seconds("CHAT_TIMEOUT_SECONDS", 300, 1)?,
         };
+        let llm = llm_config(env)?;
 
         Ok(Self {
             environment,
@@ -466,6 +514,7 @@ impl Config {
             notifications,
             scans,
             chat,
+            llm,
         })
     }
 
@@ -613,6 +662,27 @@ impl Config {
             // The older name of the same setting: the effective value too.
             ("STREAMING_ENABLED", json!(self.chat.streaming)),
             ("CHAT_TIMEOUT_SECONDS", json!(self.chat.timeout.as_secs())),
+            (
+                "LLM_PROVIDER",
+                json!(self.llm.as_ref().map_or("none", |l| l.provider.name())),
+            ),
+            ("LLM_MODEL", json!(self.llm.as_ref().map(|l| &l.model))),
+            (
+                "LLM_API_KEY",
+                set(self.llm.as_ref().is_some_and(|l| l.api_key.is_some())),
+            ),
+            (
+                "LLM_BASE_URL",
+                json!(self.llm.as_ref().and_then(|l| l.base_url.as_ref())),
+            ),
+            (
+                "LLM_MAX_TOKENS",
+                json!(self.llm.as_ref().map(|l| l.max_tokens)),
+            ),
+            (
+                "LLM_TIMEOUT_SECONDS",
+                json!(self.llm.as_ref().map(|l| l.timeout.as_secs())),
+            ),
         ];
         Value::Object(
             entries
@@ -898,6 +968,92 @@ fn scans_config(env: &Env) -> Result<ScansConfig, ConfigError> {
     })
 }
 
+/// The LLM variables other than `LLM_PROVIDER` are read only with a provider, as Neo4j's are
+/// only with `NEO4J_URI`.
+fn llm_config(env: &Env) -> Result<Option<LlmConfig>, ConfigError> {
+    let provider = match env
+        .string("LLM_PROVIDER", "none")
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "none" => return Ok(None),
+        "bedrock" => LlmProvider::Bedrock,
+        "openai" => LlmProvider::OpenAi,
+        "anthropic" => LlmProvider::Anthropic,
+        other => {
+            return Err(invalid(
+                "LLM_PROVIDER",
+                format!("{other:?} is not one of none, bedrock, openai, anthropic"),
+            ));
+        }
+    };
+    let model = env.get("LLM_MODEL").map(str::to_string).ok_or_else(|| {
+        invalid(
+            "LLM_MODEL",
+            format!(
+                "required when LLM_PROVIDER={}, e.g. {}",
+                provider.name(),
+                match provider {
+                    LlmProvider::Bedrock => "anthropic.claude-3-5-sonnet-20240620-v1:0",
+                    LlmProvider::OpenAi => "gpt-4o-mini (or llama3.1 on Ollama)",
+                    LlmProvider::Anthropic => "claude-sonnet-4-5",
+                }
+            ),
+        )
+    })?;
+    let api_key = env.secret("LLM_API_KEY");
+    let base_url = env.get("LLM_BASE_URL");
+    match provider {
+        // Bedrock signs with the task role and resolves its endpoint like every AWS client: a
+        // key or URL here would be silently ignored, so refuse it with the variable to use.
+        LlmProvider::Bedrock if api_key.is_some() => {
+            return Err(invalid(
+                "LLM_API_KEY",
+                "not used with LLM_PROVIDER=bedrock, which signs with the AWS credentials (the task role)",
+            ));
+        }
+        LlmProvider::Bedrock if base_url.is_some() => {
+            return Err(invalid(
+                "LLM_BASE_URL",
+                "not used with LLM_PROVIDER=bedrock: set AWS_ENDPOINT_URL_BEDROCK_RUNTIME instead",
+            ));
+        }
+        LlmProvider::Anthropic if api_key.is_none() => {
+            return Err(invalid(
+                "LLM_API_KEY",
+                "required when LLM_PROVIDER=anthropic",
+            ));
+        }
+        _ => {}
+    }
+    let base_url = match provider {
+        LlmProvider::Bedrock => None,
+        LlmProvider::OpenAi => Some(base_url.unwrap_or(DEFAULT_OPENAI_BASE_URL)),
+        LlmProvider::Anthropic => Some(base_url.unwrap_or(DEFAULT_ANTHROPIC_BASE_URL)),
+    };
+    if let Some(raw) = base_url {
+        let scheme = url::Url::parse(raw).map(|u| u.scheme().to_string());
+        if !matches!(scheme.as_deref(), Ok("http" | "https")) {
+            return Err(invalid(
+                "LLM_BASE_URL",
+                format!("{raw:?} is not an http:// or https:// URL, e.g. http://ollama:11434/v1"),
+            ));
+        }
+    }
+    let max_tokens: u32 = env.parse("LLM_MAX_TOKENS", 1024, "a whole number of tokens")?;
+    if !(1..=1_000_000).contains(&max_tokens) {
+        return Err(invalid("LLM_MAX_TOKENS", "must be between 1 and 1000000"));
+    }
+    Ok(Some(LlmConfig {
+        provider,
+        model,
+        api_key,
+        base_url: base_url.map(|u| u.trim_end_matches('/').to_string()),
+        max_tokens,
+        timeout: env.seconds("LLM_TIMEOUT_SECONDS", 30, 1)?,
+    }))
+}
+
 /// Replaces the password of a URL with `***` for display.
 pub fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {
@@ -980,6 +1136,8 @@ mod tests {
             ("NEO4J_URI", "bolt://graph:7687"),
             ("NEO4J_PASSWORD", "x"),
             ("KB_REFRESH_INTERVAL", "600"),
+            ("LLM_PROVIDER", "openai"),
+            ("LLM_MODEL", "gpt-4o-mini"),
         ]);
         let shown: BTreeSet<String> = Config::from_env(&env)
             .unwrap()
@@ -1046,6 +1204,128 @@ mod tests {
         for ok in ["s3://bucket/kb.tar.gz", "https://example.com/kb.tar.gz"] {
             let config = Config::from_env(&env(&[("KB_PATH", ok)])).unwrap();
             assert!(config.check_kb_path_exists().is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn llm_is_off_by_default_and_each_provider_gets_its_defaults() {
+        assert!(Config::from_env(&env(&[])).unwrap().llm.is_none());
+        assert!(
+            Config::from_env(&env(&[("LLM_PROVIDER", "None")]))
+                .unwrap()
+                .llm
+                .is_none()
+        );
+        let openai = Config::from_env(&env(&[("LLM_PROVIDER", "openai"), ("LLM_MODEL", "m")]))
+            .unwrap()
+            .llm
+            .unwrap();
+        assert_eq!(openai.provider, LlmProvider::OpenAi);
+        assert_eq!(
+            openai.base_url.as_deref(),
+            Some("https://api.openai.com/v1")
+        );
+        assert!(openai.api_key.is_none(), "Ollama and vLLM need no key");
+        assert_eq!(openai.max_tokens, 1024);
+        assert_eq!(openai.timeout, Duration::from_secs(30));
+        let anthropic = Config::from_env(&env(&[
+            ("LLM_PROVIDER", "anthropic"),
+            ("LLM_MODEL", "m"),
+            ("LLM_API_KEY", "k"),
+            ("LLM_BASE_URL", "http://proxy:8080/"),
+            ("LLM_MAX_TOKENS", "2048"),
+            ("LLM_TIMEOUT_SECONDS", "5"),
+        ]))
+        .unwrap()
+        .llm
+        .unwrap();
+        assert_eq!(anthropic.base_url.as_deref(), Some("http://proxy:8080"));
+        assert_eq!(anthropic.max_tokens, 2048);
+        assert_eq!(anthropic.timeout, Duration::from_secs(5));
+        let bedrock = Config::from_env(&env(&[
+            ("LLM_PROVIDER", "bedrock"),
+            ("LLM_MODEL", "anthropic.claude-3-5-sonnet-20240620-v1:0"),
+        ]))
+        .unwrap()
+        .llm
+        .unwrap();
+        assert_eq!(bedrock.provider, LlmProvider::Bedrock);
+        assert!(bedrock.base_url.is_none());
+    }
+
+    #[test]
+    fn llm_refusals_name_the_variable_to_fix() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("LLM_PROVIDER", "gemini")], "LLM_PROVIDER"),
+            (&[("LLM_PROVIDER", "openai")], "LLM_MODEL"),
+            (
+                &[("LLM_PROVIDER", "anthropic"), ("LLM_MODEL", "m")],
+                "LLM_API_KEY",
+            ),
+            (
+                &[
+                    ("LLM_PROVIDER", "bedrock"),
+                    ("LLM_MODEL", "m"),
+                    ("LLM_API_KEY", "k"),
+                ],
+                "LLM_API_KEY",
+            ),
+            (
+                &[
+                    ("LLM_PROVIDER", "bedrock"),
+                    ("LLM_MODEL", "m"),
+                    ("LLM_BASE_URL", "http://x"),
+                ],
+                "LLM_BASE_URL",
+            ),
+            (
+                &[
+                    ("LLM_PROVIDER", "openai"),
+                    ("LLM_MODEL", "m"),
+                    ("LLM_BASE_URL", "ollama:11434"),
+                ],
+                "LLM_BASE_URL",
+            ),
+            (
+                &[
+                    ("LLM_PROVIDER", "openai"),
+                    ("LLM_MODEL", "m"),
+                    ("LLM_MAX_TOKENS", "0"),
+                ],
+                "LLM_MAX_TOKENS",
+            ),
+            (
+                &[
+                    ("LLM_PROVIDER", "openai"),
+                    ("LLM_MODEL", "m"),
+                    ("LLM_TIMEOUT_SECONDS", "0"),
+                ],
+                "LLM_TIMEOUT_SECONDS",
+            ),
+        ];
+        for (pairs, var) in cases {
+            let err = Config::from_env(&env(pairs)).unwrap_err();
+            assert_eq!(err.var, *var, "{pairs:?}");
+        }
+        let err = Config::from_env(&env(&[("LLM_PROVIDER", "gemini")])).unwrap_err();
+        assert!(
+            err.problem.contains("none, bedrock, openai, anthropic"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn llm_api_key_is_never_shown() {
+        let config = Config::from_env(&env(&[
+            ("LLM_PROVIDER", "openai"),
+            ("LLM_MODEL", "m"),
+            ("LLM_API_KEY", "sk-hunter2"),
+        ]))
+        .unwrap();
+        assert_eq!(config.redacted()["LLM_API_KEY"], "(set)");
+        assert_eq!(config.redacted()["LLM_PROVIDER"], "openai");
+        for text in [format!("{config:?}"), config.redacted().to_string()] {
+            assert!(!text.contains("hunter2"), "secret leaked: {text}");
         }
     }
 

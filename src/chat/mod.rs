@@ -6,6 +6,7 @@
 
 pub mod answer;
 pub mod api;
+pub mod llm;
 pub mod run;
 pub mod store;
 pub mod understand;

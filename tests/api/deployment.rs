@@ -16,6 +16,8 @@ fn names_read() -> BTreeSet<&'static str> {
         ("NEO4J_URI".to_string(), "bolt://x:7687".to_string()),
         ("NEO4J_PASSWORD".to_string(), "x".to_string()),
         ("KB_REFRESH_INTERVAL".to_string(), "600".to_string()),
+        ("LLM_PROVIDER".to_string(), "openai".to_string()),
+        ("LLM_MODEL".to_string(), "gpt-4o-mini".to_string()),
     ]));
     Config::from_env(&env_with_options).unwrap();
     let mut names = env.names_read();

@@ -7,6 +7,8 @@ mod cli;
 mod deployment;
 mod docs;
 mod errors;
+#[path = "../support/fake_llm.rs"]
+mod fake_llm;
 #[path = "../support/fake_marketplace.rs"]
 mod fake_marketplace;
 mod health;
@@ -16,6 +18,7 @@ mod kb_data;
 mod kb_load;
 mod layering;
 mod lifecycle;
+mod llm;
 mod marketplace;
 mod notifications;
 mod ratelimit;
