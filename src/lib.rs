@@ -17,6 +17,7 @@ pub mod web;
 
 // Capabilities: import the base, never each other's internals or the composition root.
 pub mod auth;
+pub mod chat;
 pub mod health;
 pub mod kb;
 pub mod marketplace;

@@ -2,6 +2,7 @@
 
 mod api_shape;
 mod auth;
+mod chat_engine;
 mod cli;
 mod deployment;
 mod docs;
