@@ -239,6 +239,22 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
         query.push((sv.clone(), 0.5));
     }
 
+    // Services the question names by a service word ("RDS", "S3 bucket", "CloudTrail"), not
+    // only implies through a topic ("logging").
+    let strong: Vec<&str> = u
+        .services
+        .iter()
+        .map(String::as_str)
+        .filter(|sv| {
+            vocabulary::words(question).iter().any(|w| w == sv)
+                || found.iter().any(|m| match m.target {
+                    Target::Entry(e) => {
+                        e.services.iter().any(|x| x == sv) && e.terms.iter().any(|t| t == sv)
+                    }
+                    _ => false,
+                })
+        })
+        .collect();
     let named: Vec<usize> = u
         .control_ids
         .iter()
@@ -331,6 +347,18 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
         if !u.services.is_empty() && u.services.iter().any(|sv| s.touches_service(c, sv)) {
             b *= 1.2;
         }
+        // A service the question names as such: controls about that service first.
+        if strong.iter().any(|sv| direct_service(&s, c, sv)) {
+            b *= if u.intent == Intent::ServiceAssessment {
+                1.6
+            } else {
+                1.2
+            };
+        }
+        // PCI appendices bind only some entities (service providers, designated entities).
+        if ctl.attributes.get("appendix").is_some_and(|v| v == true) {
+            b *= 0.5;
+        }
         b
     };
     let mut ranked: Vec<(usize, f64)> = s
@@ -414,20 +442,76 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
         named_fw.clone()
     };
     let cross = named_fw.len() > 1;
+    let service_group = u.intent == Intent::ServiceAssessment && !strong.is_empty();
     let cap = if overview {
         6
     } else if cross {
         2
+    } else if service_group {
+        4
     } else {
         3
     };
-    let ratio = if overview { 0.6 } else { KEEP_RATIO };
+    let ratio = if overview || service_group {
+        0.6
+    } else {
+        KEEP_RATIO
+    };
+    // Cross-framework: the best match overall anchors the answer; in the other frameworks the
+    // controls the graph relates to it (curated links, shared checks) come first among their
+    // close text matches.
+    let anchor = if cross {
+        ranked.first().map(|(c, _)| *c)
+    } else {
+        None
+    };
     for &f in &answer_fw {
-        let in_fw: Vec<(usize, f64)> = ranked
+        let mut in_fw: Vec<(usize, f64)> = ranked
             .iter()
             .copied()
             .filter(|(c, _)| s.controls[*c].framework == f)
             .collect();
+        if let Some(a) = anchor.filter(|&a| s.controls[a].framework != f) {
+            let related = s.related(a);
+            let fw_top = in_fw.first().map_or(0.0, |x| x.1);
+            if let Some(pos) = in_fw
+                .iter()
+                .take(10)
+                .position(|(c, sc)| related.contains(c) && *sc >= 0.4 * fw_top)
+            {
+                let (c, _) = in_fw.remove(pos);
+                in_fw.insert(0, (c, fw_top));
+            }
+        }
+        // A service assessment answers with the framework's group for that service when it has
+        // one small enough to list (FSBP's "Amazon EKS controls", CIS's RDS section).
+        if service_group {
+            let group = (0..s.controls.len()).find(|&g| {
+                s.controls[g].framework == f
+                    && s.is_group(g)
+                    && !s.controls[g].children.is_empty()
+                    && s.controls[g].children.len() <= 8
+                    && strong.iter().any(|sv| {
+                        s.controls[g]
+                            .children
+                            .iter()
+                            .all(|&c| direct_service(&s, c, sv))
+                    })
+            });
+            if let Some(g) = group {
+                for &child in &s.controls[g].children {
+                    push(
+                        &mut picks,
+                        child,
+                        format!(
+                            "Part of {}, the controls for this service.",
+                            s.citation_id(g)
+                        ),
+                    );
+                }
+                continue;
+            }
+        }
         let Some(&(first, fw_top)) = in_fw.first() else {
             g.gaps.push(format!(
                 "{} holds nothing on this subject in the knowledge base.",
