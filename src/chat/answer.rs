@@ -864,7 +864,9 @@ fn mention_pattern_unknown(text: &str) -> Vec<String> {
 
 /// The pattern of citation ids for a KB's framework ids, built once per snapshot.
 fn pattern(s: &Snapshot) -> Arc<Regex> {
-    static CACHE: LazyLock<Mutex<Option<(String, Arc<Regex>)>>> = LazyLock::new(Default::default);
+    /// The checksum of the snapshot a pattern was built for, and the pattern.
+    type Cached = Option<(String, Arc<Regex>)>;
+    static CACHE: LazyLock<Mutex<Cached>> = LazyLock::new(Default::default);
     let mut cache = CACHE.lock().expect("pattern lock");
     if let Some((checksum, re)) = cache.as_ref()
         && *checksum == s.checksum

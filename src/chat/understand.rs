@@ -236,7 +236,7 @@ pub fn read(s: &Snapshot, question: &str) -> Understanding {
         } else if !controls.is_empty() && !LISTING.is_match(&lower) {
             Intent::ControlLookup
         } else if LISTING.is_match(&lower)
-            && !(names_a_service(&found, &words, s) && !ATTRIBUTE_WORD.is_match(&lower))
+            && (ATTRIBUTE_WORD.is_match(&lower) || !names_a_service(&found, &words, s))
         {
             Intent::FrameworkOverview
         } else if distinct.len() == 2 {
@@ -295,8 +295,10 @@ fn named_controls(
         if consumed_versions.iter().any(|v| v == &raw) {
             continue;
         }
-        let before = &question[..at];
-        let weak = NOT_AN_ID.is_match(before);
+        // `TLS 1.2`, `version 3.0`: a version of something else, whatever framework follows.
+        if NOT_AN_ID.is_match(&question[..at]) {
+            continue;
+        }
         let owner = mentions
             .iter()
             .filter(|m| m.at <= at)
@@ -325,7 +327,7 @@ fn named_controls(
                 break;
             }
         }
-        if chosen.is_empty() && !weak {
+        if chosen.is_empty() {
             let typed = ids::parse(&raw);
             let typed = ids::TypedId {
                 key: key.clone(),

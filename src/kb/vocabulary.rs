@@ -112,7 +112,7 @@ fn table() -> &'static PhraseTable<'static> {
             }
         }
         for list in by_first.values_mut() {
-            list.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+            list.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         }
         PhraseTable { by_first }
     });
