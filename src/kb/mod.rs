@@ -28,9 +28,11 @@ pub mod graph;
 pub mod ids;
 pub mod load;
 pub mod model;
+pub mod retrieve;
 pub mod search;
 pub mod search_index;
 pub mod source;
+pub mod vocabulary;
 
 use std::path::PathBuf;
 use std::sync::Arc;

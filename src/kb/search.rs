@@ -60,6 +60,21 @@ pub fn id_candidates(q: &str) -> Vec<String> {
     out
 }
 
+/// The control ids a text names with where each starts (byte offset), as written, and its
+/// lookup key, in text order; one entry per occurrence.
+pub fn id_candidates_at(q: &str) -> Vec<(usize, String, String)> {
+    let mut out = Vec::new();
+    for caps in ID_PATTERN.captures_iter(q) {
+        if let Some(m) = (1..=6).filter_map(|i| caps.get(i)).next() {
+            let key = ids::parse(m.as_str()).key;
+            if !key.is_empty() {
+                out.push((m.start(), m.as_str().to_string(), key));
+            }
+        }
+    }
+    out
+}
+
 /// Framework ids a query hints at ("PCI DSS 8.4.2" → pci-dss).
 pub fn framework_hints(q: &str) -> Vec<&'static str> {
     let lower = q.to_ascii_lowercase();

@@ -3,6 +3,7 @@
 mod api_shape;
 mod auth;
 mod chat;
+mod chat_engine;
 mod cli;
 mod deployment;
 mod docs;
