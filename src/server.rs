@@ -95,6 +95,14 @@ impl Server {
                 (r, channel)
             }),
         );
+        let llm = match &config.llm {
+            Some(llm) => Some(
+                crate::chat::llm::Llm::new(llm)
+                    .await
+                    .context("configuring the LLM provider")?,
+            ),
+            None => None,
+        };
         let kb_state = KbState {
             db: pool.clone(),
             source: Arc::new(config.kb_path.clone()),
@@ -134,6 +142,7 @@ impl Server {
                 kb_state.clone(),
                 marketplace.clone(),
                 config.chat.clone(),
+                llm,
                 lifecycle_stop.clone(),
             ),
             kb: kb_state,
@@ -438,7 +447,7 @@ async fn export_initial_metrics(state: &AppState) {
     state.marketplace.export_initial_metrics().await;
     crate::notifications::export_initial_metrics();
     crate::scans::export_initial_metrics();
-    crate::chat::export_initial_metrics();
+    crate::chat::export_initial_metrics(&state.chat);
     for by in ["key", "ip"] {
         metrics::counter!("http_rate_limited_total", "by" => by).increment(0);
     }

@@ -41,6 +41,8 @@ pub struct ChatState {
     pub stop: CancellationToken,
     /// Ids of messages that have new stored events, from this replica's `LISTEN co_chat`.
     pub feed: broadcast::Sender<Uuid>,
+    /// The configured language model (`LLM_PROVIDER`); `None`: the built-in answerer only.
+    pub llm: Option<Arc<llm::Llm>>,
 }
 
 impl ChatState {
@@ -49,6 +51,7 @@ impl ChatState {
         kb: KbState,
         market: Arc<Marketplace>,
         config: ChatConfig,
+        llm: Option<llm::Llm>,
         stop: CancellationToken,
     ) -> Self {
         Self {
@@ -58,6 +61,7 @@ impl ChatState {
             config,
             stop,
             feed: broadcast::channel(1024).0,
+            llm: llm.map(Arc::new),
         }
     }
 }
@@ -96,10 +100,12 @@ pub async fn follow_loop(state: ChatState) {
 }
 
 /// Every chat series from start-up, so dashboards see zeros rather than gaps.
-pub fn export_initial_metrics() {
+pub fn export_initial_metrics(state: &ChatState) {
     metrics::gauge!("cloud_optimizer_chat_streams_open").increment(0.0);
+    let mut answerers = vec!["builtin"];
+    answerers.extend(state.llm.as_ref().map(|l| l.provider_name()));
     for status in run::Status::ENDED {
-        for answerer in ["builtin"] {
+        for &answerer in &answerers {
             let _ = metrics::histogram!("cloud_optimizer_chat_response_seconds",
                 "status" => status.as_str(), "answerer" => answerer);
         }

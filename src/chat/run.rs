@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -15,6 +16,7 @@ use uuid::Uuid;
 
 use super::ChatState;
 use super::answer::{self, Citation};
+use super::llm::{self as llm_api, Llm, LlmError};
 use super::store::{self, Billing, Ending, StoredEvent};
 use super::understand::{FrameworkRef, Intent, Understanding};
 use crate::marketplace::ledger::UsageEvent;
@@ -164,6 +166,15 @@ impl Run {
 
     async fn generate(&mut self) -> anyhow::Result<()> {
         let u = self.q.understanding.clone();
+        // Out-of-scope questions get the built-in polite answer: no model call, no cost.
+        let llm = self
+            .state
+            .llm
+            .clone()
+            .filter(|_| u.intent != Intent::OutOfScope);
+        if let Some(llm) = &llm {
+            self.answerer = llm.provider_name();
+        }
         self.emit(
             "start",
             json!({
@@ -181,6 +192,39 @@ impl Run {
         let grounding = answer::retrieve(&kb, &self.q.text, &u)
             .instrument(tracing::info_span!(parent: &self.q.span, "retrieve"))
             .await?;
+        if let Some(llm) = llm {
+            let span =
+                tracing::info_span!(parent: &self.q.span, "answer", answerer = llm.provider_name());
+            match self
+                .answer_with_llm(&llm, &grounding)
+                .instrument(span)
+                .await?
+            {
+                None => return Ok(()),
+                Some(err) => {
+                    tracing::warn!(error = %err, code = err.code(), provider = llm.provider_name(),
+                        message_id = %self.q.id, "LLM answer failed; answering with the built-in answerer");
+                    let restart = !self.answer.is_empty();
+                    self.emit(
+                        "notice",
+                        json!({
+                            "code": err.code(),
+                            "message": format!(
+                                "the language model ({}) did not answer: {err}; the built-in answer follows{}",
+                                llm.provider_name(),
+                                if restart { " and replaces the text so far" } else { "" }
+                            ),
+                            "restart": restart,
+                        }),
+                    )
+                    .await;
+                    self.answer.clear();
+                    self.citations.clear();
+                    self.removed.clear();
+                    self.answerer = "builtin";
+                }
+            }
+        }
         let composed = tracing::info_span!(parent: &self.q.span, "answer")
             .in_scope(|| answer::compose(&self.q.text, &u, &grounding));
         for citation in &composed.citations {
@@ -190,6 +234,68 @@ impl Run {
         for chunk in chunks(&composed.text) {
             self.answer.push_str(chunk);
             self.emit("delta", json!({ "text": chunk })).await;
+        }
+        Ok(())
+    }
+
+    /// Streams the model's answer, every control id in it checked against the KB (unknown ones
+    /// removed from the text and reported). `Some(error)`: the model failed and the built-in
+    /// answer must take over.
+    async fn answer_with_llm(
+        &mut self,
+        llm: &Llm,
+        grounding: &answer::Grounding,
+    ) -> anyhow::Result<Option<LlmError>> {
+        let user = llm_api::user_message(&self.q.text, &grounding.context());
+        let mut tokens = match llm.stream(llm_api::system_prompt(), &user).await {
+            Ok(tokens) => tokens,
+            Err(err) => return Ok(Some(err)),
+        };
+        // Text is held back to a line end (or a sentence end in a long line), so that an id is
+        // checked whole before any of it reaches the client.
+        let mut pending = String::new();
+        while let Some(token) = tokens.next().await {
+            match token {
+                Ok(token) => pending.push_str(&token),
+                Err(err) => return Ok(Some(err)),
+            }
+            if let Some(cut) = safe_cut(&pending) {
+                let piece: String = pending.drain(..cut).collect();
+                self.emit_checked(piece, grounding).await?;
+            }
+        }
+        if !pending.is_empty() {
+            self.emit_checked(pending, grounding).await?;
+        }
+        Ok(None)
+    }
+
+    /// One piece of model text: its real controls become citations (announced before the text
+    /// that names them), ids the KB does not hold are cut out.
+    async fn emit_checked(
+        &mut self,
+        mut text: String,
+        grounding: &answer::Grounding,
+    ) -> anyhow::Result<()> {
+        let (citations, unknown) = answer::verify(&self.state.kb, &text).await?;
+        for id in unknown {
+            text = remove_id(&text, &id);
+            if !self.removed.contains(&id) {
+                self.removed.push(id);
+            }
+        }
+        for citation in citations {
+            if self.citations.iter().any(|c| c.id == citation.id) {
+                continue;
+            }
+            let citation = grounding.citation(&citation.id).unwrap_or(citation);
+            self.emit("citation", serde_json::to_value(&citation)?)
+                .await;
+            self.citations.push(citation);
+        }
+        if !text.is_empty() {
+            self.answer.push_str(&text);
+            self.emit("delta", json!({ "text": text })).await;
         }
         Ok(())
     }
@@ -277,6 +383,7 @@ impl Run {
                 let done = json!({
                     "message_id": self.q.id,
                     "status": status.as_str(),
+                    "answerer": self.answerer,
                     "citations": self.citations,
                     "removed_ids": self.removed,
                     "billing": self.billing(),
@@ -423,6 +530,42 @@ impl Drop for Run {
     }
 }
 
+/// Where model text may be released: after its last line end, or in a long line after its last
+/// sentence end (not the "Art. " of a GDPR article, which an id may span).
+fn safe_cut(pending: &str) -> Option<usize> {
+    if let Some(at) = pending.rfind('\n') {
+        return Some(at + 1);
+    }
+    if pending.len() < 400 {
+        return None;
+    }
+    pending
+        .rmatch_indices(". ")
+        .map(|(at, _)| at)
+        .find(|&at| !pending[..at].to_ascii_lowercase().ends_with("art"))
+        .map(|at| at + 2)
+}
+
+/// `text` without the mentions of the unknown citation id `id` (`framework:native`, as
+/// [`answer::verify`] reports it), however it was written (`control:` prefix, a space after
+/// the colon, any case).
+fn remove_id(text: &str, id: &str) -> String {
+    let Some((framework, native)) = id.split_once(':') else {
+        return text.to_string();
+    };
+    let pattern = format!(
+        r"(?i)\[?(?:control:)?{}:\s?{}\]?",
+        regex::escape(framework),
+        regex::escape(native)
+    );
+    match regex::Regex::new(&pattern) {
+        Ok(re) => re
+            .replace_all(text, "(unverified reference removed)")
+            .into_owned(),
+        Err(_) => text.to_string(),
+    }
+}
+
 /// The answer text cut into `delta` pieces at line ends (long lines at spaces); joined, they
 /// are the text again, byte for byte.
 pub fn chunks(text: &str) -> Vec<&str> {
@@ -448,7 +591,26 @@ pub fn chunks(text: &str) -> Vec<&str> {
 
 #[cfg(test)]
 mod tests {
-    use super::chunks;
+    use super::{chunks, remove_id, safe_cut};
+
+    #[test]
+    fn model_text_is_released_at_line_and_sentence_ends_never_inside_an_article() {
+        assert_eq!(safe_cut("no end yet"), None);
+        assert_eq!(safe_cut("one line\nrest"), Some(9));
+        let long = format!("{}. Then Art. 32 applies", "word ".repeat(90));
+        let cut = safe_cut(&long).unwrap();
+        assert!(long[..cut].ends_with(". "), "{}", &long[..cut]);
+        assert!(!long[..cut].ends_with("Art. "));
+    }
+
+    #[test]
+    fn unknown_ids_are_cut_out_however_they_are_written() {
+        let text = "see [pci-dss:99.1], control:PCI-DSS: 99.1 and pci-dss:9.1";
+        assert_eq!(
+            remove_id(text, "pci-dss:99.1"),
+            "see (unverified reference removed), (unverified reference removed) and pci-dss:9.1"
+        );
+    }
 
     #[test]
     fn chunks_rejoin_to_the_text() {

@@ -5,7 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_app_with, spawn_replica};
+use std::time::Duration;
+
+use crate::fake_llm::{Api, FakeLlm, Reply, Then};
+use crate::helpers::{
+    TestApp, assert_problem, eventually, spawn_app, spawn_app_with, spawn_replica,
+};
 
 const HIPAA_EBS: &str = "Does HIPAA require us to encrypt the EBS volumes that hold patient data?";
 
@@ -108,14 +113,20 @@ async fn a_question_streams_numbered_events_that_match_the_stored_answer() {
     let start = &events[0].data;
     let id = start["message_id"].as_str().unwrap().to_string();
     assert!(start["intent"].is_string(), "{start}");
-    assert!(start["frameworks"].is_array() && start["services"].is_array(), "{start}");
+    assert!(
+        start["frameworks"].is_array() && start["services"].is_array(),
+        "{start}"
+    );
 
     let citations: Vec<&Value> = events
         .iter()
         .filter(|e| e.event == "citation")
         .map(|e| &e.data)
         .collect();
-    assert!(!citations.is_empty(), "a HIPAA question cites HIPAA: {names:?}");
+    assert!(
+        !citations.is_empty(),
+        "a HIPAA question cites HIPAA: {names:?}"
+    );
     let streamed: String = events
         .iter()
         .filter(|e| e.event == "delta")
@@ -123,13 +134,24 @@ async fn a_question_streams_numbered_events_that_match_the_stored_answer() {
         .collect();
     let done = &events.last().unwrap().data;
     assert_eq!(done["message_id"], id.as_str());
-    assert_eq!(done["billing"], json!({"dimension": "ChatQuestions", "billed": true}));
+    assert_eq!(
+        done["billing"],
+        json!({"dimension": "ChatQuestions", "billed": true})
+    );
     assert_eq!(done["citations"].as_array().unwrap().len(), citations.len());
     assert!(done["duration_ms"].is_i64(), "{done}");
 
     // Every citation names a control the KB serves, at the version it cites.
     for citation in &citations {
-        for field in ["id", "framework", "version", "control_id", "title", "url", "reason"] {
+        for field in [
+            "id",
+            "framework",
+            "version",
+            "control_id",
+            "title",
+            "url",
+            "reason",
+        ] {
             assert!(citation[field].is_string(), "{field} in {citation}");
         }
         let cid = citation["id"].as_str().unwrap();
@@ -154,9 +176,7 @@ async fn a_question_streams_numbered_events_that_match_the_stored_answer() {
         );
     }
 
-    let stored: Value = app
-        .admin_json(&format!("/api/v1/chat/messages/{id}"))
-        .await;
+    let stored: Value = app.admin_json(&format!("/api/v1/chat/messages/{id}")).await;
     assert_eq!(stored["status"], "complete");
     assert_eq!(stored["question"], HIPAA_EBS);
     assert_eq!(stored["answer"].as_str().unwrap(), streamed);
@@ -231,7 +251,13 @@ async fn conversations_belong_to_their_key_keep_their_messages_and_can_be_delete
     assert_eq!(bare.status(), 201);
     let location = bare.headers()["location"].to_str().unwrap().to_string();
     let bare: Value = bare.json().await.unwrap();
-    assert_eq!(location, format!("/api/v1/chat/conversations/{}", bare["id"].as_str().unwrap()));
+    assert_eq!(
+        location,
+        format!(
+            "/api/v1/chat/conversations/{}",
+            bare["id"].as_str().unwrap()
+        )
+    );
     assert_eq!(bare["title"], Value::Null);
     let titled: Value = app
         .post_as("/api/v1/chat/conversations", &alice)
@@ -290,8 +316,14 @@ async fn conversations_belong_to_their_key_keep_their_messages_and_can_be_delete
     assert_eq!(messages.len(), 2, "{detail}");
     assert_eq!(messages[0]["question"], HIPAA_EBS);
     assert_eq!(messages[0]["id"], first["message_id"]);
-    assert_eq!(messages[1]["question"], "And which AWS Config rules check that?");
-    assert_eq!(detail["title"].as_str().unwrap(), &HIPAA_EBS[..HIPAA_EBS.len().min(80)]);
+    assert_eq!(
+        messages[1]["question"],
+        "And which AWS Config rules check that?"
+    );
+    assert_eq!(
+        detail["title"].as_str().unwrap(),
+        &HIPAA_EBS[..HIPAA_EBS.len().min(80)]
+    );
 
     // Most recently used first, paged with the list envelope.
     let page: Value = app
@@ -305,10 +337,7 @@ async fn conversations_belong_to_their_key_keep_their_messages_and_can_be_delete
     assert_eq!(page["total"], 3);
     assert_eq!(page["items"][0]["id"], id);
     assert_eq!(page["items"][0]["messages"], 2);
-    assert_eq!(
-        page["next"],
-        "/api/v1/chat/conversations?limit=2&offset=2"
-    );
+    assert_eq!(page["next"], "/api/v1/chat/conversations?limit=2&offset=2");
 
     // Bob sees none of it and cannot write to it.
     let theirs: Value = app
@@ -424,9 +453,17 @@ async fn a_question_is_billed_once_refused_at_the_limit_and_out_of_scope_is_free
     assert_eq!(stored, 1);
 
     // Out of scope costs nothing, even past the limit.
-    let free = ask_json(&app, &app.admin_key, "What's a good recipe for banana bread?").await;
+    let free = ask_json(
+        &app,
+        &app.admin_key,
+        "What's a good recipe for banana bread?",
+    )
+    .await;
     assert_eq!(free["intent"], "out_of_scope");
-    assert_eq!(free["billing"], json!({"dimension": "ChatQuestions", "billed": false}));
+    assert_eq!(
+        free["billing"],
+        json!({"dimension": "ChatQuestions", "billed": false})
+    );
     assert_eq!(free["citations"], json!([]));
     assert_eq!(usage_used(&app).await, 1);
 }
@@ -446,11 +483,7 @@ async fn a_stream_resumes_after_its_last_event_id_on_any_replica() {
     let path = format!("/api/v1/chat/messages/{id}/events");
 
     for server in [&app, &replica] {
-        let all = server
-            .get_as(&path, &app.admin_key)
-            .send()
-            .await
-            .unwrap();
+        let all = server.get_as(&path, &app.admin_key).send().await.unwrap();
         assert_eq!(all.headers()["content-type"], "text/event-stream");
         let all = parse_sse(&all.text().await.unwrap());
         assert_eq!(all.len(), events.len());
@@ -485,7 +518,11 @@ async fn bad_questions_get_problems_that_say_what_to_fix() {
     let app = spawn_app().await;
     let cases = [
         (json!({"question": "   "}), 422, "empty_question"),
-        (json!({"question": "x".repeat(4001)}), 422, "question_too_long"),
+        (
+            json!({"question": "x".repeat(4001)}),
+            422,
+            "question_too_long",
+        ),
         (json!({"questoin": "typo"}), 422, "invalid_question"),
         (json!({"question": 42}), 422, "invalid_question"),
     ];
@@ -514,7 +551,10 @@ async fn bad_questions_get_problems_that_say_what_to_fix() {
     assert_problem(bad_id, 400, "invalid_conversation_id").await;
     let missing = app
         .post_as(
-            &format!("/api/v1/chat/conversations/{}/messages", uuid::Uuid::new_v4()),
+            &format!(
+                "/api/v1/chat/conversations/{}/messages",
+                uuid::Uuid::new_v4()
+            ),
             &app.admin_key,
         )
         .json(&json!({"content": "hi"}))
@@ -626,4 +666,239 @@ fn normalise(id: &str, newest: &BTreeMap<String, String>) -> String {
         Some(version) => format!("{framework}@{version}:{native}"),
         None => id,
     }
+}
+
+/// A server answering through the fake LLM as an OpenAI-compatible provider.
+async fn llm_app(fake: &FakeLlm, extra: &[(&str, &str)]) -> TestApp {
+    let vars = fake.env(Api::OpenAi);
+    let extra: Vec<(String, String)> = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    spawn_app_with(move |env| {
+        env.extend(vars);
+        env.extend(extra);
+    })
+    .await
+}
+
+async fn stored(app: &TestApp, id: &str) -> Value {
+    app.admin_json(&format!("/api/v1/chat/messages/{id}")).await
+}
+
+#[tokio::test]
+async fn an_llm_answer_streams_with_its_real_citations_and_without_invented_ones() {
+    let fake = FakeLlm::start().await;
+    fake.set_reply(Reply::text(&[
+        "Encryption at rest is addressable under HIPAA ",
+        "[hipaa-sr:164.312(a)(2)(iv)]: assess it in your risk analysis.\n",
+        "PCI DSS also asks for it [pci-dss:99.99.99] and ",
+        "[pci-dss:3.5.1].\n",
+    ]));
+    let app = llm_app(&fake, &[]).await;
+    let (_, _, events) = ask_stream(
+        &app,
+        &app.admin_key,
+        "/api/v1/chat",
+        json!({ "question": HIPAA_EBS }),
+    )
+    .await;
+    assert_eq!(events[0].data["answerer"], "openai");
+    let cited: Vec<&str> = events
+        .iter()
+        .filter(|e| e.event == "citation")
+        .map(|e| e.data["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(cited, ["hipaa-sr:164.312(a)(2)(iv)", "pci-dss:3.5.1"]);
+    // A citation is announced before the text that names it.
+    let first_citation = events.iter().position(|e| e.event == "citation").unwrap();
+    let first_delta = events.iter().position(|e| e.event == "delta").unwrap();
+    assert!(first_citation < first_delta);
+    let text: String = events
+        .iter()
+        .filter(|e| e.event == "delta")
+        .map(|e| e.data["text"].as_str().unwrap())
+        .collect();
+    assert!(!text.contains("99.99.99"), "{text}");
+    assert!(text.contains("(unverified reference removed)"), "{text}");
+    let done = &events.last().unwrap().data;
+    assert_eq!(events.last().unwrap().event, "done");
+    assert_eq!(done["removed_ids"], json!(["pci-dss:99.99.99"]));
+    assert_eq!(done["answerer"], "openai");
+
+    // The model saw our rules and the KB passages with the question.
+    let request = fake.last_request();
+    assert_eq!(request.model, "fake-model");
+    assert!(request.system().unwrap().contains("Cite only ids"));
+    let user = request.user().unwrap();
+    assert!(user.contains(HIPAA_EBS), "{user}");
+    assert!(
+        user.contains("hipaa-sr:164.312(a)(2)(iv)"),
+        "the KB passages: {user}"
+    );
+
+    let message = stored(&app, events[0].data["message_id"].as_str().unwrap()).await;
+    assert_eq!(message["answer"].as_str().unwrap(), text);
+    assert_eq!(message["answerer"], "openai");
+    assert_eq!(message["removed_ids"], json!(["pci-dss:99.99.99"]));
+}
+
+#[tokio::test]
+async fn an_llm_that_fails_hands_over_to_the_built_in_answer_with_a_notice() {
+    let fake = FakeLlm::start().await;
+    let app = llm_app(&fake, &[]).await;
+    fake.set_reply(Reply::rate_limited(7));
+    let answer = ask_json(&app, &app.admin_key, HIPAA_EBS).await;
+    assert_eq!(answer["status"], "complete");
+    assert_eq!(answer["answerer"], "builtin");
+    assert_eq!(answer["billing"]["billed"], true);
+    assert!(!answer["citations"].as_array().unwrap().is_empty());
+
+    // Failing after some text: the notice says the text so far is replaced.
+    fake.set_reply(Reply::text(&["Partial first line.\n", "and more"]).then(Then::Fail));
+    let (_, _, events) = ask_stream(
+        &app,
+        &app.admin_key,
+        "/api/v1/chat",
+        json!({ "question": HIPAA_EBS }),
+    )
+    .await;
+    let notice = events
+        .iter()
+        .find(|e| e.event == "notice")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!(notice.data["code"], "llm_upstream_error");
+    assert_eq!(notice.data["restart"], true);
+    let done = &events.last().unwrap().data;
+    assert_eq!(done["answerer"], "builtin");
+    let message = stored(&app, done["message_id"].as_str().unwrap()).await;
+    assert!(
+        !message["answer"]
+            .as_str()
+            .unwrap()
+            .contains("Partial first line")
+    );
+    assert_eq!(
+        message["answer"], answer["answer"],
+        "the built-in answer is deterministic"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_past_chat_timeout_ends_with_an_error_and_is_refunded() {
+    let fake = FakeLlm::start().await;
+    fake.set_reply(Reply::stall());
+    let app = llm_app(
+        &fake,
+        &[
+            ("CHAT_TIMEOUT_SECONDS", "1"),
+            ("LLM_TIMEOUT_SECONDS", "600"),
+        ],
+    )
+    .await;
+    let (_, _, events) = ask_stream(
+        &app,
+        &app.admin_key,
+        "/api/v1/chat",
+        json!({ "question": HIPAA_EBS }),
+    )
+    .await;
+    let last = events.last().unwrap();
+    assert_eq!(last.event, "error", "{events:?}");
+    assert_eq!(last.data["code"], "chat_timeout");
+    let message = stored(&app, last.data["message_id"].as_str().unwrap()).await;
+    assert_eq!(message["status"], "failed");
+    assert_eq!(message["error"], "chat_timeout");
+    assert_eq!(message["billing"]["billed"], false);
+    assert_eq!(usage_used(&app).await, 0, "refunded");
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_stops_the_answer_at_once_and_leaves_it_incomplete() {
+    let fake = FakeLlm::start().await;
+    fake.set_reply(Reply::stall());
+    let app = llm_app(&fake, &[("LLM_TIMEOUT_SECONDS", "600")]).await;
+    let mut response = app
+        .post_as("/api/v1/chat", &app.admin_key)
+        .header("Accept", "text/event-stream")
+        .json(&json!({ "question": HIPAA_EBS }))
+        .send()
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    while !seen.contains("\n\n") {
+        let chunk = response.chunk().await.unwrap().expect("the start event");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let start = parse_sse(&seen);
+    assert_eq!(start[0].event, "start");
+    let id = start[0].data["message_id"].as_str().unwrap().to_string();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            fake.open_streams() == 1
+        })
+        .await,
+        "the model was asked"
+    );
+    drop(response);
+    // The model's stream is closed: nothing keeps generating for a client that left.
+    tokio::time::timeout(Duration::from_secs(10), fake.streams_closed())
+        .await
+        .expect("the upstream request was dropped with the client");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            stored(&app, &id).await["status"] == "incomplete"
+        })
+        .await
+    );
+    let message = stored(&app, &id).await;
+    assert_eq!(message["error"], "client_disconnected");
+    assert_eq!(
+        message["billing"]["billed"], true,
+        "the client's choice, not our failure"
+    );
+    // What was sent is kept and can be read again.
+    let events = app
+        .get_as(
+            &format!("/api/v1/chat/messages/{id}/events"),
+            &app.admin_key,
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(parse_sse(&events)[0].event, "start");
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_streams_with_a_final_event() {
+    let fake = FakeLlm::start().await;
+    fake.set_reply(Reply::stall());
+    let app = llm_app(&fake, &[("LLM_TIMEOUT_SECONDS", "600")]).await;
+    let request = app
+        .post_as("/api/v1/chat", &app.admin_key)
+        .header("Accept", "text/event-stream")
+        .json(&json!({ "question": HIPAA_EBS }));
+    let reader = tokio::spawn(async move { request.send().await.unwrap().text().await.unwrap() });
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            fake.open_streams() == 1
+        })
+        .await,
+        "the answer is under way"
+    );
+    let pool = app.pool.clone();
+    app.stop().await.unwrap();
+    let events = parse_sse(&reader.await.unwrap());
+    let last = events.last().unwrap();
+    assert_eq!(last.event, "error", "{events:?}");
+    assert_eq!(last.data["code"], "server_shutting_down");
+    let (status, billed): (String, bool) =
+        sqlx::query_as("SELECT status, billed FROM chat_messages")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), billed), ("incomplete", false));
 }
