@@ -424,7 +424,7 @@ async fn replay(
 
 fn answer_of(m: Message) -> ChatAnswer {
     let error = m.error.clone().map(|code| super::run::ErrorBody {
-        message: String::new(),
+        message: super::run::error_message(&code).into(),
         code,
     });
     ChatAnswer {

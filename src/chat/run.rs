@@ -530,6 +530,18 @@ impl Drop for Run {
     }
 }
 
+/// What a stored error code meant, for answers read back after the fact.
+pub fn error_message(code: &str) -> &'static str {
+    match code {
+        "chat_timeout" => "the answer took longer than CHAT_TIMEOUT_SECONDS",
+        "chat_failed" => "the answer could not be completed",
+        "server_shutting_down" => "the server restarted while answering; ask again",
+        "client_disconnected" => "the client went away before the answer ended",
+        "answer_abandoned" => "the server answering it stopped before the answer ended; ask again",
+        _ => "the answer did not complete",
+    }
+}
+
 /// Where model text may be released: after its last line end, or in a long line after its last
 /// sentence end (not the "Art. " of a GDPR article, which an id may span).
 fn safe_cut(pending: &str) -> Option<usize> {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use crate::fake_llm::{Api, FakeLlm, Reply, Then};
 use crate::helpers::{
-    TestApp, assert_problem, eventually, spawn_app, spawn_app_with, spawn_replica,
+    Process, TestApp, assert_problem, base_env, create_migrated_database, eventually, spawn_app,
+    spawn_app_with, spawn_replica,
 };
 
 const HIPAA_EBS: &str = "Does HIPAA require us to encrypt the EBS volumes that hold patient data?";
@@ -901,4 +902,54 @@ async fn shutdown_ends_open_streams_with_a_final_event() {
             .await
             .unwrap();
     assert_eq!((status.as_str(), billed), ("incomplete", false));
+}
+
+/// Bedrock as a customer runs it: the binary, the AWS credential chain and region from the
+/// environment, the endpoint override every AWS SDK honours (here the fake's event-stream).
+#[tokio::test(flavor = "multi_thread")]
+async fn bedrock_answers_through_the_aws_sdk_with_the_task_credentials() {
+    let fake = FakeLlm::start().await;
+    fake.set_reply(Reply::text(&[
+        "Yes: encryption at rest is an addressable specification ",
+        "[hipaa-sr:164.312(a)(2)(iv)].\n",
+    ]));
+    let db = create_migrated_database().await;
+    let mut env = base_env(&db);
+    for (k, v) in [
+        ("LLM_PROVIDER", "bedrock"),
+        ("LLM_MODEL", "anthropic.claude-3-5-sonnet-20240620-v1:0"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", &fake.endpoint()),
+        ("METRICS_PORT", "0"),
+    ] {
+        env.insert(k.into(), v.into());
+    }
+    let server = Process::serve(&env).await;
+    let response = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/api/v1/chat", server.port))
+        .bearer_auth(crate::helpers::BOOTSTRAP_KEY)
+        .json(&json!({ "question": HIPAA_EBS }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["answerer"], "bedrock", "{answer}");
+    assert_eq!(answer["citations"][0]["id"], "hipaa-sr:164.312(a)(2)(iv)");
+    assert!(
+        answer["answer"]
+            .as_str()
+            .unwrap()
+            .starts_with("Yes: encryption")
+    );
+    let request = fake.last_request();
+    assert_eq!(request.model, "anthropic.claude-3-5-sonnet-20240620-v1:0");
+    let authorization = request.header("authorization").unwrap_or_default();
+    assert!(
+        authorization.contains("/us-east-1/bedrock/aws4_request"),
+        "signed with SigV4 for Bedrock: {authorization}"
+    );
 }
