@@ -108,7 +108,10 @@ document.";
             content((ChatAnswer = "application/json"), (String = "text/event-stream"))),
         (status = 402, body = Problem, description = "the license or trial does not allow another question"),
         (status = 406, body = Problem, description = "the client accepts neither JSON nor an event stream"),
-        (status = 422, body = Problem)),
+        (status = 422, body = Problem),
+        (status = 500, body = Problem, description = "JSON answers only: the answer failed (`chat_failed`, refunded)"),
+        (status = 503, body = Problem, description = "JSON answers only: the server is shutting down (`server_shutting_down`, refunded)"),
+        (status = 504, body = Problem, description = "JSON answers only: longer than CHAT_TIMEOUT_SECONDS (`chat_timeout`, refunded)")),
     security(("api_key" = [])))]
 async fn ask(
     State(state): State<ChatState>,
@@ -356,7 +359,22 @@ async fn answer(
                 .drive()
                 .await
                 .into_answer();
-            Json(answer).into_response()
+            match &answer.error {
+                None => Json(answer).into_response(),
+                // An answer that failed on our side is an error of the request, not a 200.
+                Some(error) => {
+                    let status = match error.code.as_str() {
+                        "chat_timeout" => StatusCode::GATEWAY_TIMEOUT,
+                        "server_shutting_down" => StatusCode::SERVICE_UNAVAILABLE,
+                        _ => StatusCode::INTERNAL_SERVER_ERROR,
+                    };
+                    return Err(ApiError::problem(
+                        Problem::new(status, &error.code, error.message.clone())
+                            .with("message_id", answer.message_id)
+                            .with("billing", &answer.billing),
+                    ));
+                }
+            }
         }
         Reply::Stream => {
             let (sink, events) = mpsc::channel(64);

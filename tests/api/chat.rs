@@ -812,6 +812,18 @@ async fn an_answer_past_chat_timeout_ends_with_an_error_and_is_refunded() {
     assert_eq!(message["error"], "chat_timeout");
     assert_eq!(message["billing"]["billed"], false);
     assert_eq!(usage_used(&app).await, 0, "refunded");
+
+    // As JSON, the failure is the request's: a 504 that names the message.
+    let response = app
+        .post_as("/api/v1/chat", &app.admin_key)
+        .json(&json!({ "question": HIPAA_EBS }))
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(response, 504, "chat_timeout").await;
+    assert!(problem["message_id"].is_string(), "{problem}");
+    assert_eq!(problem["billing"]["billed"], false);
+    assert_eq!(usage_used(&app).await, 0, "refunded");
 }
 
 #[tokio::test]
