@@ -578,25 +578,34 @@ fn remove_id(text: &str, id: &str) -> String {
     }
 }
 
-/// The answer text cut into `delta` pieces at line ends (long lines at spaces); joined, they
-/// are the text again, byte for byte.
+/// The answer text cut into `delta` pieces of whole lines, up to 240 bytes each (a longer line
+/// is cut at spaces); joined, they are the text again, byte for byte.
 pub fn chunks(text: &str) -> Vec<&str> {
     const MAX: usize = 240;
     let mut out = Vec::new();
+    // Start of the piece being gathered; lines are added while it stays within MAX.
+    let mut start = 0;
+    let mut at = 0;
     for line in text.split_inclusive('\n') {
-        let mut rest = line;
-        while rest.len() > MAX {
-            let cut = rest[..MAX]
+        if at > start && at + line.len() - start > MAX {
+            out.push(&text[start..at]);
+            start = at;
+        }
+        at += line.len();
+        while at - start > MAX {
+            let piece = &text[start..at];
+            let limit = piece.floor_char_boundary(MAX);
+            let cut = piece[..limit]
                 .rfind(' ')
-                .map(|at| at + 1)
-                .unwrap_or_else(|| rest.ceil_char_boundary(MAX));
-            let (head, tail) = rest.split_at(cut);
-            out.push(head);
-            rest = tail;
+                .filter(|&c| c > 0)
+                .map(|c| c + 1)
+                .unwrap_or(limit);
+            out.push(&text[start..start + cut]);
+            start += cut;
         }
-        if !rest.is_empty() {
-            out.push(rest);
-        }
+    }
+    if at > start {
+        out.push(&text[start..at]);
     }
     out
 }
@@ -630,9 +639,13 @@ mod tests {
         let text = format!("First line.\n\n{long}\nÉtape — ünïcode\nlast");
         let parts = chunks(&text);
         assert!(parts.len() > 4);
+        assert_eq!(chunks("a\n\nb\n"), ["a\n\nb\n"], "short lines travel together");
         assert!(parts.iter().all(|p| p.len() <= 240 && !p.is_empty()));
         assert_eq!(parts.concat(), text);
         let unbroken = "x".repeat(300) + "é";
         assert_eq!(chunks(&unbroken).concat(), unbroken);
+        let wide = "é".repeat(300);
+        assert!(chunks(&wide).iter().all(|p| p.len() <= 240));
+        assert_eq!(chunks(&wide).concat(), wide);
     }
 }

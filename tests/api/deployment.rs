@@ -177,6 +177,7 @@ fn sample_value(name: &str) -> String {
         "TRIAL_MODE" => "true".into(),
         "KB_PATH" => "s3://kb-bucket/compliance.tar.gz".into(),
         "KB_REFRESH_INTERVAL" => "3600".into(),
+        "LLM_MODEL" => "anthropic.claude-3-5-haiku-20241022-v1:0".into(),
         other => panic!("give {other} a sample value in tests/api/deployment.rs"),
     }
 }
