@@ -20,7 +20,6 @@ use tower_http::request_id::{
 };
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -284,6 +283,23 @@ pub fn app(state: AppState) -> Router {
     with_middleware(routes, state)
 }
 
+/// `REQUEST_TIMEOUT_SECONDS` (408), except for chat questions: an answer (a model writing a long
+/// one, or a JSON client waiting for it) is bounded by `CHAT_TIMEOUT_SECONDS` instead, and ends
+/// with its own error event or problem.
+async fn request_timeout(after: std::time::Duration, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if request.method() == Method::POST
+        && (path == "/api/v1/chat"
+            || (path.starts_with("/api/v1/chat/conversations/") && path.ends_with("/messages")))
+    {
+        return next.run(request).await;
+    }
+    match tokio::time::timeout(after, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
+    }
+}
+
 /// The tower stack, outermost first:
 /// 1. request id: an unusable incoming id is replaced, then one is set before anything logs, so
 ///    every line (and every error body) carries it;
@@ -300,6 +316,7 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
         .then(|| HeaderValue::from_static("max-age=31536000; includeSubDomains"));
     let cors = cors_layer(&config.cors_allowed_origins);
     let max_uri_bytes = config.max_uri_bytes;
+    let request_timeout_after = config.request_timeout;
 
     let ip_limited = routes.route_layer(middleware::from_fn(record_route)).layer(
         middleware::from_fn_with_state(state.ip_limit.clone(), ratelimit::limit_by_ip),
@@ -308,10 +325,9 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     // `Router::layer` wraps everything added before it, so the calls run innermost first.
     ip_limited
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            config.request_timeout,
-        ))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            request_timeout(request_timeout_after, request, next)
+        }))
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             check_uri(max_uri_bytes, request, next)
         }))

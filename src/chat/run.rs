@@ -639,7 +639,11 @@ mod tests {
         let text = format!("First line.\n\n{long}\nÉtape — ünïcode\nlast");
         let parts = chunks(&text);
         assert!(parts.len() > 4);
-        assert_eq!(chunks("a\n\nb\n"), ["a\n\nb\n"], "short lines travel together");
+        assert_eq!(
+            chunks("a\n\nb\n"),
+            ["a\n\nb\n"],
+            "short lines travel together"
+        );
         assert!(parts.iter().all(|p| p.len() <= 240 && !p.is_empty()));
         assert_eq!(parts.concat(), text);
         let unbroken = "x".repeat(300) + "é";

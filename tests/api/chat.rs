@@ -789,11 +789,13 @@ async fn an_llm_that_fails_hands_over_to_the_built_in_answer_with_a_notice() {
 async fn an_answer_past_chat_timeout_ends_with_an_error_and_is_refunded() {
     let fake = FakeLlm::start().await;
     fake.set_reply(Reply::stall());
+    // REQUEST_TIMEOUT_SECONDS does not cut answers short: CHAT_TIMEOUT_SECONDS bounds them.
     let app = llm_app(
         &fake,
         &[
-            ("CHAT_TIMEOUT_SECONDS", "1"),
+            ("CHAT_TIMEOUT_SECONDS", "2"),
             ("LLM_TIMEOUT_SECONDS", "600"),
+            ("REQUEST_TIMEOUT_SECONDS", "1"),
         ],
     )
     .await;
