@@ -260,6 +260,38 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
         .iter()
         .flat_map(|id| s.resolve(&ids::parse(id)).into_iter().take(1))
         .collect();
+    // The topics of a question, one per vocabulary phrase it holds ("vulnerability scans",
+    // "pen tests"): each ranked on its own words, the KB's wording for it, and the question's
+    // words outside any phrase, so the second topic of a question is not drowned by the first.
+    let mut covered: BTreeSet<usize> = BTreeSet::new();
+    let qwords = vocabulary::words(question);
+    for m in &found {
+        covered.extend(m.start..m.start + m.len);
+    }
+    let residual: Vec<(String, f64)> = qwords
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !covered.contains(i))
+        .flat_map(|(_, w)| vocabulary::terms(w))
+        .filter(|t| !skip.contains(t) && !t.chars().all(|c| c.is_ascii_digit() || c == '.'))
+        .map(|t| (t, 0.3))
+        .collect();
+    let mut topics: Vec<(String, Vec<(String, f64)>)> = Vec::new();
+    for m in &found {
+        let Target::Entry(e) = m.target else { continue };
+        let phrase = qwords[m.start..m.start + m.len].join(" ");
+        let mut q: Vec<(String, f64)> = vocabulary::terms(&phrase)
+            .into_iter()
+            .map(|t| (t, 1.0))
+            .collect();
+        for t in &e.terms {
+            q.extend(vocabulary::terms(t).into_iter().map(|t| (t, 0.5)));
+        }
+        q.extend(residual.iter().cloned());
+        if !topics.iter().any(|(p, _)| *p == phrase) {
+            topics.push((phrase, q));
+        }
+    }
     let overview = u.intent == Intent::FrameworkOverview;
     let filters = attribute_filters(&s, question, &scope);
 
@@ -333,6 +365,25 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
         }
     }
 
+    // The graph's view of a named service: per control, how many of that service's checks
+    // evidence it, as a share of the most evidenced control of its framework ("RDS" under PCI
+    // is above all 3.5.1, whose checks are RDS encryption).
+    let mut evidenced: HashMap<usize, f64> = HashMap::new();
+    for k in s
+        .checks
+        .iter()
+        .filter(|k| k.services.iter().any(|sv| strong.contains(&sv.as_str())))
+    {
+        for &c in &k.controls {
+            *evidenced.entry(c).or_default() += 1.0;
+        }
+    }
+    let mut most: HashMap<usize, f64> = HashMap::new();
+    for (&c, &n) in &evidenced {
+        let e = most.entry(s.controls[c].framework).or_default();
+        *e = e.max(n);
+    }
+
     // Ranked text matches.
     let boost = |c: usize| -> f64 {
         let ctl = &s.controls[c];
@@ -354,6 +405,9 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
             } else {
                 1.2
             };
+        }
+        if let Some(n) = evidenced.get(&c) {
+            b *= 1.0 + 0.5 * n / most[&ctl.framework];
         }
         // PCI appendices bind only some entities (service providers, designated entities).
         if ctl.attributes.get("appendix").is_some_and(|v| v == true) {
@@ -488,7 +542,7 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
         if service_group {
             let group = (0..s.controls.len()).find(|&g| {
                 s.controls[g].framework == f
-                    && s.is_group(g)
+                    && matches!(s.controls[g].kind.as_str(), "service" | "section")
                     && !s.controls[g].children.is_empty()
                     && s.controls[g].children.len() <= 8
                     && strong.iter().any(|sv| {
@@ -512,30 +566,36 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
                 continue;
             }
         }
-        let Some(&(first, fw_top)) = in_fw.first() else {
+        let Some(&(_, fw_top)) = in_fw.first() else {
             g.gaps.push(format!(
                 "{} holds nothing on this subject in the knowledge base.",
                 s.frameworks[f].name
             ));
             continue;
         };
-        // A group that leads an overview answers with its members.
-        if overview && s.is_group(first) && s.controls[first].children.len() <= 15 {
+        // A group near the top of an overview answers with its members ("what rights…" →
+        // the chapter of rights).
+        let lead = in_fw.iter().take(3).find(|(c, sc)| {
+            s.is_group(*c)
+                && *sc >= 0.7 * fw_top
+                && (2..=15).contains(&s.controls[*c].children.len())
+        });
+        if overview && let Some(&(group, _)) = lead {
             push(
                 &mut picks,
-                first,
+                group,
                 "The group that holds what the question asks about.".into(),
             );
-            for &child in &s.controls[first].children {
+            for &child in &s.controls[group].children {
                 push(
                     &mut picks,
                     child,
-                    format!("Part of {}.", s.citation_id(first)),
+                    format!("Part of {}.", s.citation_id(group)),
                 );
             }
             continue;
         }
-        for (c, sc) in in_fw.into_iter().take(cap) {
+        for &(c, sc) in in_fw.iter().take(cap) {
             if sc < ratio * fw_top {
                 break;
             }
@@ -550,9 +610,43 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
                 },
             );
         }
+        // Each topic's best control in this framework, when the question as a whole matches it
+        // too.
+        if topics.len() < 2 || overview {
+            continue;
+        }
+        let full: HashMap<usize, f64> = ranked.iter().copied().collect();
+        for (phrase, q) in &topics {
+            let best = s
+                .rank(q, |c| {
+                    s.controls[c].framework == f && !named.contains(&c) && !s.is_group(c)
+                })
+                .into_iter()
+                .map(|(c, sc)| (c, sc * boost(c)))
+                .max_by(|a, b| {
+                    a.1.total_cmp(&b.1)
+                        .then_with(|| s.controls[b.0].id.cmp(&s.controls[a.0].id))
+                });
+            if let Some((c, _)) = best
+                && full.get(&c).is_some_and(|&sc| sc >= TOPIC_RATIO * fw_top)
+            {
+                push(
+                    &mut picks,
+                    c,
+                    format!(
+                        "Best match in {} for \"{phrase}\".",
+                        s.frameworks[f].name
+                    ),
+                );
+            }
+        }
     }
     finish(g, picks)
 }
+
+/// A topic's best control is cited when the whole question scores it at least this share of
+/// the framework's best.
+const TOPIC_RATIO: f64 = 0.5;
 
 fn finish(mut g: Grounding, picks: Vec<Pick>) -> Grounding {
     g.picks = picks;
