@@ -280,12 +280,13 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
     for m in &found {
         let Target::Entry(e) = m.target else { continue };
         let phrase = qwords[m.start..m.start + m.len].join(" ");
+        // The KB's wording weighs more than the words people use for it ("pen tests").
         let mut q: Vec<(String, f64)> = vocabulary::terms(&phrase)
             .into_iter()
-            .map(|t| (t, 1.0))
+            .map(|t| (t, 0.5))
             .collect();
         for t in &e.terms {
-            q.extend(vocabulary::terms(t).into_iter().map(|t| (t, 0.5)));
+            q.extend(vocabulary::terms(t).into_iter().map(|t| (t, 1.0)));
         }
         q.extend(residual.iter().cloned());
         if !topics.iter().any(|(p, _)| *p == phrase) {
@@ -484,7 +485,18 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
         let e = best_per_fw.entry(s.controls[c].framework).or_default();
         *e = e.max(sc);
     }
-    let answer_fw: Vec<usize> = if named_fw.is_empty() {
+    // No framework named but the vocabulary implies some ("erasure", "PHI"): answer from those.
+    let implied_fw: Vec<usize> = best_per_fw
+        .keys()
+        .copied()
+        .filter(|&f| implied.contains(s.frameworks[f].id.as_str()))
+        .collect();
+    let answer_fw: Vec<usize> = if named_fw.is_empty() && !implied_fw.is_empty() {
+        let mut fws = implied_fw;
+        fws.sort_by(|a, b| best_per_fw[b].total_cmp(&best_per_fw[a]).then(a.cmp(b)));
+        fws.truncate(2);
+        fws
+    } else if named_fw.is_empty() {
         let mut fws: Vec<(usize, f64)> = best_per_fw
             .iter()
             .filter(|(_, sc)| **sc >= 0.85 * top)
@@ -546,10 +558,19 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
                     && !s.controls[g].children.is_empty()
                     && s.controls[g].children.len() <= 8
                     && strong.iter().any(|sv| {
-                        s.controls[g]
-                            .children
-                            .iter()
-                            .all(|&c| direct_service(&s, c, sv))
+                        // The group holds most of the framework's controls chiefly about that
+                        // service (first listed), and only controls on it (Auto Scaling's group
+                        // is not EC2's).
+                        let on = (0..s.controls.len())
+                            .filter(|&c| {
+                                s.controls[c].framework == f
+                                    && !s.is_group(c)
+                                    && s.controls[c].services.first().is_some_and(|x| x == sv)
+                            })
+                            .count();
+                        let children = &s.controls[g].children;
+                        children.iter().all(|&c| direct_service(&s, c, sv))
+                            && children.len() * 5 >= on * 4
                     })
             });
             if let Some(g) = group {
@@ -612,29 +633,58 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
         }
         // Each topic's best control in this framework, when the question as a whole matches it
         // too.
-        if topics.len() < 2 || overview {
-            continue;
-        }
         let full: HashMap<usize, f64> = ranked.iter().copied().collect();
-        for (phrase, q) in &topics {
-            let best = s
+        let several = topics.len() >= 2 && !overview;
+        for (phrase, q) in topics.iter().filter(|_| several) {
+            let mut best: Vec<(usize, f64)> = s
                 .rank(q, |c| {
                     s.controls[c].framework == f && !named.contains(&c) && !s.is_group(c)
                 })
                 .into_iter()
                 .map(|(c, sc)| (c, sc * boost(c)))
-                .max_by(|a, b| {
-                    a.1.total_cmp(&b.1)
-                        .then_with(|| s.controls[b.0].id.cmp(&s.controls[a.0].id))
-                });
-            if let Some((c, _)) = best
-                && full.get(&c).is_some_and(|&sc| sc >= TOPIC_RATIO * fw_top)
-            {
+                .collect();
+            best.sort_by(|a, b| {
+                b.1.total_cmp(&a.1)
+                    .then_with(|| s.controls[a.0].id.cmp(&s.controls[b.0].id))
+            });
+            let Some(&(_, topic_top)) = best.first() else {
+                continue;
+            };
+            // Two when the topic has two near-equal answers (internal and external pen tests).
+            for &(c, sc) in best.iter().take(2) {
+                if sc < 0.85 * topic_top
+                    || !full.get(&c).is_some_and(|&x| x >= TOPIC_RATIO * fw_top)
+                {
+                    break;
+                }
                 push(
                     &mut picks,
                     c,
                     format!(
                         "Best match in {} for \"{phrase}\".",
+                        s.frameworks[f].name
+                    ),
+                );
+            }
+        }
+        // The graph's answer for a named service: the control its checks evidence most.
+        if u.intent == Intent::ServiceAssessment || cross {
+            let best = evidenced
+                .iter()
+                .filter(|(c, _)| s.controls[**c].framework == f && full.contains_key(*c))
+                .max_by(|a, b| {
+                    a.1.total_cmp(b.1)
+                        .then_with(|| full[a.0].total_cmp(&full[b.0]))
+                        .then_with(|| s.controls[*b.0].id.cmp(&s.controls[*a.0].id))
+                });
+            if let Some((&c, _)) = best
+                && full[&c] >= GRAPH_RATIO * fw_top
+            {
+                push(
+                    &mut picks,
+                    c,
+                    format!(
+                        "The {} control the named service's checks evidence most.",
                         s.frameworks[f].name
                     ),
                 );
@@ -647,6 +697,10 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
 /// A topic's best control is cited when the whole question scores it at least this share of
 /// the framework's best.
 const TOPIC_RATIO: f64 = 0.5;
+
+/// The control a named service's checks evidence most is cited when the question scores it at
+/// least this share of the framework's best (the graph alone does not make it relevant).
+const GRAPH_RATIO: f64 = 0.3;
 
 fn finish(mut g: Grounding, picks: Vec<Pick>) -> Grounding {
     g.picks = picks;
