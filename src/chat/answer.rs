@@ -277,8 +277,14 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
         .map(|t| (t, 0.3))
         .collect();
     let mut topics: Vec<(String, Vec<(String, f64)>)> = Vec::new();
+    let mut entries: Vec<&vocabulary::Entry> = Vec::new();
     for m in &found {
         let Target::Entry(e) = m.target else { continue };
+        // Two phrases of one entry ("metric filter and alarm") are one topic.
+        if entries.contains(&e) {
+            continue;
+        }
+        entries.push(e);
         let phrase = qwords[m.start..m.start + m.len].join(" ");
         // The KB's wording weighs more than the words people use for it ("pen tests").
         let mut q: Vec<(String, f64)> = vocabulary::terms(&phrase)
@@ -669,16 +675,22 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
         }
         // The graph's answer for a named service: the control its checks evidence most.
         if u.intent == Intent::ServiceAssessment || cross {
-            let best = evidenced
+            let mut best: Vec<(usize, f64)> = evidenced
                 .iter()
                 .filter(|(c, _)| s.controls[**c].framework == f && full.contains_key(*c))
-                .max_by(|a, b| {
-                    a.1.total_cmp(b.1)
-                        .then_with(|| full[a.0].total_cmp(&full[b.0]))
-                        .then_with(|| s.controls[*b.0].id.cmp(&s.controls[*a.0].id))
-                });
-            if let Some((&c, _)) = best
-                && full[&c] >= GRAPH_RATIO * fw_top
+                .map(|(&c, &n)| (c, n))
+                .collect();
+            best.sort_by(|a, b| {
+                b.1.total_cmp(&a.1)
+                    .then_with(|| full[&b.0].total_cmp(&full[&a.0]))
+                    .then_with(|| s.controls[a.0].id.cmp(&s.controls[b.0].id))
+            });
+            let most = best.first().map_or(0.0, |x| x.1);
+            // Ties both count (GuardDuty evidences malware detection and monitoring alike).
+            for &(c, _) in best
+                .iter()
+                .take(2)
+                .filter(|(c, n)| *n == most && full[c] >= GRAPH_RATIO * fw_top)
             {
                 push(
                     &mut picks,
