@@ -666,10 +666,7 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
                 push(
                     &mut picks,
                     c,
-                    format!(
-                        "Best match in {} for \"{phrase}\".",
-                        s.frameworks[f].name
-                    ),
+                    format!("Best match in {} for \"{phrase}\".", s.frameworks[f].name),
                 );
             }
         }
