@@ -255,6 +255,14 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
                 })
         })
         .collect();
+    // A service named by its own name wins over one a generic word implies ("RDS instances" is
+    // about RDS, not EC2).
+    let literal: Vec<&str> = strong
+        .iter()
+        .copied()
+        .filter(|sv| vocabulary::words(question).iter().any(|w| w == sv))
+        .collect();
+    let strong = if literal.is_empty() { strong } else { literal };
     let named: Vec<usize> = u
         .control_ids
         .iter()
@@ -579,6 +587,37 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
                             && children.len() * 5 >= on * 4
                     })
             });
+            // Too large to list: its critical-severity controls, then the ranking.
+            let large = (0..s.controls.len()).find(|&g| {
+                s.controls[g].framework == f
+                    && s.controls[g].kind == "service"
+                    && s.controls[g].children.len() > 8
+                    && strong.iter().any(|sv| {
+                        s.controls[g]
+                            .title
+                            .to_lowercase()
+                            .contains(&format!(" {sv} "))
+                            || vocabulary::words(&s.controls[g].native_id)
+                                .iter()
+                                .any(|w| w == sv)
+                    })
+            });
+            if group.is_none()
+                && let Some(g) = large
+            {
+                for &child in &s.controls[g].children {
+                    if attr(&s, child, "severity").as_deref() == Some("critical") {
+                        push(
+                            &mut picks,
+                            child,
+                            format!(
+                                "Critical severity in {}, the controls for this service.",
+                                s.citation_id(g)
+                            ),
+                        );
+                    }
+                }
+            }
             if let Some(g) = group {
                 for &child in &s.controls[g].children {
                     push(
@@ -709,7 +748,7 @@ const TOPIC_RATIO: f64 = 0.5;
 
 /// The control a named service's checks evidence most is cited when the question scores it at
 /// least this share of the framework's best (the graph alone does not make it relevant).
-const GRAPH_RATIO: f64 = 0.3;
+const GRAPH_RATIO: f64 = 0.2;
 
 fn finish(mut g: Grounding, picks: Vec<Pick>) -> Grounding {
     g.picks = picks;
