@@ -108,20 +108,14 @@ async fn a_question_streams_numbered_events_that_match_the_stored_answer() {
     let start = &events[0].data;
     let id = start["message_id"].as_str().unwrap().to_string();
     assert!(start["intent"].is_string(), "{start}");
-    assert!(
-        start["frameworks"].is_array() && start["services"].is_array(),
-        "{start}"
-    );
+    assert!(start["frameworks"].is_array() && start["services"].is_array(), "{start}");
 
     let citations: Vec<&Value> = events
         .iter()
         .filter(|e| e.event == "citation")
         .map(|e| &e.data)
         .collect();
-    assert!(
-        !citations.is_empty(),
-        "a HIPAA question cites HIPAA: {names:?}"
-    );
+    assert!(!citations.is_empty(), "a HIPAA question cites HIPAA: {names:?}");
     let streamed: String = events
         .iter()
         .filter(|e| e.event == "delta")
@@ -129,24 +123,13 @@ async fn a_question_streams_numbered_events_that_match_the_stored_answer() {
         .collect();
     let done = &events.last().unwrap().data;
     assert_eq!(done["message_id"], id.as_str());
-    assert_eq!(
-        done["billing"],
-        json!({"dimension": "ChatQuestions", "billed": true})
-    );
+    assert_eq!(done["billing"], json!({"dimension": "ChatQuestions", "billed": true}));
     assert_eq!(done["citations"].as_array().unwrap().len(), citations.len());
     assert!(done["duration_ms"].is_i64(), "{done}");
 
     // Every citation names a control the KB serves, at the version it cites.
     for citation in &citations {
-        for field in [
-            "id",
-            "framework",
-            "version",
-            "control_id",
-            "title",
-            "url",
-            "reason",
-        ] {
+        for field in ["id", "framework", "version", "control_id", "title", "url", "reason"] {
             assert!(citation[field].is_string(), "{field} in {citation}");
         }
         let cid = citation["id"].as_str().unwrap();
@@ -171,7 +154,9 @@ async fn a_question_streams_numbered_events_that_match_the_stored_answer() {
         );
     }
 
-    let stored: Value = app.admin_json(&format!("/api/v1/chat/messages/{id}")).await;
+    let stored: Value = app
+        .admin_json(&format!("/api/v1/chat/messages/{id}"))
+        .await;
     assert_eq!(stored["status"], "complete");
     assert_eq!(stored["question"], HIPAA_EBS);
     assert_eq!(stored["answer"].as_str().unwrap(), streamed);
@@ -246,13 +231,7 @@ async fn conversations_belong_to_their_key_keep_their_messages_and_can_be_delete
     assert_eq!(bare.status(), 201);
     let location = bare.headers()["location"].to_str().unwrap().to_string();
     let bare: Value = bare.json().await.unwrap();
-    assert_eq!(
-        location,
-        format!(
-            "/api/v1/chat/conversations/{}",
-            bare["id"].as_str().unwrap()
-        )
-    );
+    assert_eq!(location, format!("/api/v1/chat/conversations/{}", bare["id"].as_str().unwrap()));
     assert_eq!(bare["title"], Value::Null);
     let titled: Value = app
         .post_as("/api/v1/chat/conversations", &alice)
@@ -311,14 +290,8 @@ async fn conversations_belong_to_their_key_keep_their_messages_and_can_be_delete
     assert_eq!(messages.len(), 2, "{detail}");
     assert_eq!(messages[0]["question"], HIPAA_EBS);
     assert_eq!(messages[0]["id"], first["message_id"]);
-    assert_eq!(
-        messages[1]["question"],
-        "And which AWS Config rules check that?"
-    );
-    assert_eq!(
-        detail["title"].as_str().unwrap(),
-        &HIPAA_EBS[..HIPAA_EBS.len().min(80)]
-    );
+    assert_eq!(messages[1]["question"], "And which AWS Config rules check that?");
+    assert_eq!(detail["title"].as_str().unwrap(), &HIPAA_EBS[..HIPAA_EBS.len().min(80)]);
 
     // Most recently used first, paged with the list envelope.
     let page: Value = app
@@ -332,7 +305,10 @@ async fn conversations_belong_to_their_key_keep_their_messages_and_can_be_delete
     assert_eq!(page["total"], 3);
     assert_eq!(page["items"][0]["id"], id);
     assert_eq!(page["items"][0]["messages"], 2);
-    assert_eq!(page["next"], "/api/v1/chat/conversations?limit=2&offset=2");
+    assert_eq!(
+        page["next"],
+        "/api/v1/chat/conversations?limit=2&offset=2"
+    );
 
     // Bob sees none of it and cannot write to it.
     let theirs: Value = app
@@ -448,17 +424,9 @@ async fn a_question_is_billed_once_refused_at_the_limit_and_out_of_scope_is_free
     assert_eq!(stored, 1);
 
     // Out of scope costs nothing, even past the limit.
-    let free = ask_json(
-        &app,
-        &app.admin_key,
-        "What's a good recipe for banana bread?",
-    )
-    .await;
+    let free = ask_json(&app, &app.admin_key, "What's a good recipe for banana bread?").await;
     assert_eq!(free["intent"], "out_of_scope");
-    assert_eq!(
-        free["billing"],
-        json!({"dimension": "ChatQuestions", "billed": false})
-    );
+    assert_eq!(free["billing"], json!({"dimension": "ChatQuestions", "billed": false}));
     assert_eq!(free["citations"], json!([]));
     assert_eq!(usage_used(&app).await, 1);
 }
@@ -478,7 +446,11 @@ async fn a_stream_resumes_after_its_last_event_id_on_any_replica() {
     let path = format!("/api/v1/chat/messages/{id}/events");
 
     for server in [&app, &replica] {
-        let all = server.get_as(&path, &app.admin_key).send().await.unwrap();
+        let all = server
+            .get_as(&path, &app.admin_key)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(all.headers()["content-type"], "text/event-stream");
         let all = parse_sse(&all.text().await.unwrap());
         assert_eq!(all.len(), events.len());
@@ -513,11 +485,7 @@ async fn bad_questions_get_problems_that_say_what_to_fix() {
     let app = spawn_app().await;
     let cases = [
         (json!({"question": "   "}), 422, "empty_question"),
-        (
-            json!({"question": "x".repeat(4001)}),
-            422,
-            "question_too_long",
-        ),
+        (json!({"question": "x".repeat(4001)}), 422, "question_too_long"),
         (json!({"questoin": "typo"}), 422, "invalid_question"),
         (json!({"question": 42}), 422, "invalid_question"),
     ];
@@ -546,10 +514,7 @@ async fn bad_questions_get_problems_that_say_what_to_fix() {
     assert_problem(bad_id, 400, "invalid_conversation_id").await;
     let missing = app
         .post_as(
-            &format!(
-                "/api/v1/chat/conversations/{}/messages",
-                uuid::Uuid::new_v4()
-            ),
+            &format!("/api/v1/chat/conversations/{}/messages", uuid::Uuid::new_v4()),
             &app.admin_key,
         )
         .json(&json!({"content": "hi"}))
