@@ -695,8 +695,9 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
             let Some(&(_, topic_top)) = best.first() else {
                 continue;
             };
-            // Two when the topic has two near-equal answers (internal and external pen tests).
-            for &(c, sc) in best.iter().take(2) {
+            // Up to three when the topic has near-equal answers (internal and external pen
+            // tests; the transfer articles).
+            for &(c, sc) in best.iter().take(3) {
                 if sc < 0.85 * topic_top
                     || !full.get(&c).is_some_and(|&x| x >= TOPIC_RATIO * fw_top)
                 {
