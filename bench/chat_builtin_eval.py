@@ -74,7 +74,8 @@ def main():
             fmt = lambda v: "-" if v is None else f"{100 * v:.1f}%"
             print(f"{chat_eval.FAMILY_NAMES.get(fam, fam):<18}{row['n']:>5}{fmt(row['chat_recall']):>10}"
                   f"{fmt(row['chat_precision']):>11}{row['chat_invented']:>10}{fmt(row['chat_clean_no_must']):>8}")
-        bad = [r for r in results if (r["chat"].get("recall") or 1) < 1 or (r["chat"].get("precision") or 1) < 1
+        # `is not None`, not `or 1`: a question with recall 0 is the worst miss, not a pass.
+        bad = [r for r in results if r["chat"].get("recall") not in (None, 1) or r["chat"].get("precision") not in (None, 1)
                or r["chat"].get("invented") or r["chat"].get("clean") is False]
         for r in bad:
             c = r["chat"]

@@ -255,11 +255,58 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
                 })
         })
         .collect();
+    // A service named by its own name wins over one a generic word implies ("RDS instances" is
+    // about RDS, not EC2).
+    let literal: Vec<&str> = strong
+        .iter()
+        .copied()
+        .filter(|sv| vocabulary::words(question).iter().any(|w| w == sv))
+        .collect();
+    let strong = if literal.is_empty() { strong } else { literal };
     let named: Vec<usize> = u
         .control_ids
         .iter()
         .flat_map(|id| s.resolve(&ids::parse(id)).into_iter().take(1))
         .collect();
+    // The topics of a question, one per vocabulary phrase it holds ("vulnerability scans",
+    // "pen tests"): each ranked on its own words, the KB's wording for it, and the question's
+    // words outside any phrase, so the second topic of a question is not drowned by the first.
+    let mut covered: BTreeSet<usize> = BTreeSet::new();
+    let qwords = vocabulary::words(question);
+    for m in &found {
+        covered.extend(m.start..m.start + m.len);
+    }
+    let residual: Vec<(String, f64)> = qwords
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !covered.contains(i))
+        .flat_map(|(_, w)| vocabulary::terms(w))
+        .filter(|t| !skip.contains(t) && !t.chars().all(|c| c.is_ascii_digit() || c == '.'))
+        .map(|t| (t, 0.3))
+        .collect();
+    let mut topics: Vec<(String, Vec<(String, f64)>)> = Vec::new();
+    let mut entries: Vec<&vocabulary::Entry> = Vec::new();
+    for m in &found {
+        let Target::Entry(e) = m.target else { continue };
+        // Two phrases of one entry ("metric filter and alarm") are one topic.
+        if entries.contains(&e) {
+            continue;
+        }
+        entries.push(e);
+        let phrase = qwords[m.start..m.start + m.len].join(" ");
+        // The KB's wording weighs more than the words people use for it ("pen tests").
+        let mut q: Vec<(String, f64)> = vocabulary::terms(&phrase)
+            .into_iter()
+            .map(|t| (t, 0.5))
+            .collect();
+        for t in &e.terms {
+            q.extend(vocabulary::terms(t).into_iter().map(|t| (t, 1.0)));
+        }
+        q.extend(residual.iter().cloned());
+        if !topics.iter().any(|(p, _)| *p == phrase) {
+            topics.push((phrase, q));
+        }
+    }
     let overview = u.intent == Intent::FrameworkOverview;
     let filters = attribute_filters(&s, question, &scope);
 
@@ -333,6 +380,25 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
         }
     }
 
+    // The graph's view of a named service: per control, how many of that service's checks
+    // evidence it, as a share of the most evidenced control of its framework ("RDS" under PCI
+    // is above all 3.5.1, whose checks are RDS encryption).
+    let mut evidenced: HashMap<usize, f64> = HashMap::new();
+    for k in s
+        .checks
+        .iter()
+        .filter(|k| k.services.iter().any(|sv| strong.contains(&sv.as_str())))
+    {
+        for &c in &k.controls {
+            *evidenced.entry(c).or_default() += 1.0;
+        }
+    }
+    let mut most: HashMap<usize, f64> = HashMap::new();
+    for (&c, &n) in &evidenced {
+        let e = most.entry(s.controls[c].framework).or_default();
+        *e = e.max(n);
+    }
+
     // Ranked text matches.
     let boost = |c: usize| -> f64 {
         let ctl = &s.controls[c];
@@ -354,6 +420,9 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
             } else {
                 1.2
             };
+        }
+        if let Some(n) = evidenced.get(&c) {
+            b *= 1.0 + 0.5 * n / most[&ctl.framework];
         }
         // PCI appendices bind only some entities (service providers, designated entities).
         if ctl.attributes.get("appendix").is_some_and(|v| v == true) {
@@ -430,7 +499,18 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
         let e = best_per_fw.entry(s.controls[c].framework).or_default();
         *e = e.max(sc);
     }
-    let answer_fw: Vec<usize> = if named_fw.is_empty() {
+    // No framework named but the vocabulary implies some ("erasure", "PHI"): answer from those.
+    let implied_fw: Vec<usize> = best_per_fw
+        .keys()
+        .copied()
+        .filter(|&f| implied.contains(s.frameworks[f].id.as_str()))
+        .collect();
+    let answer_fw: Vec<usize> = if named_fw.is_empty() && !implied_fw.is_empty() {
+        let mut fws = implied_fw;
+        fws.sort_by(|a, b| best_per_fw[b].total_cmp(&best_per_fw[a]).then(a.cmp(b)));
+        fws.truncate(2);
+        fws
+    } else if named_fw.is_empty() {
         let mut fws: Vec<(usize, f64)> = best_per_fw
             .iter()
             .filter(|(_, sc)| **sc >= 0.85 * top)
@@ -488,16 +568,56 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
         if service_group {
             let group = (0..s.controls.len()).find(|&g| {
                 s.controls[g].framework == f
-                    && s.is_group(g)
+                    && matches!(s.controls[g].kind.as_str(), "service" | "section")
                     && !s.controls[g].children.is_empty()
                     && s.controls[g].children.len() <= 8
                     && strong.iter().any(|sv| {
-                        s.controls[g]
-                            .children
-                            .iter()
-                            .all(|&c| direct_service(&s, c, sv))
+                        // The group holds most of the framework's controls chiefly about that
+                        // service (first listed), and only controls on it (Auto Scaling's group
+                        // is not EC2's).
+                        let on = (0..s.controls.len())
+                            .filter(|&c| {
+                                s.controls[c].framework == f
+                                    && !s.is_group(c)
+                                    && s.controls[c].services.first().is_some_and(|x| x == sv)
+                            })
+                            .count();
+                        let children = &s.controls[g].children;
+                        children.iter().all(|&c| direct_service(&s, c, sv))
+                            && children.len() * 5 >= on * 4
                     })
             });
+            // Too large to list: its critical-severity controls, then the ranking.
+            let large = (0..s.controls.len()).find(|&g| {
+                s.controls[g].framework == f
+                    && s.controls[g].kind == "service"
+                    && s.controls[g].children.len() > 8
+                    && strong.iter().any(|sv| {
+                        s.controls[g]
+                            .title
+                            .to_lowercase()
+                            .contains(&format!(" {sv} "))
+                            || vocabulary::words(&s.controls[g].native_id)
+                                .iter()
+                                .any(|w| w == sv)
+                    })
+            });
+            if group.is_none()
+                && let Some(g) = large
+            {
+                for &child in &s.controls[g].children {
+                    if attr(&s, child, "severity").as_deref() == Some("critical") {
+                        push(
+                            &mut picks,
+                            child,
+                            format!(
+                                "Critical severity in {}, the controls for this service.",
+                                s.citation_id(g)
+                            ),
+                        );
+                    }
+                }
+            }
             if let Some(g) = group {
                 for &child in &s.controls[g].children {
                     push(
@@ -512,30 +632,36 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
                 continue;
             }
         }
-        let Some(&(first, fw_top)) = in_fw.first() else {
+        let Some(&(_, fw_top)) = in_fw.first() else {
             g.gaps.push(format!(
                 "{} holds nothing on this subject in the knowledge base.",
                 s.frameworks[f].name
             ));
             continue;
         };
-        // A group that leads an overview answers with its members.
-        if overview && s.is_group(first) && s.controls[first].children.len() <= 15 {
+        // A group near the top of an overview answers with its members ("what rights…" →
+        // the chapter of rights).
+        let lead = in_fw.iter().take(3).find(|(c, sc)| {
+            s.is_group(*c)
+                && *sc >= 0.7 * fw_top
+                && (2..=15).contains(&s.controls[*c].children.len())
+        });
+        if overview && let Some(&(group, _)) = lead {
             push(
                 &mut picks,
-                first,
+                group,
                 "The group that holds what the question asks about.".into(),
             );
-            for &child in &s.controls[first].children {
+            for &child in &s.controls[group].children {
                 push(
                     &mut picks,
                     child,
-                    format!("Part of {}.", s.citation_id(first)),
+                    format!("Part of {}.", s.citation_id(group)),
                 );
             }
             continue;
         }
-        for (c, sc) in in_fw.into_iter().take(cap) {
+        for &(c, sc) in in_fw.iter().take(cap) {
             if sc < ratio * fw_top {
                 break;
             }
@@ -550,9 +676,80 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
                 },
             );
         }
+        // Each topic's best control in this framework, when the question as a whole matches it
+        // too.
+        let full: HashMap<usize, f64> = ranked.iter().copied().collect();
+        let several = topics.len() >= 2 && !overview;
+        for (phrase, q) in topics.iter().filter(|_| several) {
+            let mut best: Vec<(usize, f64)> = s
+                .rank(q, |c| {
+                    s.controls[c].framework == f && !named.contains(&c) && !s.is_group(c)
+                })
+                .into_iter()
+                .map(|(c, sc)| (c, sc * boost(c)))
+                .collect();
+            best.sort_by(|a, b| {
+                b.1.total_cmp(&a.1)
+                    .then_with(|| s.controls[a.0].id.cmp(&s.controls[b.0].id))
+            });
+            let Some(&(_, topic_top)) = best.first() else {
+                continue;
+            };
+            // Up to three when the topic has near-equal answers (internal and external pen
+            // tests; the transfer articles).
+            for &(c, sc) in best.iter().take(3) {
+                if sc < 0.85 * topic_top
+                    || !full.get(&c).is_some_and(|&x| x >= TOPIC_RATIO * fw_top)
+                {
+                    break;
+                }
+                push(
+                    &mut picks,
+                    c,
+                    format!("Best match in {} for \"{phrase}\".", s.frameworks[f].name),
+                );
+            }
+        }
+        // The graph's answer for a named service: the control its checks evidence most.
+        if u.intent == Intent::ServiceAssessment || cross {
+            let mut best: Vec<(usize, f64)> = evidenced
+                .iter()
+                .filter(|(c, _)| s.controls[**c].framework == f && full.contains_key(*c))
+                .map(|(&c, &n)| (c, n))
+                .collect();
+            best.sort_by(|a, b| {
+                b.1.total_cmp(&a.1)
+                    .then_with(|| full[&b.0].total_cmp(&full[&a.0]))
+                    .then_with(|| s.controls[a.0].id.cmp(&s.controls[b.0].id))
+            });
+            let most = best.first().map_or(0.0, |x| x.1);
+            // Ties both count (GuardDuty evidences malware detection and monitoring alike).
+            for &(c, _) in best
+                .iter()
+                .take(2)
+                .filter(|(c, n)| *n == most && full[c] >= GRAPH_RATIO * fw_top)
+            {
+                push(
+                    &mut picks,
+                    c,
+                    format!(
+                        "The {} control the named service's checks evidence most.",
+                        s.frameworks[f].name
+                    ),
+                );
+            }
+        }
     }
     finish(g, picks)
 }
+
+/// A topic's best control is cited when the whole question scores it at least this share of
+/// the framework's best.
+const TOPIC_RATIO: f64 = 0.5;
+
+/// The control a named service's checks evidence most is cited when the question scores it at
+/// least this share of the framework's best (the graph alone does not make it relevant).
+const GRAPH_RATIO: f64 = 0.2;
 
 fn finish(mut g: Grounding, picks: Vec<Pick>) -> Grounding {
     g.picks = picks;

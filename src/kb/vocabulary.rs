@@ -120,30 +120,30 @@ fn table() -> &'static PhraseTable<'static> {
 }
 
 impl Vocabulary {
-    /// Every phrase of the vocabulary in `text`, longest match first at each position, no overlaps.
+    /// Every phrase of the vocabulary in `text`, longest match first at each position. A match
+    /// inside an earlier one is dropped ("flow logs" in "vpc flow logs"); one that only overlaps
+    /// it is kept ("EBS volume encryption" is both "ebs volume" and "volume encryption").
     pub fn find<'a>(&'a self, text: &str) -> Vec<PhraseMatch<'a>> {
         let t = table();
         let ws = words(text);
         let mut out = Vec::new();
-        let mut i = 0;
-        while i < ws.len() {
-            let mut advanced = false;
-            if let Some(list) = t.by_first.get(&ws[i]) {
-                for (phrase, target) in list {
-                    if ws.len() - i >= phrase.len() && ws[i..i + phrase.len()] == phrase[..] {
+        let mut end = 0;
+        for i in 0..ws.len() {
+            let Some(list) = t.by_first.get(&ws[i]) else {
+                continue;
+            };
+            for (phrase, target) in list {
+                if ws.len() - i >= phrase.len() && ws[i..i + phrase.len()] == phrase[..] {
+                    if i + phrase.len() > end {
                         out.push(PhraseMatch {
                             start: i,
                             len: phrase.len(),
                             target: *target,
                         });
-                        i += phrase.len();
-                        advanced = true;
-                        break;
+                        end = i + phrase.len();
                     }
+                    break;
                 }
-            }
-            if !advanced {
-                i += 1;
             }
         }
         out
