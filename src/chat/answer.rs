@@ -936,15 +936,34 @@ pub fn compose(question: &str, u: &Understanding, g: &Grounding) -> Answer {
         .standing(first)
         .map(|x| format!(" ({x})"))
         .unwrap_or_default();
-    // Direct answer first.
-    let _ = writeln!(
-        text,
-        "**In short:** {} [{}] *{}*{standing}: {}",
-        f.name,
-        s.citation_id(first),
-        c.title,
-        c.summary
-    );
+    // Direct answer first. For HIPAA's implementation specifications the obligation is the
+    // answer people are after: required must be implemented; addressable must be assessed and
+    // implemented or replaced by a documented, reasonable alternative.
+    let obligation = c.attributes.get("obligation").and_then(|v| v.as_str());
+    let lead = match obligation {
+        Some("required") => format!(
+            "**In short:** under {} this is [{}] *{}*, a **required** specification: it must be implemented. {}",
+            f.name,
+            s.citation_id(first),
+            c.title,
+            c.summary
+        ),
+        Some("addressable") => format!(
+            "**In short:** under {} this is [{}] *{}*, an **addressable** specification: not optional, but you decide how. Assess it in your risk analysis, then implement it, or document why it is not reasonable and appropriate and what equivalent measure you use instead. {}",
+            f.name,
+            s.citation_id(first),
+            c.title,
+            c.summary
+        ),
+        _ => format!(
+            "**In short:** under {} this is [{}] *{}*{standing}. {}",
+            f.name,
+            s.citation_id(first),
+            c.title,
+            c.summary
+        ),
+    };
+    let _ = writeln!(text, "{lead}");
     if g.picks.len() > 1 {
         let _ = writeln!(
             text,
@@ -978,7 +997,14 @@ pub fn compose(question: &str, u: &Understanding, g: &Grounding) -> Answer {
     let mut seen_rem: BTreeSet<usize> = BTreeSet::new();
     let mut section = String::new();
     for p in &g.picks {
-        for (k, strength) in evidence(s, p.control) {
+        // The services the question names first: "encrypt EBS volumes" wants the EBS fix before
+        // the Athena one that evidences the same control.
+        let mut checks = evidence(s, p.control);
+        checks.sort_by_key(|&(k, strength)| {
+            let named = s.checks[k].services.iter().any(|x| u.services.contains(x));
+            (!named, strength != "direct", s.checks[k].id.clone())
+        });
+        for (k, strength) in checks {
             let check = &s.checks[k];
             let Some(r) = check.remediation else { continue };
             if seen_rem.len() >= 3 || !seen_rem.insert(r) {

@@ -89,6 +89,12 @@ static REMEDIATION: LazyLock<Regex> = LazyLock::new(|| {
 static COMPARE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\b(?:compare|comparison|versus|vs\.?|line up|map|mapping|across|difference|differ|equivalent|also give)\b").unwrap()
 });
+/// A question whether (or how much) a framework obliges something: "does HIPAA require…", "is TLS
+/// mandatory…", "do we need…", "how long do we have to…". It stays a requirement question even
+/// when it names a service; "what does PCI require of our security groups" assesses the service.
+static REQUIREMENT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\s*(?:does|do|is|are|must|should|how (?:long|often|many|much))\b|\b(?:mandatory|obligatory|compulsory)\b|\b(?:do|does) (?:we|i|our \w+) (?:need|have to)\b").unwrap()
+});
 /// Nouns that ask for a list of controls ("which safeguards…", "what rights…").
 static LISTING: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)^\s*(?:which|what|list)\b(?:\s+\S+){0,5}?\s+(?:controls|recommendations|practices|criteria|safeguards|specifications|specs|requirements|articles|rights|obligations|principles|sections|chapters)\b|\b(?:overview|summari[sz]e|summary of|list (?:all|the))\b").unwrap()
@@ -241,7 +247,10 @@ pub fn read(s: &Snapshot, question: &str) -> Understanding {
             Intent::FrameworkOverview
         } else if distinct.len() == 2 {
             Intent::CrossFramework
-        } else if !services.is_empty() && names_a_service(&found, &words, s) {
+        } else if !services.is_empty()
+            && names_a_service(&found, &words, s)
+            && !(REQUIREMENT.is_match(&lower) && !mentions.is_empty())
+        {
             Intent::ServiceAssessment
         } else {
             Intent::RequirementQuestion
