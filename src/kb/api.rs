@@ -894,11 +894,13 @@ async fn search_kb(
     let (items, total) = match state.cache.get(&cache_key).await {
         Some(hit) => split_cached_page(&hit)?,
         None => {
+            // The question's words plus the KB's words for the ideas it names.
+            let expanded = super::vocabulary::expand(q);
             let (items, total) = state
                 .search
                 .search(
                     &state.db,
-                    q,
+                    &expanded,
                     framework.as_deref(),
                     params.service.as_deref(),
                     limit,

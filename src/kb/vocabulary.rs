@@ -73,6 +73,27 @@ impl PartialEq for Entry {
 }
 impl Eq for Entry {}
 
+/// `text` followed by the KB's words for every vocabulary phrase it holds ("least privilege" →
+/// "access restricted authorised"…), each word once: what `/kb/search` ranks, so a query in
+/// people's words finds controls written in the frameworks' words.
+pub fn expand(text: &str) -> String {
+    let v = vocabulary();
+    let mut out = text.to_string();
+    let mut added: Vec<&str> = Vec::new();
+    for m in v.find(text) {
+        if let Target::Entry(entry) = m.target {
+            for term in &entry.terms {
+                if !added.contains(&term.as_str()) {
+                    added.push(term);
+                    out.push(' ');
+                    out.push_str(term);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The compiled-in vocabulary.
 pub fn vocabulary() -> &'static Vocabulary {
     static VOCABULARY: LazyLock<Vocabulary> =
@@ -406,6 +427,24 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
+
+    #[test]
+    fn expansion_adds_each_named_ideas_kb_words_once_and_nothing_else() {
+        let entry = &vocabulary().entries[0];
+        let phrase = &entry.phrases[0];
+        let text = format!("what about {phrase} and {phrase}?");
+        let expanded = expand(&text);
+        assert!(expanded.starts_with(&text));
+        let added = &expanded[text.len()..];
+        for term in &entry.terms {
+            assert_eq!(
+                added.matches(&format!(" {term}")).count(),
+                1,
+                "{term} in {expanded}"
+            );
+        }
+        assert_eq!(expand("zzz qqq"), "zzz qqq");
+    }
 
     #[test]
     fn vocabulary_is_well_formed() {

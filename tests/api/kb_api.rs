@@ -969,9 +969,11 @@ async fn search_from_memory_answers_what_the_sql_ranking_answers() {
             .unwrap();
         assert_eq!(response.status(), 200, "{q}");
         let memory: serde_json::Value = response.json().await.unwrap();
+        // The API ranks the query with the vocabulary's KB words added; so does the SQL side here.
+        let expanded = cloud_optimizer::kb::vocabulary::expand(q.trim());
         let (sql_items, total) = cloud_optimizer::kb::search::search(
             &app.pool,
-            q.trim(),
+            &expanded,
             framework,
             service,
             limit,
