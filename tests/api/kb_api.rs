@@ -972,12 +972,7 @@ async fn search_from_memory_answers_what_the_sql_ranking_answers() {
         // The API ranks the query with the vocabulary's KB words added; so does the SQL side here.
         let expanded = cloud_optimizer::kb::vocabulary::expand(q.trim());
         let (sql_items, total) = cloud_optimizer::kb::search::search(
-            &app.pool,
-            &expanded,
-            framework,
-            service,
-            limit,
-            offset,
+            &app.pool, &expanded, framework, service, limit, offset,
         )
         .await
         .unwrap();
