@@ -249,7 +249,8 @@ pub fn read(s: &Snapshot, question: &str) -> Understanding {
             Intent::CrossFramework
         } else if !services.is_empty()
             && names_a_service(&found, &words, s)
-            && !(REQUIREMENT.is_match(&lower) && !mentions.is_empty())
+            // "Does HIPAA require…" stays a requirement question.
+            && (mentions.is_empty() || !REQUIREMENT.is_match(&lower))
         {
             Intent::ServiceAssessment
         } else {
