@@ -18,6 +18,7 @@ pub mod web;
 // Capabilities: import the base, never each other's internals or the composition root.
 pub mod auth;
 pub mod chat;
+pub mod documents;
 pub mod health;
 pub mod kb;
 pub mod marketplace;
