@@ -17,3 +17,17 @@ pub async fn sdk_config() -> SdkConfig {
         .load()
         .await
 }
+
+/// An S3 client on [`sdk_config`]. S3-compatible endpoints (MinIO, LocalStack, moto) set through
+/// `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` want path-style addressing.
+pub async fn s3_client() -> aws_sdk_s3::Client {
+    let config = sdk_config().await;
+    let custom_endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(custom_endpoint)
+            .build(),
+    )
+}

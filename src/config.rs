@@ -256,6 +256,25 @@ pub struct Config {
     /// `None`: the built-in answerer answers every chat question.
     pub llm: Option<LlmConfig>,
     pub chat: ChatConfig,
+    pub documents: DocumentsConfig,
+}
+
+/// Architecture-document analysis (`/api/v1/documents…`).
+#[derive(Clone, Debug)]
+pub struct DocumentsConfig {
+    /// `DOCUMENT_MAX_BYTES`: the largest file accepted (413 above it).
+    pub max_bytes: usize,
+    /// `DOCUMENT_RETENTION_DAYS`: uploaded files older than this are deleted (their findings
+    /// stay); `None` keeps them until the document is deleted.
+    pub retention: Option<Duration>,
+    /// `DOCUMENTS_BUCKET`: keep files in this S3 bucket instead of PostgreSQL.
+    pub bucket: Option<String>,
+    /// `DOCUMENTS_KMS_KEY_ID`: SSE-KMS with this key for the bucket's objects (SSE-S3 without).
+    pub kms_key_id: Option<String>,
+    /// `DOCUMENT_ANALYSIS_TIMEOUT_SECONDS`: the longest one analysis may take.
+    pub analysis_timeout: Duration,
+    /// `DOCUMENT_ANALYSIS_CONCURRENCY`: analyses one instance runs at once (each uses one core).
+    pub concurrency: usize,
 }
 
 /// The security Q&A chat (`/api/v1/chat…`).
@@ -482,6 +501,7 @@ impl Config {
             timeout: env.seconds("CHAT_TIMEOUT_SECONDS", 300, 1)?,
         };
         let llm = llm_config(env)?;
+        let documents = documents_config(env)?;
 
         Ok(Self {
             environment,
@@ -515,6 +535,7 @@ impl Config {
             scans,
             chat,
             llm,
+            documents,
         })
     }
 
@@ -682,6 +703,21 @@ impl Config {
             (
                 "LLM_TIMEOUT_SECONDS",
                 json!(self.llm.as_ref().map(|l| l.timeout.as_secs())),
+            ),
+            ("DOCUMENT_MAX_BYTES", json!(self.documents.max_bytes)),
+            (
+                "DOCUMENT_RETENTION_DAYS",
+                json!(self.documents.retention.map(|d| d.as_secs() / 86_400)),
+            ),
+            ("DOCUMENTS_BUCKET", json!(self.documents.bucket)),
+            ("DOCUMENTS_KMS_KEY_ID", json!(self.documents.kms_key_id)),
+            (
+                "DOCUMENT_ANALYSIS_TIMEOUT_SECONDS",
+                json!(self.documents.analysis_timeout.as_secs()),
+            ),
+            (
+                "DOCUMENT_ANALYSIS_CONCURRENCY",
+                json!(self.documents.concurrency),
             ),
         ];
         Value::Object(
@@ -965,6 +1001,61 @@ fn scans_config(env: &Env) -> Result<ScansConfig, ConfigError> {
         concurrency,
         call_timeout: env.seconds("SCAN_CALL_TIMEOUT_SECONDS", 30, 1)?,
         lease: env.seconds("SCAN_LEASE_SECONDS", 60, 2)?,
+    })
+}
+
+fn documents_config(env: &Env) -> Result<DocumentsConfig, ConfigError> {
+    let max_bytes: usize =
+        env.parse("DOCUMENT_MAX_BYTES", 20 * 1024 * 1024, "a number of bytes")?;
+    if !(1024..=1024 * 1024 * 1024).contains(&max_bytes) {
+        return Err(invalid(
+            "DOCUMENT_MAX_BYTES",
+            "must be between 1024 and 1073741824 (1 GiB)",
+        ));
+    }
+    let retention = match env.get("DOCUMENT_RETENTION_DAYS") {
+        None => None,
+        Some(_) => {
+            let days: u64 = env.parse("DOCUMENT_RETENTION_DAYS", 0, "a whole number of days")?;
+            if days == 0 {
+                return Err(invalid(
+                    "DOCUMENT_RETENTION_DAYS",
+                    "must be at least 1 (leave it unset to keep files until deleted)",
+                ));
+            }
+            Some(Duration::from_secs(days.saturating_mul(86_400)))
+        }
+    };
+    let bucket = env.get("DOCUMENTS_BUCKET").map(str::to_string);
+    if let Some(name) = &bucket {
+        let valid = (3..=63).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+        if !valid {
+            return Err(invalid(
+                "DOCUMENTS_BUCKET",
+                format!(
+                    "{name:?} is not an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)"
+                ),
+            ));
+        }
+    }
+    let concurrency: usize =
+        env.parse("DOCUMENT_ANALYSIS_CONCURRENCY", 2, "a number of analyses")?;
+    if !(1..=64).contains(&concurrency) {
+        return Err(invalid(
+            "DOCUMENT_ANALYSIS_CONCURRENCY",
+            "must be between 1 and 64",
+        ));
+    }
+    Ok(DocumentsConfig {
+        max_bytes,
+        retention,
+        bucket,
+        kms_key_id: env.get("DOCUMENTS_KMS_KEY_ID").map(str::to_string),
+        analysis_timeout: env.seconds("DOCUMENT_ANALYSIS_TIMEOUT_SECONDS", 60, 1)?,
+        concurrency,
     })
 }
 

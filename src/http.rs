@@ -14,7 +14,6 @@ use axum::{Json, Router};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -28,7 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::config::Environment;
 use crate::error::{ApiError, InternalCause, PROBLEM_JSON, Problem, problem_for_status};
 use crate::state::AppState;
-use crate::{auth, chat, health, kb, marketplace, notifications, ratelimit, scans};
+use crate::{auth, chat, documents, health, kb, marketplace, notifications, ratelimit, scans};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -38,8 +37,9 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         title = "Cloud Optimizer API",
         description = "The HTTP API of Cloud Optimizer, a security advisor for AWS that runs in your own account. \
 What exists today: API keys (`/keys`), the compliance knowledge base (frameworks, controls, checks, AWS services, \
-full-text search under `/kb`), the license, trial and usage ledger (`/license`, `/usage`), a small billable action \
-(`/billable-actions`), real-time notifications (`/notifications`: the event feed, one-time tickets and the \
+full-text search under `/kb`), the security Q&A chat (`/chat`, streamed as Server-Sent Events), AWS account scans \
+(`/scans`), architecture-document and template analysis (`/documents`), the license, trial and usage ledger \
+(`/license`, `/usage`), a small billable action (`/billable-actions`), real-time notifications (`/notifications`: the event feed, one-time tickets and the \
 WebSocket `/notifications/ws`) and health probes.
 
 * **Authentication**: every `/api/v1` route needs `Authorization: Bearer <key>`.
@@ -61,6 +61,7 @@ a 429 adds `Retry-After`.",
         (name = "notifications", description = "Real-time events over WebSocket, their replay, one-time tickets"),
         (name = "chat", description = "Security Q&A: questions answered from the knowledge base with citations, streamed as Server-Sent Events; conversations"),
         (name = "scans", description = "AWS account security scans, their findings, compliance per framework and exports"),
+        (name = "documents", description = "Architecture documents and templates analysed against every framework: findings and reports"),
     )
 )]
 struct ApiDoc;
@@ -214,6 +215,7 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(auth::router())
         .merge(chat::router())
+        .merge(documents::router())
         .merge(kb::router())
         .merge(marketplace::router())
         .merge(notifications::router())
@@ -300,6 +302,28 @@ async fn request_timeout(after: std::time::Duration, request: Request, next: Nex
     }
 }
 
+/// `MAX_BODY_BYTES` (413), except for document uploads: their file may be `DOCUMENT_MAX_BYTES`
+/// (the handler answers a larger file with its own 413 `document_too_large`), plus room for the
+/// form's other parts.
+async fn body_limit(default: usize, documents: usize, request: Request, next: Next) -> Response {
+    let limit = if request.method() == Method::POST && request.uri().path() == "/api/v1/documents" {
+        documents.saturating_add(64 * 1024).max(default)
+    } else {
+        default
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    }
+    let request =
+        request.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, limit)));
+    next.run(request).await
+}
+
 /// The tower stack, outermost first:
 /// 1. request id: an unusable incoming id is replaced, then one is set before anything logs, so
 ///    every line (and every error body) carries it;
@@ -323,8 +347,11 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     );
 
     // `Router::layer` wraps everything added before it, so the calls run innermost first.
+    let (max_body_bytes, max_document_bytes) = (config.max_body_bytes, config.documents.max_bytes);
     ip_limited
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            body_limit(max_body_bytes, max_document_bytes, request, next)
+        }))
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             request_timeout(request_timeout_after, request, next)
         }))

@@ -137,6 +137,12 @@ impl Server {
                 marketplace.clone(),
                 lifecycle_stop.clone(),
             ),
+            documents: crate::documents::DocumentsState::new(
+                pool.clone(),
+                config.documents.clone(),
+                marketplace.clone(),
+                lifecycle_stop.clone(),
+            ),
             chat: crate::chat::ChatState::new(
                 pool.clone(),
                 kb_state.clone(),
@@ -284,6 +290,16 @@ impl Server {
         self.tasks.spawn(async move {
             crate::chat::follow_loop(chat).await;
             "chat stream relay"
+        });
+        let documents = self.state.documents.clone();
+        self.tasks.spawn(async move {
+            crate::documents::sweep_loop(documents).await;
+            "document sweep"
+        });
+        let documents = self.state.documents.clone();
+        self.tasks.spawn(async move {
+            crate::documents::drain(documents, Duration::from_secs(3)).await;
+            "running document analyses"
         });
         let scans = self.state.scans.clone();
         self.tasks.spawn(async move {
@@ -447,6 +463,7 @@ async fn export_initial_metrics(state: &AppState) {
     state.marketplace.export_initial_metrics().await;
     crate::notifications::export_initial_metrics();
     crate::scans::export_initial_metrics();
+    crate::documents::export_initial_metrics();
     crate::chat::export_initial_metrics(&state.chat);
     for by in ["key", "ip"] {
         metrics::counter!("http_rate_limited_total", "by" => by).increment(0);

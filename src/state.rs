@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use crate::auth::AuthState;
 use crate::chat::ChatState;
 use crate::config::Config;
+use crate::documents::DocumentsState;
 use crate::health::HealthState;
 use crate::kb::KbState;
 use crate::marketplace::Marketplace;
@@ -61,11 +62,19 @@ pub struct AppStateInner {
     pub scans: ScansState,
     /// The security Q&A chat: its configuration, the KB and ledger it uses, the stream relay.
     pub chat: ChatState,
+    /// Architecture-document analysis: its configuration, storage, ledger and running analyses.
+    pub documents: DocumentsState,
 }
 
 impl FromRef<AppState> for ChatState {
     fn from_ref(state: &AppState) -> Self {
         state.chat.clone()
+    }
+}
+
+impl FromRef<AppState> for DocumentsState {
+    fn from_ref(state: &AppState) -> Self {
+        state.documents.clone()
     }
 }
 

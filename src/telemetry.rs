@@ -301,4 +301,13 @@ fn describe_metrics() {
         "cloud_optimizer_chat_streams_open",
         "Chat event streams open on this instance"
     );
+    describe_histogram!(
+        "cloud_optimizer_document_analysis_seconds",
+        Unit::Seconds,
+        "Time from the start of a document's analysis to its end, by outcome"
+    );
+    describe_counter!(
+        "cloud_optimizer_documents_total",
+        "Document analyses ended, by outcome (analyzed, failed)"
+    );
 }

@@ -92,15 +92,7 @@ async fn download_https(url: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 async fn download_s3(bucket: &str, key: &str) -> anyhow::Result<Vec<u8>> {
-    let config = crate::aws::sdk_config().await;
-    // S3-compatible endpoints (MinIO, LocalStack, moto) want path-style addressing.
-    let custom_endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some());
-    let s3_config = aws_sdk_s3::config::Builder::from(&config)
-        .force_path_style(custom_endpoint)
-        .build();
-    let client = aws_sdk_s3::Client::from_conf(s3_config);
+    let client = crate::aws::s3_client().await;
     let object = client
         .get_object()
         .bucket(bucket)

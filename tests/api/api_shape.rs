@@ -184,6 +184,8 @@ async fn every_list_endpoint_answers_the_one_envelope() {
             [
                 "/api/v1/keys",
                 "/api/v1/chat/conversations",
+                "/api/v1/documents",
+                "/api/v1/documents/{id}/findings",
                 "/api/v1/kb/frameworks",
                 "/api/v1/kb/frameworks/{id}/controls",
                 "/api/v1/kb/checks",
@@ -226,6 +228,30 @@ async fn every_list_endpoint_answers_the_one_envelope() {
         .unwrap();
     }
 
+    // Two analysed documents, one with two findings (analysis itself is tested in documents.rs).
+    let document = uuid::Uuid::new_v4();
+    for id in [document, uuid::Uuid::new_v4()] {
+        sqlx::query(
+            "INSERT INTO documents (id, api_key_id, name, kind, size_bytes, sha256, status, progress, storage, created_at, analyzed_at)
+             VALUES ($1, '00000000-0000-0000-0000-000000000000', 'design.md', 'markdown', 10, 'x', 'analyzed', 100, 'postgres', now(), now())",
+        )
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    for n in 1..=2 {
+        sqlx::query(
+            "INSERT INTO document_findings (document_id, n, source, control_id, framework, measure, status, severity, reason, controls)
+             VALUES ($1, $2, 'prose', 'gdpr:32', 'gdpr', CASE WHEN $2 = 1 THEN 'mfa' ELSE 'backups_recovery' END, 'silent', 'high', 'seeded', '[\"gdpr:32\"]')",
+        )
+        .bind(document)
+        .bind(n)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+
     // And the server answers it: the first page of one item, then its `next`, to the end.
     for _ in 0..2 {
         let response = app
@@ -253,6 +279,9 @@ async fn every_list_endpoint_answers_the_one_envelope() {
             }
             "/api/v1/kb/search" => "/api/v1/kb/search?q=root%20mfa&limit=1".to_string(),
             "/api/v1/scans/{id}/findings" => format!("/api/v1/scans/{scan}/findings?limit=1"),
+            "/api/v1/documents/{id}/findings" => {
+                format!("/api/v1/documents/{document}/findings?limit=1")
+            }
             other => format!("{other}?limit=1"),
         };
         let page = app.admin_json(&first).await;

@@ -22,7 +22,14 @@ const BASE: &[&str] = &[
 /// through the Marketplace ledger. They import only the base, and not each other.
 const SHARED: &[&str] = &["kb", "marketplace"];
 /// Feature capabilities: the base and the shared capabilities, never each other.
-const FEATURES: &[&str] = &["auth", "chat", "documents", "health", "notifications", "scans"];
+const FEATURES: &[&str] = &[
+    "auth",
+    "chat",
+    "documents",
+    "health",
+    "notifications",
+    "scans",
+];
 const ROOT: &[&str] = &["cli", "docs", "http", "lib", "main", "server", "state"];
 /// Items at the crate root that any module may use: `lib.rs`'s own (version strings, the TLS
 /// provider) and `scan_client!`, which `#[macro_export]` puts there.

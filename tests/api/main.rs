@@ -7,6 +7,7 @@ mod chat_engine;
 mod cli;
 mod deployment;
 mod docs;
+mod documents;
 mod errors;
 #[path = "../support/fake_llm.rs"]
 mod fake_llm;

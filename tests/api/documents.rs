@@ -1,0 +1,703 @@
+//! Architecture-document analysis through the real server: uploads as a browser or an SDK sends
+//! them (multipart), the background analysis, findings, reports, billing, storage in
+//! PostgreSQL and in S3 (moto), and the refusals of bad uploads.
+
+use std::time::Duration;
+
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+
+use crate::helpers::{
+    BOOTSTRAP_KEY, Moto, Process, TestApp, assert_problem, base_env, create_migrated_database,
+    database_url, eventually, spawn_app, spawn_app_with,
+};
+
+const TEMPLATE: &str = r#"AWSTemplateFormatVersion: "2010-09-09"
+Description: Patient records store
+Parameters:
+  Env:
+    Type: String
+    Default: prod
+Resources:
+  RecordsBucket:
+    Type: AWS::S3::Bucket
+    Properties:
+      BucketName: !Sub "records-${Env}"
+  WebSecurityGroup:
+    Type: AWS::EC2::SecurityGroup
+    Properties:
+      GroupDescription: web
+      SecurityGroupIngress:
+        - IpProtocol: tcp
+          FromPort: 22
+          ToPort: 22
+          CidrIp: 0.0.0.0/0
+  DataVolume:
+    Type: AWS::EC2::Volume
+    Properties:
+      AvailabilityZone: us-east-1a
+      Size: 100
+      Encrypted: true
+"#;
+
+const DESIGN: &str = "# Telehealth platform design
+
+## Data
+
+The platform stores patient health records (PHI) for clinics in the United States.
+Records live in Amazon S3 and in an Amazon RDS PostgreSQL database.
+
+## Security
+
+All data at rest is encrypted with AWS KMS customer managed keys.
+Backups are not taken for the reporting database.
+";
+
+fn form(name: &str, bytes: &[u8]) -> Form {
+    Form::new().part(
+        "file",
+        Part::bytes(bytes.to_vec()).file_name(name.to_string()),
+    )
+}
+
+async fn upload(app: &TestApp, form: Form) -> reqwest::Response {
+    app.post_as("/api/v1/documents", &app.admin_key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get(app: &TestApp, key: &str, path: &str) -> Value {
+    let response = app.get_as(path, key).send().await.unwrap();
+    assert_eq!(response.status(), 200, "GET {path}");
+    response.json().await.unwrap()
+}
+
+/// Waits for the analysis to end and returns the document.
+async fn finished(app: &TestApp, id: &str) -> Value {
+    let last = std::cell::RefCell::new(Value::Null);
+    let done = eventually(Duration::from_secs(30), || {
+        let request = app.get_as(&format!("/api/v1/documents/{id}"), &app.admin_key);
+        let last = &last;
+        async move {
+            let document: Value = request.send().await.unwrap().json().await.unwrap();
+            let ended = matches!(document["status"].as_str(), Some("analyzed" | "failed"));
+            *last.borrow_mut() = document;
+            ended
+        }
+    })
+    .await;
+    let last = last.into_inner();
+    assert!(done, "the analysis ended: {last}");
+    last
+}
+
+async fn documents_used(app: &TestApp) -> i64 {
+    let usage = app.admin_json("/api/v1/usage").await;
+    usage["dimensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["dimension"] == "DocumentAnalysis")
+        .unwrap_or_else(|| panic!("DocumentAnalysis in {usage}"))["used"]
+        .as_i64()
+        .unwrap()
+}
+
+async fn findings(app: &TestApp, id: &str, query: &str) -> Vec<Value> {
+    let page = get(
+        app,
+        &app.admin_key,
+        &format!("/api/v1/documents/{id}/findings?limit=1000{query}"),
+    )
+    .await;
+    page["items"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_template_is_analysed_into_findings_mapped_to_controls_and_billed_once() {
+    let app = spawn_app().await;
+    let response = app
+        .post_as("/api/v1/documents", &app.admin_key)
+        .header("Idempotency-Key", "upload-1")
+        .multipart(form("records.yaml", TEMPLATE.as_bytes()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let id_location = response.headers()["location"].to_str().unwrap().to_string();
+    let accepted: Value = response.json().await.unwrap();
+    let id = accepted["id"].as_str().unwrap().to_string();
+    assert_eq!(id_location, format!("/api/v1/documents/{id}"));
+    assert_eq!(accepted["kind"], "cloudformation", "recognised by content");
+    assert_eq!(accepted["name"], "records.yaml");
+    assert_eq!(accepted["size_bytes"], TEMPLATE.len());
+    assert!(matches!(
+        accepted["status"].as_str(),
+        Some("received" | "analyzing" | "analyzed")
+    ));
+
+    // A retry with the same key is the same document, not a second analysis or charge.
+    let replay = app
+        .post_as("/api/v1/documents", &app.admin_key)
+        .header("Idempotency-Key", "upload-1")
+        .multipart(form("records.yaml", TEMPLATE.as_bytes()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 202);
+    assert_eq!(replay.headers()["idempotency-replayed"], "true");
+    let replayed: Value = replay.json().await.unwrap();
+    assert_eq!(replayed["id"], id.as_str());
+
+    let document = finished(&app, &id).await;
+    assert_eq!(document["status"], "analyzed", "{document}");
+    assert_eq!(document["progress"], 100);
+    assert_eq!(document["facts"]["resources"], 3, "{document}");
+    assert_eq!(documents_used(&app).await, 1);
+
+    let all = findings(&app, &id, "").await;
+    let find = |check: &str, resource: &str| {
+        all.iter()
+            .find(|f| f["check"] == check && f["resource"] == resource)
+            .unwrap_or_else(|| panic!("{check} on {resource} in {all:#?}"))
+            .clone()
+    };
+    let ssh = find("vpc-sg-no-ingress-ssh-from-internet", "WebSecurityGroup");
+    assert_eq!(ssh["status"], "fail");
+    assert_eq!(ssh["source"], "template");
+    assert_eq!(ssh["line"], 12, "the line of the logical id");
+    assert_eq!(ssh["resource_type"], "AWS::EC2::SecurityGroup");
+    assert!(ssh["title"].is_string() && ssh["severity"].is_string());
+    let public = find("s3-bucket-level-public-access-blocked", "RecordsBucket");
+    assert_eq!(public["status"], "fail");
+    let volume = find("ebs-volume-encrypted", "DataVolume");
+    assert_eq!(volume["status"], "pass");
+    // Failing findings come first.
+    assert_ne!(all[0]["status"], "pass");
+
+    // Every control a finding decides is a real KB control.
+    let controls: Vec<String> = all
+        .iter()
+        .flat_map(|f| f["controls"].as_array().unwrap().clone())
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert!(!controls.is_empty());
+    let mut checked = std::collections::BTreeSet::new();
+    for control in controls
+        .iter()
+        .filter(|c| checked.insert(c.to_string()))
+        .take(40)
+    {
+        let response = app
+            .get_as(&format!("/api/v1/kb/controls/{control}"), &app.admin_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{control} resolves");
+    }
+
+    // Filters.
+    let failing = findings(&app, &id, "&status=fail").await;
+    assert!(failing.iter().all(|f| f["status"] == "fail"));
+    assert!(failing.len() >= 2);
+    let pci = findings(&app, &id, "&framework=pci-dss").await;
+    assert!(!pci.is_empty());
+    assert!(pci.iter().all(|f| {
+        f["controls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c.as_str().unwrap().starts_with("pci-dss"))
+    }));
+    let by_check = findings(&app, &id, "&check=ebs-volume-encrypted").await;
+    assert_eq!(by_check.len(), 1);
+    let one_control = ssh["controls"][0].as_str().unwrap().to_string();
+    let by_control = findings(&app, &id, &format!("&control={}", urlencode(&one_control))).await;
+    assert!(
+        by_control
+            .iter()
+            .any(|f| f["resource"] == "WebSecurityGroup")
+    );
+    let bad = app
+        .get_as(
+            &format!("/api/v1/documents/{id}/findings?status=broken"),
+            &app.admin_key,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_problem(bad, 400, "invalid_query").await;
+    let bad = app
+        .get_as(
+            &format!("/api/v1/documents/{id}/findings?framework=nist"),
+            &app.admin_key,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_problem(bad, 400, "invalid_filter").await;
+
+    // The report, as JSON and as Markdown.
+    let report = get(
+        &app,
+        &app.admin_key,
+        &format!("/api/v1/documents/{id}/report"),
+    )
+    .await;
+    let frameworks: Vec<&str> = report["frameworks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["framework"].as_str().unwrap())
+        .collect();
+    assert!(
+        frameworks.contains(&"pci-dss") && frameworks.contains(&"hipaa-sr"),
+        "{frameworks:?}"
+    );
+    let cis = report["frameworks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["framework"] == "cis-aws")
+        .unwrap();
+    assert!(
+        cis["counts"]["contradicted"].as_i64().unwrap() >= 1,
+        "{cis}"
+    );
+    let first = &cis["controls"][0];
+    assert_eq!(first["verdict"], "contradicted");
+    assert!(first["title"].as_str().unwrap().len() > 3);
+    let markdown = app
+        .get_as(&format!("/api/v1/documents/{id}/report"), &app.admin_key)
+        .header("Accept", "text/markdown")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(markdown.status(), 200);
+    assert!(
+        markdown.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/markdown")
+    );
+    let text = markdown.text().await.unwrap();
+    assert!(
+        text.starts_with("# Security review: records.yaml"),
+        "{text}"
+    );
+    assert!(text.contains("`WebSecurityGroup` (line 12)"), "{text}");
+    let refused = app
+        .get_as(&format!("/api/v1/documents/{id}/report"), &app.admin_key)
+        .header("Accept", "image/png")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(refused, 406, "not_acceptable").await;
+
+    // The notifications feed announced it.
+    let events = get(
+        &app,
+        &app.admin_key,
+        "/api/v1/notifications?types=document.*&limit=100",
+    )
+    .await;
+    let kinds: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["data"]["id"] == id.as_str())
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"document.received"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"document.analyzed"), "{kinds:?}");
+    assert!(kinds.contains(&"document.progress"), "{kinds:?}");
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn a_design_document_is_read_for_what_it_states_and_what_it_contradicts() {
+    let app = spawn_app().await;
+    let response = upload(&app, form("telehealth.md", DESIGN.as_bytes())).await;
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().await.unwrap();
+    assert_eq!(accepted["kind"], "markdown");
+    let id = accepted["id"].as_str().unwrap().to_string();
+    let document = finished(&app, &id).await;
+    assert_eq!(document["status"], "analyzed", "{document}");
+    let facts = &document["facts"];
+    let has =
+        |field: &str, value: &str| facts[field].as_array().unwrap().iter().any(|v| v == value);
+    assert!(has("data_kinds", "health_records"), "{facts}");
+    assert!(has("frameworks", "hipaa-sr"), "{facts}");
+    assert!(has("services", "s3") && has("services", "rds"), "{facts}");
+    assert!(has("measures", "encryption_at_rest"), "{facts}");
+
+    let all = findings(&app, &id, "&framework=hipaa-sr").await;
+    let addressed = all
+        .iter()
+        .find(|f| f["status"] == "addressed" && f["measure"] == "encryption_at_rest")
+        .unwrap_or_else(|| panic!("encryption at rest addressed in {all:#?}"));
+    assert!(
+        addressed["quote"]
+            .as_str()
+            .unwrap()
+            .contains("encrypted with AWS KMS"),
+        "{addressed}"
+    );
+    assert_eq!(addressed["heading"], "Security");
+    assert_eq!(addressed["source"], "prose");
+    let contradicted = all
+        .iter()
+        .find(|f| f["status"] == "contradicted")
+        .unwrap_or_else(|| panic!("the missing backups contradict a control: {all:#?}"));
+    assert!(
+        contradicted["quote"]
+            .as_str()
+            .unwrap()
+            .contains("Backups are not taken"),
+        "{contradicted}"
+    );
+    for f in &all {
+        let control = f["control"].as_str().unwrap();
+        let response = app
+            .get_as(&format!("/api/v1/kb/controls/{control}"), &app.admin_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{control} resolves");
+    }
+    let markdown = app
+        .get_as(&format!("/api/v1/documents/{id}/report"), &app.admin_key)
+        .header("Accept", "text/markdown")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(markdown.contains("Backups are not taken"), "{markdown}");
+}
+
+#[tokio::test]
+async fn bad_uploads_get_problems_that_say_what_to_fix_and_cost_nothing() {
+    let app = spawn_app_with(|env| {
+        env.insert("DOCUMENT_MAX_BYTES".into(), "4096".into());
+    })
+    .await;
+    // A type we do not read, recognised by content whatever its name says.
+    let png = [
+        0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, 0xff, 0x00,
+    ];
+    let body = assert_problem(
+        upload(&app, form("design.md", &png)).await,
+        415,
+        "unsupported_document_type",
+    )
+    .await;
+    assert!(body["accepted"].as_array().unwrap().len() >= 5, "{body}");
+    // Not multipart at all.
+    let json = app
+        .post_as("/api/v1/documents", &app.admin_key)
+        .json(&serde_json::json!({"file": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(json, 415, "multipart_required").await;
+    // No file part, an empty file, an unknown field, an unknown framework.
+    assert_problem(
+        upload(&app, Form::new().text("name", "x")).await,
+        422,
+        "file_required",
+    )
+    .await;
+    assert_problem(upload(&app, form("empty.md", b"")).await, 422, "empty_file").await;
+    assert_problem(
+        upload(&app, form("a.md", b"# Design\n").text("owner", "me")).await,
+        422,
+        "unknown_field",
+    )
+    .await;
+    let body = assert_problem(
+        upload(
+            &app,
+            form("a.md", b"# Design\n").text("frameworks", "hipaa, nist"),
+        )
+        .await,
+        422,
+        "unknown_framework",
+    )
+    .await;
+    assert!(
+        body["allowed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "hipaa-sr")
+    );
+    // Too large: the file, and a body far over the limit.
+    let big = vec![b'a'; 5000];
+    let body = assert_problem(
+        upload(&app, form("big.txt", &big)).await,
+        413,
+        "document_too_large",
+    )
+    .await;
+    assert_eq!(body["max_bytes"], 4096);
+    let huge = vec![b'a'; 200 * 1024];
+    let response = upload(&app, form("huge.txt", &huge)).await;
+    assert_eq!(response.status(), 413);
+    // A bad id, a missing document.
+    let response = app
+        .get_as("/api/v1/documents/not-a-uuid", &app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 400, "invalid_document_id").await;
+    let response = app
+        .get_as(
+            "/api/v1/documents/00000000-0000-4000-8000-000000000000",
+            &app.admin_key,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 404, "document_not_found").await;
+    assert_eq!(documents_used(&app).await, 0, "nothing refused was charged");
+}
+
+#[tokio::test]
+async fn a_document_that_cannot_be_read_fails_clearly_and_is_refunded() {
+    let app = spawn_app().await;
+    // A PDF header and then nothing a PDF reader can use.
+    let broken = b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R\nstream\nx\x9c\xff\xff";
+    let response = upload(&app, form("broken.pdf", broken)).await;
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().await.unwrap();
+    assert_eq!(accepted["kind"], "pdf");
+    let id = accepted["id"].as_str().unwrap().to_string();
+    let document = finished(&app, &id).await;
+    assert_eq!(document["status"], "failed", "{document}");
+    assert_eq!(
+        document["error"]["code"], "malformed_document",
+        "{document}"
+    );
+    assert!(document["error"]["message"].as_str().unwrap().len() > 5);
+    assert_eq!(documents_used(&app).await, 0, "refunded");
+    let report = app
+        .get_as(&format!("/api/v1/documents/{id}/report"), &app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(report, 409, "document_not_analyzed").await;
+    let events = get(
+        &app,
+        &app.admin_key,
+        "/api/v1/notifications?types=document.failed",
+    )
+    .await;
+    let failed = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["data"]["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("document.failed in {events}"))
+        .clone();
+    assert_eq!(failed["data"]["refunded"], true);
+    assert_eq!(failed["data"]["code"], "malformed_document");
+}
+
+#[tokio::test]
+async fn documents_belong_to_their_key_and_deleting_removes_everything() {
+    let app = spawn_app().await;
+    let (alice, _) = app.create_key("alice", "user").await;
+    let (bob, _) = app.create_key("bob", "user").await;
+    let response = app
+        .post_as("/api/v1/documents", &alice)
+        .multipart(form("design.md", DESIGN.as_bytes()).text("name", "Telehealth v2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().await.unwrap();
+    assert_eq!(accepted["name"], "Telehealth v2");
+    let id = accepted["id"].as_str().unwrap().to_string();
+    finished(&app, &id).await;
+
+    let mine = get(&app, &alice, "/api/v1/documents").await;
+    assert_eq!(mine["total"], 1);
+    let theirs = get(&app, &bob, "/api/v1/documents").await;
+    assert_eq!(theirs["total"], 0);
+    for path in [
+        format!("/api/v1/documents/{id}"),
+        format!("/api/v1/documents/{id}/findings"),
+        format!("/api/v1/documents/{id}/report"),
+    ] {
+        let response = app.get_as(&path, &bob).send().await.unwrap();
+        assert_problem(response, 404, "document_not_found").await;
+    }
+    let response = app
+        .client
+        .delete(app.url(&format!("/api/v1/documents/{id}")))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 404, "document_not_found").await;
+    // An admin sees every document.
+    let all = get(
+        &app,
+        &app.admin_key,
+        "/api/v1/documents?status=analyzed&kind=markdown",
+    )
+    .await;
+    assert_eq!(all["total"], 1);
+    let bad = app
+        .get_as("/api/v1/documents?kind=exe", &app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(bad, 400, "invalid_query").await;
+
+    let response = app
+        .client
+        .delete(app.url(&format!("/api/v1/documents/{id}")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let response = app
+        .get_as(&format!("/api/v1/documents/{id}"), &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 404, "document_not_found").await;
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM document_findings) + (SELECT count(*) FROM document_contents)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "findings and file removed with the document");
+}
+
+#[tokio::test]
+async fn files_can_live_in_an_encrypted_s3_bucket() {
+    let moto = Moto::start().await;
+    let endpoint = moto.endpoint();
+    let client = reqwest::Client::new();
+    let created = client
+        .put(format!("{endpoint}/customer-documents"))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "bucket created in moto");
+    // The AWS SDK reads its endpoint override from the process environment: the real binary.
+    let db = create_migrated_database().await;
+    let mut env = base_env(&db);
+    for (k, v) in [
+        ("DOCUMENTS_BUCKET", "customer-documents"),
+        ("AWS_ENDPOINT_URL_S3", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("METRICS_PORT", "0"),
+    ] {
+        env.insert(k.into(), v.into());
+    }
+    let server = Process::serve(&env).await;
+    let base = format!("http://{}", server.addr());
+    let response = client
+        .post(format!("{base}/api/v1/documents"))
+        .bearer_auth(BOOTSTRAP_KEY)
+        .multipart(form("records.yaml", TEMPLATE.as_bytes()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().await.unwrap();
+    let id = accepted["id"].as_str().unwrap().to_string();
+    let document = std::cell::RefCell::new(Value::Null);
+    let done = eventually(Duration::from_secs(30), || {
+        let request = client
+            .get(format!("{base}/api/v1/documents/{id}"))
+            .bearer_auth(BOOTSTRAP_KEY);
+        let document = &document;
+        async move {
+            let now: Value = request.send().await.unwrap().json().await.unwrap();
+            let ended = now["status"] == "analyzed" || now["status"] == "failed";
+            *document.borrow_mut() = now;
+            ended
+        }
+    })
+    .await;
+    let document = document.into_inner();
+    assert!(done && document["status"] == "analyzed", "{document}");
+    let pool = sqlx::PgPool::connect(&database_url(&db)).await.unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM document_contents")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "nothing in PostgreSQL");
+    let object = client
+        .get(format!("{endpoint}/customer-documents/documents/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(object.status(), 200);
+    assert_eq!(object.headers()["x-amz-server-side-encryption"], "AES256");
+    assert_eq!(object.bytes().await.unwrap(), TEMPLATE.as_bytes());
+
+    let response = client
+        .delete(format!("{base}/api/v1/documents/{id}"))
+        .bearer_auth(BOOTSTRAP_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let gone = client
+        .get(format!("{endpoint}/customer-documents/documents/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404, "the object goes with the document");
+}
+
+#[tokio::test]
+async fn a_document_left_by_a_stopped_replica_is_analysed_by_another() {
+    let app = spawn_app().await;
+    // What a replica that died right after accepting an upload leaves behind: the document
+    // `received`, its file stored, its lease run out.
+    let id = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO documents (id, api_key_id, name, kind, size_bytes, sha256, status, storage,
+                               lease_owner, lease_expires_at, created_at)
+         VALUES ($1, '00000000-0000-0000-0000-000000000000', 'left.md', 'markdown', $2, 'x',
+                 'received', 'postgres', 'a-dead-replica', now() - interval '1 minute', now())",
+    )
+    .bind(id)
+    .bind(DESIGN.len() as i64)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO document_contents (document_id, content) VALUES ($1, $2)")
+        .bind(id)
+        .bind(DESIGN.as_bytes())
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let document = finished(&app, &id.to_string()).await;
+    assert_eq!(document["status"], "analyzed", "{document}");
+    let attempts: i16 = sqlx::query_scalar("SELECT attempts FROM documents WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 1);
+}
