@@ -153,16 +153,16 @@ pub(crate) fn paragraphs(xml: &str, limits: &Limits) -> Result<Vec<Block>, Analy
                     )));
                 }
                 match e.local_name().as_ref() {
-                    b"p" => paras.push(Para::default()),
-                    b"tr" => rows.push(Vec::new()),
-                    b"t" => in_text = true,
-                    b"pStyle" => set_style(&mut paras, &e),
+                    "p" => paras.push(Para::default()),
+                    "tr" => rows.push(Vec::new()),
+                    "t" => in_text = true,
+                    "pStyle" => set_style(&mut paras, &e),
                     _ => {}
                 }
             }
             Event::Empty(e) => match e.local_name().as_ref() {
-                b"pStyle" => set_style(&mut paras, &e),
-                b"tab" | b"br" | b"cr" => {
+                "pStyle" => set_style(&mut paras, &e),
+                "tab" | "br" | "cr" => {
                     if let Some(p) = paras.last_mut() {
                         p.text.push(' ');
                     }
@@ -172,8 +172,8 @@ pub(crate) fn paragraphs(xml: &str, limits: &Limits) -> Result<Vec<Block>, Analy
             Event::End(e) => {
                 depth = depth.saturating_sub(1);
                 match e.local_name().as_ref() {
-                    b"t" => in_text = false,
-                    b"p" => {
+                    "t" => in_text = false,
+                    "p" => {
                         let Some(p) = paras.pop() else { continue };
                         let text = p.text.split_whitespace().collect::<Vec<_>>().join(" ");
                         if text.is_empty() {
@@ -191,7 +191,7 @@ pub(crate) fn paragraphs(xml: &str, limits: &Limits) -> Result<Vec<Block>, Analy
                             });
                         }
                     }
-                    b"tr" => {
+                    "tr" => {
                         let Some(cells) = rows.pop() else { continue };
                         if cells.is_empty() {
                             continue;
@@ -216,7 +216,7 @@ pub(crate) fn paragraphs(xml: &str, limits: &Limits) -> Result<Vec<Block>, Analy
             }
             Event::CData(t) if in_text => {
                 if let Some(p) = paras.last_mut() {
-                    p.text.push_str(&String::from_utf8_lossy(&t));
+                    p.text.push_str(t.as_ref());
                 }
             }
             Event::GeneralRef(r) => {
@@ -236,9 +236,7 @@ pub(crate) fn paragraphs(xml: &str, limits: &Limits) -> Result<Vec<Block>, Analy
                         }
                     }
                 };
-                if in_text
-                    && let (Some(p), Some(ch)) = (paras.last_mut(), ch)
-                {
+                if in_text && let (Some(p), Some(ch)) = (paras.last_mut(), ch) {
                     p.text.push(ch);
                 }
             }
@@ -259,8 +257,12 @@ fn set_style(paras: &mut [Para], e: &BytesStart<'_>) {
     let val = e
         .attributes()
         .flatten()
-        .find(|a| a.key.local_name().as_ref() == b"val")
-        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()));
+        .find(|a| a.key.local_name().as_ref() == "val")
+        .and_then(|a| {
+            a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .ok()
+                .map(|v| v.into_owned())
+        });
     p.style = val;
 }
 

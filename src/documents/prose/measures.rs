@@ -70,7 +70,10 @@ enum Relevance {
 enum ControlRef {
     Id(String),
     /// A service-specific control: it applies only when the document names one of `services`.
-    Conditional { id: String, services: Vec<String> },
+    Conditional {
+        id: String,
+        services: Vec<String>,
+    },
 }
 
 impl ControlRef {
@@ -142,15 +145,22 @@ fn compile_groups(groups: &[Group]) -> Vec<CompiledGroup> {
 }
 
 static COMPILED: LazyLock<Compiled> = LazyLock::new(|| {
-    let table: Table =
-        serde_json::from_str(SOURCE).expect("data/document-measures.json is valid");
+    let table: Table = serde_json::from_str(SOURCE).expect("data/document-measures.json is valid");
     let services = table
         .services
         .iter()
         .map(|s| (s.id.clone(), compile(&s.phrases)))
         .collect();
-    let data_kinds = table.data_kinds.iter().map(|k| compile(&k.phrases)).collect();
-    let states = table.measures.iter().map(|m| compile_groups(&m.states)).collect();
+    let data_kinds = table
+        .data_kinds
+        .iter()
+        .map(|k| compile(&k.phrases))
+        .collect();
+    let states = table
+        .measures
+        .iter()
+        .map(|m| compile_groups(&m.states))
+        .collect();
     let contradicts = table
         .measures
         .iter()
@@ -238,7 +248,12 @@ fn find(ws: &[(String, usize)], phrase: &[String]) -> Vec<usize> {
         return Vec::new();
     }
     (0..=ws.len() - phrase.len())
-        .filter(|&i| ws[i..i + phrase.len()].iter().zip(phrase).all(|((w, _), p)| w == p))
+        .filter(|&i| {
+            ws[i..i + phrase.len()]
+                .iter()
+                .zip(phrase)
+                .all(|((w, _), p)| w == p)
+        })
         .collect()
 }
 
@@ -251,6 +266,29 @@ const NEGATIONS: &[&str] = &[
     "lacking", "missing", "absent",
 ];
 
+/// Verbs that refuse: a negation after one of them is a double negative ("policies deny
+/// requests that do not use TLS" requires TLS).
+const REFUSALS: &[&str] = &[
+    "deny",
+    "denies",
+    "denied",
+    "reject",
+    "rejects",
+    "rejected",
+    "refuse",
+    "refuses",
+    "refused",
+    "block",
+    "blocks",
+    "blocked",
+    "prevent",
+    "prevents",
+    "prohibit",
+    "prohibits",
+    "forbid",
+    "forbids",
+];
+
 /// Whether a negation stands in the clause of the match `[at, at + len)`, outside the match
 /// itself ("without MFA", "is not enabled", "are never rotated"). Set phrases that only look
 /// negative ("no exceptions", "not only", "no later than") do not count.
@@ -258,6 +296,12 @@ fn negated(ws: &[(String, usize)], at: usize, len: usize) -> bool {
     let clause = ws[at].1;
     ws.iter().enumerate().any(|(i, (w, c))| {
         if *c != clause || (at..at + len).contains(&i) || !NEGATIONS.contains(&w.as_str()) {
+            return false;
+        }
+        if ws[..i]
+            .iter()
+            .any(|(p, pc)| *pc == clause && REFUSALS.contains(&p.as_str()))
+        {
             return false;
         }
         let next = ws.get(i + 1).map(|(n, _)| n.as_str()).unwrap_or("");
@@ -412,8 +456,7 @@ pub(crate) fn analyse(
                 .collect()
         }
     };
-    let stores_data =
-        !data_kinds.is_empty() || t.data_stores.iter().any(|s| services.contains(s));
+    let stores_data = !data_kinds.is_empty() || t.data_stores.iter().any(|s| services.contains(s));
 
     let stated: Vec<String> = t
         .measures
@@ -571,10 +614,9 @@ mod tests {
                 continue;
             };
             let fw: serde_json::Value = serde_json::from_str(&fw).unwrap();
-            let controls: Vec<serde_json::Value> = serde_json::from_str(
-                &std::fs::read_to_string(dir.join("controls.json")).unwrap(),
-            )
-            .unwrap();
+            let controls: Vec<serde_json::Value> =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("controls.json")).unwrap())
+                    .unwrap();
             kb.entry((
                 fw["id"].as_str().unwrap().to_string(),
                 fw["version"].as_str().unwrap().to_string(),
@@ -640,7 +682,11 @@ mod tests {
         }
         for m in &t.measures {
             for fw in m.controls.keys() {
-                assert!(t.frameworks.contains(fw), "{}: unknown framework {fw}", m.id);
+                assert!(
+                    t.frameworks.contains(fw),
+                    "{}: unknown framework {fw}",
+                    m.id
+                );
             }
             assert!(severity_rank(&m.severity) < 4 || m.severity == "informational");
             assert!(!m.states.is_empty(), "{} has no phrases", m.id);
@@ -657,31 +703,136 @@ mod tests {
     fn negation_within_the_sentence() {
         use Said::*;
         let cases = [
-            ("All S3 buckets are encrypted at rest with SSE-KMS.", "encryption_at_rest", Some(States)),
-            ("We do not encrypt the RDS database.", "encryption_at_rest", Some(Contradicts)),
-            ("Encryption at rest is not enabled on the EBS volumes.", "encryption_at_rest", Some(Contradicts)),
-            ("The reports bucket stores files unencrypted.", "encryption_at_rest", Some(Contradicts)),
-            ("Internal traffic uses plain HTTP.", "encryption_in_transit", Some(Contradicts)),
-            ("Services talk over HTTP (not HTTPS).", "encryption_in_transit", Some(Contradicts)),
-            ("All APIs are served over HTTPS with TLS 1.2.", "encryption_in_transit", Some(States)),
-            ("No data leaves the VPC unencrypted.", "encryption_in_transit", None),
-            ("KMS keys are never rotated.", "key_management", Some(Contradicts)),
-            ("Administrators sign in without MFA.", "mfa", Some(Contradicts)),
-            ("MFA isn't enforced for operators.", "mfa", Some(Contradicts)),
-            ("MFA is required for every user, with no exceptions.", "mfa", Some(States)),
-            ("MFA is enforced and no shared accounts are used.", "mfa", Some(States)),
-            ("MFA is enforced and no shared accounts are used.", "least_privilege", Some(States)),
-            ("Operators use shared credentials for the database.", "least_privilege", Some(Contradicts)),
-            ("Backups are not taken.", "backups_recovery", Some(Contradicts)),
-            ("Nightly snapshots are kept for 35 days.", "backups_recovery", Some(States)),
-            ("The database is publicly accessible.", "network_segmentation", Some(Contradicts)),
-            ("No bucket is publicly accessible.", "network_segmentation", Some(States)),
-            ("The application load balancer is publicly accessible.", "network_segmentation", None),
-            ("Logs are retained indefinitely.", "data_retention", Some(Contradicts)),
-            ("CloudTrail logging is disabled in staging.", "logging_monitoring", Some(Contradicts)),
-            ("Traffic between services is encrypted with TLS.", "encryption_at_rest", None),
-            ("The RDS instance is encrypted.", "encryption_at_rest", Some(States)),
-            ("The RDS instance is encrypted.", "encryption_in_transit", None),
+            (
+                "All S3 buckets are encrypted at rest with SSE-KMS.",
+                "encryption_at_rest",
+                Some(States),
+            ),
+            (
+                "We do not encrypt the RDS database.",
+                "encryption_at_rest",
+                Some(Contradicts),
+            ),
+            (
+                "Encryption at rest is not enabled on the EBS volumes.",
+                "encryption_at_rest",
+                Some(Contradicts),
+            ),
+            (
+                "The reports bucket stores files unencrypted.",
+                "encryption_at_rest",
+                Some(Contradicts),
+            ),
+            (
+                "Internal traffic uses plain HTTP.",
+                "encryption_in_transit",
+                Some(Contradicts),
+            ),
+            (
+                "Services talk over HTTP (not HTTPS).",
+                "encryption_in_transit",
+                Some(Contradicts),
+            ),
+            (
+                "All APIs are served over HTTPS with TLS 1.2.",
+                "encryption_in_transit",
+                Some(States),
+            ),
+            (
+                "No data leaves the VPC unencrypted.",
+                "encryption_in_transit",
+                None,
+            ),
+            (
+                "KMS keys are never rotated.",
+                "key_management",
+                Some(Contradicts),
+            ),
+            (
+                "Administrators sign in without MFA.",
+                "mfa",
+                Some(Contradicts),
+            ),
+            (
+                "MFA isn't enforced for operators.",
+                "mfa",
+                Some(Contradicts),
+            ),
+            (
+                "MFA is required for every user, with no exceptions.",
+                "mfa",
+                Some(States),
+            ),
+            (
+                "MFA is enforced and no shared accounts are used.",
+                "mfa",
+                Some(States),
+            ),
+            (
+                "MFA is enforced and no shared accounts are used.",
+                "least_privilege",
+                Some(States),
+            ),
+            (
+                "Operators use shared credentials for the database.",
+                "least_privilege",
+                Some(Contradicts),
+            ),
+            (
+                "Backups are not taken.",
+                "backups_recovery",
+                Some(Contradicts),
+            ),
+            (
+                "Nightly snapshots are kept for 35 days.",
+                "backups_recovery",
+                Some(States),
+            ),
+            (
+                "The database is publicly accessible.",
+                "network_segmentation",
+                Some(Contradicts),
+            ),
+            (
+                "No bucket is publicly accessible.",
+                "network_segmentation",
+                Some(States),
+            ),
+            (
+                "Bucket policies deny requests that do not use TLS.",
+                "encryption_in_transit",
+                Some(States),
+            ),
+            (
+                "The application load balancer is publicly accessible.",
+                "network_segmentation",
+                None,
+            ),
+            (
+                "Logs are retained indefinitely.",
+                "data_retention",
+                Some(Contradicts),
+            ),
+            (
+                "CloudTrail logging is disabled in staging.",
+                "logging_monitoring",
+                Some(Contradicts),
+            ),
+            (
+                "Traffic between services is encrypted with TLS.",
+                "encryption_at_rest",
+                None,
+            ),
+            (
+                "The RDS instance is encrypted.",
+                "encryption_at_rest",
+                Some(States),
+            ),
+            (
+                "The RDS instance is encrypted.",
+                "encryption_in_transit",
+                None,
+            ),
         ];
         for (text, measure, want) in cases {
             assert_eq!(said_of(text, measure), want, "{text} / {measure}");
@@ -690,7 +841,10 @@ mod tests {
 
     #[test]
     fn tokens_read_contractions_and_hyphens() {
-        assert_eq!(tokens("We don't use at-rest"), vec!["we", "do", "not", "use", "at", "rest"]);
+        assert_eq!(
+            tokens("We don't use at-rest"),
+            vec!["we", "do", "not", "use", "at", "rest"]
+        );
         assert_eq!(tokens("TLS 1.2"), vec!["tls", "1", "2"]);
     }
 }

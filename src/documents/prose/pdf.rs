@@ -23,9 +23,7 @@ pub(crate) fn blocks(bytes: &[u8], limits: &Limits) -> Result<Vec<Block>, Analys
 
 /// Runs third-party parsing that is known to panic on malformed input; a panic becomes a
 /// `Malformed` error (the panic hook still logs it, which is what we want to hear about).
-fn guarded<T>(
-    f: impl FnOnce() -> Result<T, AnalysisError>,
-) -> Result<T, AnalysisError> {
+fn guarded<T>(f: impl FnOnce() -> Result<T, AnalysisError>) -> Result<T, AnalysisError> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
         Err(AnalysisError::Malformed(
             "the PDF is malformed (its structure could not be read)".into(),

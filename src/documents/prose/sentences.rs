@@ -57,8 +57,7 @@ fn push(out: &mut Vec<String>, chars: &[char]) {
     }
     let mut cur = String::new();
     for word in s.split(' ') {
-        if !cur.is_empty() && cur.chars().count() + 1 + word.chars().count() > MAX_SENTENCE_CHARS
-        {
+        if !cur.is_empty() && cur.chars().count() + 1 + word.chars().count() > MAX_SENTENCE_CHARS {
             out.push(std::mem::take(&mut cur));
         }
         if !cur.is_empty() {
@@ -159,7 +158,11 @@ mod tests {
     fn etc_before_a_capital_ends_a_sentence_but_not_before_lower_case() {
         assert_eq!(
             split("We log S3, RDS, etc. and alert. Logs go to S3 etc. The end."),
-            vec!["We log S3, RDS, etc. and alert.", "Logs go to S3 etc.", "The end."]
+            vec![
+                "We log S3, RDS, etc. and alert.",
+                "Logs go to S3 etc.",
+                "The end."
+            ]
         );
     }
 
@@ -167,7 +170,11 @@ mod tests {
     fn keeps_initials_and_no_numbers() {
         assert_eq!(
             split("Owner: J. Smith. See No. 5 for details. It ends here."),
-            vec!["Owner: J. Smith.", "See No. 5 for details.", "It ends here."]
+            vec![
+                "Owner: J. Smith.",
+                "See No. 5 for details.",
+                "It ends here."
+            ]
         );
     }
 
@@ -176,7 +183,11 @@ mod tests {
         let long = "word ".repeat(400);
         let parts = split(&long);
         assert!(parts.len() >= 3);
-        assert!(parts.iter().all(|p| p.chars().count() <= super::MAX_SENTENCE_CHARS));
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.chars().count() <= super::MAX_SENTENCE_CHARS)
+        );
     }
 
     #[test]

@@ -157,7 +157,10 @@ fn docx_paragraphs_headings_tables_and_entities() {
         "<w:body>{}{}{}<w:tbl><w:tr><w:tc>{}</w:tc><w:tc>{}</w:tc></w:tr></w:tbl></w:body>",
         para(Some("Title"), "Design"),
         para(Some("Heading2"), "Data &amp; storage"),
-        para(None, "Records are encrypted at rest. Keys rotate &#8212; yearly."),
+        para(
+            None,
+            "Records are encrypted at rest. Keys rotate &#8212; yearly."
+        ),
         para(None, "S3"),
         para(None, "SSE-KMS"),
     );
@@ -209,10 +212,7 @@ fn docx_zip_bomb_stops_at_the_limit() {
     let mut forged = bomb.clone();
     forge_sizes(&mut forged, 100);
     let r = extract(Kind::Docx, &forged, &limits());
-    assert!(
-        is_too_complex(r.clone()) || is_malformed(&r),
-        "{r:?}"
-    );
+    assert!(is_too_complex(r.clone()) || is_malformed(&r), "{r:?}");
     assert!(start.elapsed() < Duration::from_secs(20));
 }
 
@@ -232,7 +232,10 @@ fn forge_sizes(zip: &mut [u8], size: u32) {
 
 #[test]
 fn docx_entry_names_are_never_trusted() {
-    let xml = format!(r#"<w:document xmlns:w="{W}"><w:body>{}</w:body></w:document>"#, para(None, "MFA is enforced."));
+    let xml = format!(
+        r#"<w:document xmlns:w="{W}"><w:body>{}</w:body></w:document>"#,
+        para(None, "MFA is enforced.")
+    );
     let bytes = zip_of(&[
         ("../../../tmp/evil.txt", b"owned"),
         ("/etc/passwd", b"owned"),
@@ -251,7 +254,10 @@ fn docx_refuses_doctype_and_custom_entities() {
         &zip_of(&[("word/document.xml", lol.as_bytes())]),
         &limits(),
     );
-    assert!(matches!(&r, Err(AnalysisError::Malformed(m)) if m.contains("DOCTYPE")), "{r:?}");
+    assert!(
+        matches!(&r, Err(AnalysisError::Malformed(m)) if m.contains("DOCTYPE")),
+        "{r:?}"
+    );
     let external = r#"<!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]><d>&x;</d>"#;
     let r = extract(
         Kind::Docx,
@@ -260,14 +266,25 @@ fn docx_refuses_doctype_and_custom_entities() {
     );
     assert!(is_malformed(&r), "{r:?}");
     // Without a DTD, an undefined entity is an error, never expanded.
-    let r = extract(Kind::Docx, &docx_of("<w:body><w:p><w:r><w:t>&lol;</w:t></w:r></w:p></w:body>"), &limits());
-    assert!(matches!(&r, Err(AnalysisError::Malformed(m)) if m.contains("lol")), "{r:?}");
+    let r = extract(
+        Kind::Docx,
+        &docx_of("<w:body><w:p><w:r><w:t>&lol;</w:t></w:r></w:p></w:body>"),
+        &limits(),
+    );
+    assert!(
+        matches!(&r, Err(AnalysisError::Malformed(m)) if m.contains("lol")),
+        "{r:?}"
+    );
 }
 
 #[test]
 fn docx_deep_nesting_is_bounded() {
     let deep = format!("{}{}", "<w:x>".repeat(200), "</w:x>".repeat(200));
-    assert!(is_too_complex(extract(Kind::Docx, &docx_of(&deep), &limits())));
+    assert!(is_too_complex(extract(
+        Kind::Docx,
+        &docx_of(&deep),
+        &limits()
+    )));
 }
 
 #[test]
@@ -285,7 +302,11 @@ fn docx_too_many_entries_is_refused() {
         z.write_all(b"<d/>").unwrap();
         z.finish().unwrap();
     }
-    assert!(is_too_complex(extract(Kind::Docx, &out.into_inner(), &limits())));
+    assert!(is_too_complex(extract(
+        Kind::Docx,
+        &out.into_inner(),
+        &limits()
+    )));
 }
 
 #[test]
@@ -362,7 +383,9 @@ fn minimal_pdf(content: &[u8], flate: bool) -> Vec<u8> {
         out.extend_from_slice(b"\nendobj\n");
     }
     let xref = out.len();
-    out.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
     for o in offsets {
         out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
     }
@@ -383,7 +406,10 @@ fn pdf_text_has_page_numbers() {
         false,
     );
     let sentences = extract(Kind::Pdf, &pdf, &limits()).unwrap();
-    let got: Vec<(&str, Option<u32>)> = sentences.iter().map(|s| (s.text.as_str(), s.page)).collect();
+    let got: Vec<(&str, Option<u32>)> = sentences
+        .iter()
+        .map(|s| (s.text.as_str(), s.page))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -395,7 +421,7 @@ fn pdf_text_has_page_numbers() {
 
 #[test]
 fn markdown_structure_and_markup() {
-    let md = "---\ntitle: x\n---\n# Storage\n\nPatient records live in **Aurora** ([docs](https://x)).\n\
+    let md = "---\ntitle: x\n---\n# Storage\n\nPatient records live in **Aurora** ([docs](https://x)).\n\n\
               Setext heading\n--------------\n\n- Item one is `encrypted` at rest\n- Item two\n  continues here\n\n\
               ```yaml\nEncrypted: false\n```\n\n| Component | Encryption |\n|---|---|\n| S3 | SSE-KMS |\n\n\
               > Quoted note.\n\n<!-- hidden\ncomment -->\nDone.";
@@ -423,7 +449,11 @@ fn plain_text_guesses_headings() {
     let text = "Network Design\n\nAll databases sit in private subnets. Only the ALB is public.\n\n1. Security groups allow port 443 only.\n";
     let sentences = extract(Kind::Text, text.as_bytes(), &limits()).unwrap();
     assert_eq!(sentences.len(), 3);
-    assert!(sentences.iter().all(|s| s.heading.as_deref() == Some("Network Design")));
+    assert!(
+        sentences
+            .iter()
+            .all(|s| s.heading.as_deref() == Some("Network Design"))
+    );
     assert_eq!(sentences[2].text, "Security groups allow port 443 only.");
 }
 
@@ -453,14 +483,22 @@ fn scope_follows_the_content_or_the_request() {
         facts.frameworks,
         vec!["hipaa-sr", "soc2", "cis-aws", "aws-fsbp", "aws-wa-security"]
     );
-    assert!(findings.iter().any(|f| f.control == "hipaa-sr:164.312(a)(2)(iv)"
-        && f.status == crate::documents::analysis::Status::Addressed));
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.control == "hipaa-sr:164.312(a)(2)(iv)"
+                && f.status == crate::documents::analysis::Status::Addressed)
+    );
     // Asked for one CIS version only: no controls of the other.
     let asked = vec!["cis-aws@5.0.0".to_string()];
     let (facts, findings) = analyse(&doc, Some(&asked));
     assert_eq!(facts.frameworks, asked);
     assert!(!findings.is_empty());
-    assert!(findings.iter().all(|f| f.control.starts_with("cis-aws@5.0.0:")));
+    assert!(
+        findings
+            .iter()
+            .all(|f| f.control.starts_with("cis-aws@5.0.0:"))
+    );
     // Silent findings come before addressed ones.
     use crate::documents::analysis::Status;
     let rank = |s: Status| match s {
