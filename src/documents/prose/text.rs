@@ -432,13 +432,12 @@ pub(crate) fn looks_like_markdown(text: &str) -> bool {
     let mut prev_nonblank = false;
     for line in text.lines().take(400) {
         let t = line.trim();
-        if atx_heading(t).is_some_and(|h| !h.is_empty()) {
+        let heading = atx_heading(t).is_some_and(|h| !h.is_empty())
+            || prev_nonblank && t.len() >= 3 && is_setext_underline(t);
+        let item = t.starts_with('|') && t.ends_with('|') && t.len() > 2 || list_item(t).is_some();
+        if heading {
             score += 2;
-        } else if prev_nonblank && t.len() >= 3 && is_setext_underline(t) {
-            score += 2;
-        } else if t.starts_with('|') && t.ends_with('|') && t.len() > 2 {
-            score += 1;
-        } else if list_item(t).is_some() {
+        } else if item {
             score += 1;
         }
         if t.contains("](") || t.starts_with("```") {
