@@ -846,7 +846,7 @@ async fn get_report(
                     ),
                 },
             )
-            .with("status", &document.status),
+            .with("document_status", &document.status),
         ));
     }
     let findings = all_findings(&state, id).await?;

@@ -90,10 +90,10 @@ impl DocumentsState {
     }
 }
 
-/// Every 15 s: takes over documents whose replica stopped before finishing them (their lease ran
+/// Every 5 s: takes over documents whose replica stopped before finishing them (their lease ran
 /// out) and analyses them here; hourly, applies `DOCUMENT_RETENTION_DAYS`.
 pub async fn sweep_loop(state: DocumentsState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(15));
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut retention_due = tokio::time::Instant::now();
     loop {
         tokio::select! {
