@@ -338,8 +338,7 @@ impl Ctx {
                 let sep = parts.first().and_then(Y::as_str).unwrap_or_default();
                 let items = parts.get(1).and_then(|l| self.convert(l));
                 if let Some(Value::List(items)) = items {
-                    let strs: Option<Vec<String>> =
-                        items.iter().map(|i| i.scalar_text()).collect();
+                    let strs: Option<Vec<String>> = items.iter().map(|i| i.scalar_text()).collect();
                     if let Some(strs) = strs {
                         return Some(Value::Str(strs.join(sep)));
                     }

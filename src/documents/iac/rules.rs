@@ -196,7 +196,9 @@ fn unknown_reason(name: &str, expr: &str) -> String {
 
 fn absent(name: &str, a: Absent, want: bool) -> V {
     match a {
-        Absent::Default(d) if d == want => V::Pass(format!("{name} is not set and defaults to {d}")),
+        Absent::Default(d) if d == want => {
+            V::Pass(format!("{name} is not set and defaults to {d}"))
+        }
         Absent::Default(d) => V::Fail(format!(
             "{name} is not set and defaults to {d}; set it to {want}"
         )),
@@ -433,7 +435,14 @@ impl<'a> E<'a> {
         }
     }
 
-    fn bool(&mut self, id: &'static str, cfn: &'static str, tf: &'static str, want: bool, a: Absent) {
+    fn bool(
+        &mut self,
+        id: &'static str,
+        cfn: &'static str,
+        tf: &'static str,
+        want: bool,
+        a: Absent,
+    ) {
         let name = self.k(cfn, tf);
         let v = boolean(self.p(name), name, want, a);
         self.put(id, v);
@@ -566,9 +575,19 @@ impl<'a> E<'a> {
                 .map(|c| (&c.props, format!("{} ", c.name)))
         };
         let names: [&str; 4] = if cfn {
-            ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"]
+            [
+                "BlockPublicAcls",
+                "BlockPublicPolicy",
+                "IgnorePublicAcls",
+                "RestrictPublicBuckets",
+            ]
         } else {
-            ["block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"]
+            [
+                "block_public_acls",
+                "block_public_policy",
+                "ignore_public_acls",
+                "restrict_public_buckets",
+            ]
         };
         let flag = |i: usize| -> Read<bool> {
             match &bpa {
@@ -610,13 +629,15 @@ impl<'a> E<'a> {
                 .map(|c| c.items().first().copied().unwrap_or(c));
             (
                 rule.and_then(|r| r.path("ServerSideEncryptionByDefault.SSEAlgorithm")),
-                "BucketEncryption…SSEAlgorithm".into(),
+                "BucketEncryption.ServerSideEncryptionConfiguration[0].ServerSideEncryptionByDefault.SSEAlgorithm".into(),
             )
-        } else if let Some(c) =
-            self.companion("aws_s3_bucket_server_side_encryption_configuration", "bucket")
-        {
+        } else if let Some(c) = self.companion(
+            "aws_s3_bucket_server_side_encryption_configuration",
+            "bucket",
+        ) {
             (
-                c.props.path("rule.apply_server_side_encryption_by_default.sse_algorithm"),
+                c.props
+                    .path("rule.apply_server_side_encryption_by_default.sse_algorithm"),
                 format!("{} sse_algorithm", c.name),
             )
         } else {
@@ -665,9 +686,17 @@ impl<'a> E<'a> {
                 "set it to Enabled",
             )
         } else if self.p("versioning").is_some() {
-            boolean(self.p("versioning.enabled"), "versioning.enabled", true, Absent::Default(false))
+            boolean(
+                self.p("versioning.enabled"),
+                "versioning.enabled",
+                true,
+                Absent::Default(false),
+            )
         } else {
-            V::Fail("versioning is not configured; add an aws_s3_bucket_versioning with status Enabled".into())
+            V::Fail(
+                "versioning is not configured; add an aws_s3_bucket_versioning with status Enabled"
+                    .into(),
+            )
         };
         self.put("s3-bucket-versioning-enabled", v);
 
@@ -693,13 +722,21 @@ impl<'a> E<'a> {
         let policies: Vec<(&Value, String)> = if cfn {
             self.attached(&["AWS::S3::BucketPolicy"], "Bucket")
                 .into_iter()
-                .filter_map(|p| p.props.get("PolicyDocument").map(|d| (d, format!("{}.PolicyDocument", p.name))))
+                .filter_map(|p| {
+                    p.props
+                        .get("PolicyDocument")
+                        .map(|d| (d, format!("{}.PolicyDocument", p.name)))
+                })
                 .collect()
         } else {
             let mut v: Vec<(&Value, String)> = self
                 .attached(&["aws_s3_bucket_policy"], "bucket")
                 .into_iter()
-                .filter_map(|p| p.props.get("policy").map(|d| (d, format!("{} policy", p.name))))
+                .filter_map(|p| {
+                    p.props
+                        .get("policy")
+                        .map(|d| (d, format!("{} policy", p.name)))
+                })
                 .collect();
             if let Some(d) = self.p("policy") {
                 v.push((d, "policy".into()));
@@ -744,7 +781,9 @@ impl<'a> E<'a> {
                             && everyone(st)
                             && (actions.iter().any(|a| a == "s3:*" || a == "*"))
                         {
-                            tls = V::Pass(format!("{name} denies s3:* when aws:SecureTransport is false"));
+                            tls = V::Pass(format!(
+                                "{name} denies s3:* when aws:SecureTransport is false"
+                            ));
                         }
                         if is_allow(st) && everyone(st) && unconditioned(st) {
                             if grants(&actions, &["s3:getobject", "s3:listbucket"]) {
@@ -764,7 +803,8 @@ impl<'a> E<'a> {
 
         // ACLs.
         let acl: Option<(&Value, String)> = if cfn {
-            self.p("AccessControl").map(|v| (v, "AccessControl".to_string()))
+            self.p("AccessControl")
+                .map(|v| (v, "AccessControl".to_string()))
         } else if let Some(c) = self.companion("aws_s3_bucket_acl", "bucket") {
             c.props.get("acl").map(|v| (v, format!("{} acl", c.name)))
         } else {
@@ -796,7 +836,11 @@ impl<'a> E<'a> {
                 write_from.clone(),
             ),
         ] {
-            let what = if id.ends_with("read") { "read" } else { "write" };
+            let what = if id.ends_with("read") {
+                "read"
+            } else {
+                "write"
+            };
             let by_acl = tri_and(public_acl(acl_grants), negate(flag(2)));
             let by_policy = tri_and(policy, negate(flag(3)));
             let v = match (by_acl, by_policy) {
@@ -822,7 +866,11 @@ impl<'a> E<'a> {
                 .map(|r| (r, "OwnershipControls.Rules[0].ObjectOwnership".to_string()))
         } else {
             self.companion("aws_s3_bucket_ownership_controls", "bucket")
-                .and_then(|c| c.props.get("rule").map(|r| (r, format!("{} rule.object_ownership", c.name))))
+                .and_then(|c| {
+                    c.props
+                        .get("rule")
+                        .map(|r| (r, format!("{} rule.object_ownership", c.name)))
+                })
         };
         let v = match ownership {
             Some((rules, name)) => {
@@ -854,9 +902,19 @@ impl<'a> E<'a> {
 
         // Object Lock.
         let v = if cfn {
-            boolean(self.p("ObjectLockEnabled"), "ObjectLockEnabled", true, Absent::Default(false))
+            boolean(
+                self.p("ObjectLockEnabled"),
+                "ObjectLockEnabled",
+                true,
+                Absent::Default(false),
+            )
         } else if self.p("object_lock_enabled").is_some() {
-            boolean(self.p("object_lock_enabled"), "object_lock_enabled", true, Absent::Default(false))
+            boolean(
+                self.p("object_lock_enabled"),
+                "object_lock_enabled",
+                true,
+                Absent::Default(false),
+            )
         } else if self.p("object_lock_configuration").is_some() {
             text(
                 self.p("object_lock_configuration.object_lock_enabled"),
@@ -866,28 +924,54 @@ impl<'a> E<'a> {
                 "set it to Enabled",
             )
         } else {
-            V::Fail("object_lock_enabled is not set; set it to true when the bucket is created".into())
+            V::Fail(
+                "object_lock_enabled is not set; set it to true when the bucket is created".into(),
+            )
         };
         self.put("s3-bucket-object-lock-enabled", v);
 
         // Lifecycle.
-        let (rules, name, key, on): (Option<&Value>, String, &str, fn(&Value) -> Read<bool>) = if cfn {
-            (self.p("LifecycleConfiguration.Rules"), "LifecycleConfiguration.Rules".into(), "Status", |v| v.text().map_known(|s| s == "Enabled"))
-        } else if let Some(c) = self.companion("aws_s3_bucket_lifecycle_configuration", "bucket") {
-            (c.props.get("rule"), format!("{} rule", c.name), "status", |v| v.text().map_known(|s| s == "Enabled"))
-        } else {
-            (self.p("lifecycle_rule"), "lifecycle_rule".into(), "enabled", Value::bool)
-        };
+        let (rules, name, key, on): (Option<&Value>, String, &str, fn(&Value) -> Read<bool>) =
+            if cfn {
+                (
+                    self.p("LifecycleConfiguration.Rules"),
+                    "LifecycleConfiguration.Rules".into(),
+                    "Status",
+                    |v| v.text().map_known(|s| s == "Enabled"),
+                )
+            } else if let Some(c) =
+                self.companion("aws_s3_bucket_lifecycle_configuration", "bucket")
+            {
+                (
+                    c.props.get("rule"),
+                    format!("{} rule", c.name),
+                    "status",
+                    |v| v.text().map_known(|s| s == "Enabled"),
+                )
+            } else {
+                (
+                    self.p("lifecycle_rule"),
+                    "lifecycle_rule".into(),
+                    "enabled",
+                    Value::bool,
+                )
+            };
         let v = match rules {
-            None => V::Fail(format!("{name} is not set; add a lifecycle rule that expires or transitions objects")),
-            Some(rules) if rules.is_unresolved() => V::Unknown(unknown_reason(&name, &rules.short())),
+            None => V::Fail(format!(
+                "{name} is not set; add a lifecycle rule that expires or transitions objects"
+            )),
+            Some(rules) if rules.is_unresolved() => {
+                V::Unknown(unknown_reason(&name, &rules.short()))
+            }
             Some(rules) => {
                 let any = tri_or(rules.items().iter().map(|r| {
                     if r.is_unresolved() {
                         Read::Unknown(r.short())
                     } else {
                         match r.get(key).map(on) {
-                            Some(Read::Absent) | None => Read::Known(key != "enabled" || r.get(key).is_none() && false),
+                            Some(Read::Absent) | None => {
+                                Read::Known(key != "enabled" || r.get(key).is_none() && false)
+                            }
                             Some(x) => x,
                         }
                     }
@@ -926,7 +1010,10 @@ impl<'a> E<'a> {
                     perms.push(p);
                 }
             }
-            for o in self.attached(&["aws_vpc_security_group_ingress_rule"], "security_group_id") {
+            for o in self.attached(
+                &["aws_vpc_security_group_ingress_rule"],
+                "security_group_id",
+            ) {
                 perms.push(perm_tf(&o.props, o.name.clone(), true));
             }
         }
@@ -964,15 +1051,78 @@ impl<'a> E<'a> {
             what: &'static str,
         }
         let specs = [
-            Spec { id: "vpc-sg-no-ingress-ssh-from-internet", ports: Ports::List(&[22]), udp: false, v4: true, v6: true, what: "port 22 (SSH)" },
-            Spec { id: "vpc-sg-no-ingress-rdp-from-internet", ports: Ports::List(&[3389]), udp: false, v4: true, v6: true, what: "port 3389 (RDP)" },
-            Spec { id: "vpc-sg-no-ipv4-admin-ports-open", ports: Ports::List(&[22, 3389]), udp: true, v4: true, v6: false, what: "port 22 or 3389" },
-            Spec { id: "vpc-sg-no-ipv6-admin-ports-open", ports: Ports::List(&[22, 3389]), udp: true, v4: false, v6: true, what: "port 22 or 3389" },
-            Spec { id: "vpc-sg-no-all-ports-open", ports: Ports::All, udp: true, v4: true, v6: true, what: "every port" },
-            Spec { id: "vpc-sg-no-database-ports-open", ports: Ports::List(DATABASE_PORTS), udp: false, v4: true, v6: true, what: "a database port" },
-            Spec { id: "vpc-sg-no-cleartext-admin-ports-open", ports: Ports::List(&[20, 21, 23]), udp: false, v4: true, v6: true, what: "FTP or Telnet (20, 21, 23)" },
-            Spec { id: "vpc-sg-no-high-risk-ports-open", ports: Ports::List(HIGH_RISK_PORTS), udp: false, v4: true, v6: true, what: "a high-risk port" },
-            Spec { id: "vpc-sg-only-authorized-ports-open", ports: Ports::Unauthorized, udp: true, v4: true, v6: true, what: "a port other than 80 and 443" },
+            Spec {
+                id: "vpc-sg-no-ingress-ssh-from-internet",
+                ports: Ports::List(&[22]),
+                udp: false,
+                v4: true,
+                v6: true,
+                what: "port 22 (SSH)",
+            },
+            Spec {
+                id: "vpc-sg-no-ingress-rdp-from-internet",
+                ports: Ports::List(&[3389]),
+                udp: false,
+                v4: true,
+                v6: true,
+                what: "port 3389 (RDP)",
+            },
+            Spec {
+                id: "vpc-sg-no-ipv4-admin-ports-open",
+                ports: Ports::List(&[22, 3389]),
+                udp: true,
+                v4: true,
+                v6: false,
+                what: "port 22 or 3389",
+            },
+            Spec {
+                id: "vpc-sg-no-ipv6-admin-ports-open",
+                ports: Ports::List(&[22, 3389]),
+                udp: true,
+                v4: false,
+                v6: true,
+                what: "port 22 or 3389",
+            },
+            Spec {
+                id: "vpc-sg-no-all-ports-open",
+                ports: Ports::All,
+                udp: true,
+                v4: true,
+                v6: true,
+                what: "every port",
+            },
+            Spec {
+                id: "vpc-sg-no-database-ports-open",
+                ports: Ports::List(DATABASE_PORTS),
+                udp: false,
+                v4: true,
+                v6: true,
+                what: "a database port",
+            },
+            Spec {
+                id: "vpc-sg-no-cleartext-admin-ports-open",
+                ports: Ports::List(&[20, 21, 23]),
+                udp: false,
+                v4: true,
+                v6: true,
+                what: "FTP or Telnet (20, 21, 23)",
+            },
+            Spec {
+                id: "vpc-sg-no-high-risk-ports-open",
+                ports: Ports::List(HIGH_RISK_PORTS),
+                udp: false,
+                v4: true,
+                v6: true,
+                what: "a high-risk port",
+            },
+            Spec {
+                id: "vpc-sg-only-authorized-ports-open",
+                ports: Ports::Unauthorized,
+                udp: true,
+                v4: true,
+                v6: true,
+                what: "a port other than 80 and 443",
+            },
         ];
         for s in specs {
             let mut fail = None;
@@ -993,7 +1143,12 @@ impl<'a> E<'a> {
                             p.sources(s.v4, s.v6)
                         )))
                     }
-                    Read::Unknown(e) => unknown = unknown.or(Some(format!("{} depends on {e}, which is only known at deploy time", p.origin))),
+                    Read::Unknown(e) => {
+                        unknown = unknown.or(Some(format!(
+                            "{} depends on {e}, which is only known at deploy time",
+                            p.origin
+                        )))
+                    }
                     _ => {}
                 }
             }
@@ -1021,7 +1176,9 @@ impl<'a> E<'a> {
         };
         let v = match logs.first() {
             Some(l) => V::Pass(format!("flow log {} captures this VPC's traffic", l.name)),
-            None => V::Fail("no flow log in the document captures this VPC's traffic; add one".into()),
+            None => {
+                V::Fail("no flow log in the document captures this VPC's traffic; add one".into())
+            }
         };
         self.put("vpc-flow-logs-enabled", v);
     }
@@ -1030,7 +1187,11 @@ impl<'a> E<'a> {
 
     fn rds_instance(&mut self) {
         let cfn = self.cfn();
-        let engine = self.p(self.k("Engine", "engine")).and_then(Value::as_str).unwrap_or("").to_ascii_lowercase();
+        let engine = self
+            .p(self.k("Engine", "engine"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_ascii_lowercase();
         if engine == "docdb" || engine == "neptune" {
             return;
         }
@@ -1039,68 +1200,166 @@ impl<'a> E<'a> {
             || (cfn && self.p("DBClusterIdentifier").is_some())
             || engine.starts_with("aurora");
         let public = if cfn {
-            Absent::Unknown("the default depends on whether the DB subnet group's VPC has an internet gateway; set it to false")
+            Absent::Unknown(
+                "the default depends on whether the DB subnet group's VPC has an internet gateway; set it to false",
+            )
         } else {
             Absent::Default(false)
         };
-        self.bool("rds-instance-not-publicly-accessible", "PubliclyAccessible", "publicly_accessible", false, public);
-        self.bool("rds-instance-auto-minor-version-upgrade", "AutoMinorVersionUpgrade", "auto_minor_version_upgrade", true, Absent::Default(true));
+        self.bool(
+            "rds-instance-not-publicly-accessible",
+            "PubliclyAccessible",
+            "publicly_accessible",
+            false,
+            public,
+        );
+        self.bool(
+            "rds-instance-auto-minor-version-upgrade",
+            "AutoMinorVersionUpgrade",
+            "auto_minor_version_upgrade",
+            true,
+            Absent::Default(true),
+        );
         let name = self.k("MonitoringInterval", "monitoring_interval");
         let v = at_least(self.p(name), name, 1.0, Some(0.0));
         self.put("rds-enhanced-monitoring-enabled", v);
         if member {
             return;
         }
-        self.bool("rds-instance-storage-encrypted", "StorageEncrypted", "storage_encrypted", true, Absent::Default(false));
-        self.bool("rds-instance-multi-az", "MultiAZ", "multi_az", true, Absent::Default(false));
+        self.bool(
+            "rds-instance-storage-encrypted",
+            "StorageEncrypted",
+            "storage_encrypted",
+            true,
+            Absent::Default(false),
+        );
+        self.bool(
+            "rds-instance-multi-az",
+            "MultiAZ",
+            "multi_az",
+            true,
+            Absent::Default(false),
+        );
         let name = self.k("BackupRetentionPeriod", "backup_retention_period");
         let v = at_least(self.p(name), name, 1.0, Some(1.0));
         self.put("rds-instance-backup-enabled", v);
-        self.bool("rds-instance-deletion-protection", "DeletionProtection", "deletion_protection", true, Absent::Default(false));
+        self.bool(
+            "rds-instance-deletion-protection",
+            "DeletionProtection",
+            "deletion_protection",
+            true,
+            Absent::Default(false),
+        );
         if engine.is_empty() || ["mysql", "mariadb", "postgres"].contains(&engine.as_str()) {
-            self.bool("rds-instance-iam-auth-enabled", "EnableIAMDatabaseAuthentication", "iam_database_authentication_enabled", true, Absent::Default(false));
+            self.bool(
+                "rds-instance-iam-auth-enabled",
+                "EnableIAMDatabaseAuthentication",
+                "iam_database_authentication_enabled",
+                true,
+                Absent::Default(false),
+            );
         }
-        self.bool("rds-instance-copy-tags-to-snapshot", "CopyTagsToSnapshot", "copy_tags_to_snapshot", true, Absent::Default(false));
-        let name = self.k("EnableCloudwatchLogsExports", "enabled_cloudwatch_logs_exports");
+        self.bool(
+            "rds-instance-copy-tags-to-snapshot",
+            "CopyTagsToSnapshot",
+            "copy_tags_to_snapshot",
+            true,
+            Absent::Default(false),
+        );
+        let name = self.k(
+            "EnableCloudwatchLogsExports",
+            "enabled_cloudwatch_logs_exports",
+        );
         let v = match self.p(name) {
             Some(v) if v.is_unresolved() => V::Unknown(unknown_reason(name, &v.short())),
             Some(v) => {
-                let exported: Vec<String> = v.items().iter().filter_map(|i| i.as_str().map(str::to_string)).collect();
+                let exported: Vec<String> = v
+                    .items()
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_string))
+                    .collect();
                 let missing: Vec<&str> = expected_logs(&engine)
                     .iter()
                     .filter(|l| !exported.iter().any(|e| e == *l))
                     .copied()
                     .collect();
                 if exported.is_empty() {
-                    V::Fail(format!("{name} is empty; export the engine's logs to CloudWatch Logs"))
+                    V::Fail(format!(
+                        "{name} is empty; export the engine's logs to CloudWatch Logs"
+                    ))
                 } else if missing.is_empty() {
                     V::Pass(format!("{name} exports {}", exported.join(", ")))
                 } else {
-                    V::Fail(format!("{name} does not export {}; add them", missing.join(", ")))
+                    V::Fail(format!(
+                        "{name} does not export {}; add them",
+                        missing.join(", ")
+                    ))
                 }
             }
-            None => V::Fail(format!("{name} is not set; export the engine's logs to CloudWatch Logs")),
+            None => V::Fail(format!(
+                "{name} is not set; export the engine's logs to CloudWatch Logs"
+            )),
         };
         self.put("rds-instance-logs-to-cloudwatch", v);
         let name = self.k("MasterUsername", "username");
         if let Some(u) = self.p(name) {
-            let v = text(Some(u), name, |s| !DEFAULT_ADMIN_NAMES.contains(&s.to_ascii_lowercase().as_str()), None, "use a name that is not a well-known default");
+            let v = text(
+                Some(u),
+                name,
+                |s| !DEFAULT_ADMIN_NAMES.contains(&s.to_ascii_lowercase().as_str()),
+                None,
+                "use a name that is not a well-known default",
+            );
             self.put("rds-instance-custom-admin-username", v);
         }
     }
 
     fn rds_cluster(&mut self) {
-        let engine = self.p(self.k("Engine", "engine")).and_then(Value::as_str).unwrap_or("").to_ascii_lowercase();
+        let engine = self
+            .p(self.k("Engine", "engine"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_ascii_lowercase();
         if engine == "docdb" || engine == "neptune" {
             return;
         }
-        self.bool("rds-cluster-storage-encrypted", "StorageEncrypted", "storage_encrypted", true, Absent::Default(false));
-        self.bool("rds-cluster-deletion-protection", "DeletionProtection", "deletion_protection", true, Absent::Default(false));
-        self.bool("rds-cluster-iam-auth-enabled", "EnableIAMDatabaseAuthentication", "iam_database_authentication_enabled", true, Absent::Default(false));
-        self.bool("rds-cluster-copy-tags-to-snapshot", "CopyTagsToSnapshot", "copy_tags_to_snapshot", true, Absent::Default(false));
+        self.bool(
+            "rds-cluster-storage-encrypted",
+            "StorageEncrypted",
+            "storage_encrypted",
+            true,
+            Absent::Default(false),
+        );
+        self.bool(
+            "rds-cluster-deletion-protection",
+            "DeletionProtection",
+            "deletion_protection",
+            true,
+            Absent::Default(false),
+        );
+        self.bool(
+            "rds-cluster-iam-auth-enabled",
+            "EnableIAMDatabaseAuthentication",
+            "iam_database_authentication_enabled",
+            true,
+            Absent::Default(false),
+        );
+        self.bool(
+            "rds-cluster-copy-tags-to-snapshot",
+            "CopyTagsToSnapshot",
+            "copy_tags_to_snapshot",
+            true,
+            Absent::Default(false),
+        );
         let name = self.k("MasterUsername", "master_username");
         if let Some(u) = self.p(name) {
-            let v = text(Some(u), name, |s| !DEFAULT_ADMIN_NAMES.contains(&s.to_ascii_lowercase().as_str()), None, "use a name that is not a well-known default");
+            let v = text(
+                Some(u),
+                name,
+                |s| !DEFAULT_ADMIN_NAMES.contains(&s.to_ascii_lowercase().as_str()),
+                None,
+                "use a name that is not a well-known default",
+            );
             self.put("rds-cluster-custom-admin-username", v);
         }
     }
@@ -1110,27 +1369,45 @@ impl<'a> E<'a> {
     fn instance(&mut self) {
         let cfn = self.cfn();
         let tokens = self.k("MetadataOptions.HttpTokens", "metadata_options.http_tokens");
-        let from_template = self.p(self.k("LaunchTemplate", "launch_template")).is_some();
+        let from_template = self
+            .p(self.k("LaunchTemplate", "launch_template"))
+            .is_some();
         let v = match self.p(tokens) {
             None if from_template => V::Unknown(format!(
                 "{tokens} is not set, so the launch template decides; check that template's metadata options"
             )),
-            v => text(v, tokens, |s| s == "required", Some("optional"), "set it to required so only IMDSv2 is answered"),
+            v => text(
+                v,
+                tokens,
+                |s| s == "required",
+                Some("optional"),
+                "set it to required so only IMDSv2 is answered",
+            ),
         };
         self.put("ec2-imdsv2-required", v);
 
         // A public address comes from the instance's own setting, else from its subnet.
         let assoc: Vec<&Value> = if cfn {
             self.p("NetworkInterfaces")
-                .map(|n| n.items().into_iter().filter_map(|i| i.get("AssociatePublicIpAddress")).collect())
+                .map(|n| {
+                    n.items()
+                        .into_iter()
+                        .filter_map(|i| i.get("AssociatePublicIpAddress"))
+                        .collect()
+                })
                 .unwrap_or_default()
         } else {
             self.p("associate_public_ip_address").into_iter().collect()
         };
-        let name = self.k("NetworkInterfaces[].AssociatePublicIpAddress", "associate_public_ip_address");
+        let name = self.k(
+            "NetworkInterfaces[].AssociatePublicIpAddress",
+            "associate_public_ip_address",
+        );
         let v = if !assoc.is_empty() {
             match tri_or(assoc.iter().map(|a| a.bool())) {
-                Read::Known(true) => V::Fail(format!("{name} is true; launch it without a public address")),
+                Read::Known(true) => V::Fail(format!(
+                    "{name} is true; launch it without a public address"
+                )),
                 Read::Unknown(e) => V::Unknown(unknown_reason(name, &e)),
                 _ => V::Pass(format!("{name} is false")),
             }
@@ -1138,7 +1415,8 @@ impl<'a> E<'a> {
             let subnet_attr = self.k("SubnetId", "subnet_id");
             let subnet = self.p(subnet_attr).or_else(|| {
                 if cfn {
-                    self.p("NetworkInterfaces").and_then(|n| n.items().first().and_then(|i| i.get("SubnetId")))
+                    self.p("NetworkInterfaces")
+                        .and_then(|n| n.items().first().and_then(|i| i.get("SubnetId")))
                 } else {
                     None
                 }
@@ -1148,10 +1426,16 @@ impl<'a> E<'a> {
                     let map = self.k("MapPublicIpOnLaunch", "map_public_ip_on_launch");
                     match s.props.get(map).map(Value::bool).unwrap_or(Read::Absent) {
                         Read::Known(true) => V::Fail(format!(
-                            "{name} is not set and subnet {} has {map} true; set it to false", s.name
+                            "{name} is not set and subnet {} has {map} true; set it to false",
+                            s.name
                         )),
-                        Read::Unknown(e) => V::Unknown(unknown_reason(&format!("subnet {}'s {map}", s.name), &e)),
-                        _ => V::Pass(format!("{name} is not set and subnet {} does not map public addresses", s.name)),
+                        Read::Unknown(e) => {
+                            V::Unknown(unknown_reason(&format!("subnet {}'s {map}", s.name), &e))
+                        }
+                        _ => V::Pass(format!(
+                            "{name} is not set and subnet {} does not map public addresses",
+                            s.name
+                        )),
                     }
                 }
                 (Some(sv), None) => V::Unknown(format!(
@@ -1166,9 +1450,19 @@ impl<'a> E<'a> {
         self.put("ec2-instance-no-public-ip", v);
 
         let name = self.k("IamInstanceProfile", "iam_instance_profile");
-        let v = present(self.p(name), name, "attach an instance profile instead of storing keys on the host");
+        let v = present(
+            self.p(name),
+            name,
+            "attach an instance profile instead of storing keys on the host",
+        );
         self.put("ec2-instances-use-iam-roles", v);
-        self.bool("ec2-instance-detailed-monitoring", "Monitoring", "monitoring", true, Absent::Default(false));
+        self.bool(
+            "ec2-instance-detailed-monitoring",
+            "Monitoring",
+            "monitoring",
+            true,
+            Absent::Default(false),
+        );
     }
 
     fn launch_template(&mut self) {
@@ -1181,9 +1475,16 @@ impl<'a> E<'a> {
         } else {
             &self.r.props
         };
-        let tokens = self.k("LaunchTemplateData.MetadataOptions.HttpTokens", "metadata_options.http_tokens");
+        let tokens = self.k(
+            "LaunchTemplateData.MetadataOptions.HttpTokens",
+            "metadata_options.http_tokens",
+        );
         let v = text(
-            data.path(if cfn { "MetadataOptions.HttpTokens" } else { "metadata_options.http_tokens" }),
+            data.path(if cfn {
+                "MetadataOptions.HttpTokens"
+            } else {
+                "metadata_options.http_tokens"
+            }),
             tokens,
             |s| s == "required",
             Some("optional"),
@@ -1191,20 +1492,35 @@ impl<'a> E<'a> {
         );
         self.put("ec2-launch-template-imdsv2-required", v);
 
-        let (nis, key) = if cfn { ("NetworkInterfaces", "AssociatePublicIpAddress") } else { ("network_interfaces", "associate_public_ip_address") };
+        let (nis, key) = if cfn {
+            ("NetworkInterfaces", "AssociatePublicIpAddress")
+        } else {
+            ("network_interfaces", "associate_public_ip_address")
+        };
         let name = format!("{nis}[].{key}");
         let reads: Vec<Read<bool>> = data
             .get(nis)
-            .map(|n| n.items().into_iter().map(|i| i.get(key).map(Value::bool).unwrap_or(Read::Known(false))).collect())
+            .map(|n| {
+                n.items()
+                    .into_iter()
+                    .map(|i| i.get(key).map(Value::bool).unwrap_or(Read::Known(false)))
+                    .collect()
+            })
             .unwrap_or_default();
         let v = match tri_or(reads) {
-            Read::Known(true) => V::Fail(format!("{name} is true; launch instances without public addresses")),
+            Read::Known(true) => V::Fail(format!(
+                "{name} is true; launch instances without public addresses"
+            )),
             Read::Unknown(e) => V::Unknown(unknown_reason(&name, &e)),
             _ => V::Pass(format!("no network interface sets {key} to true")),
         };
         self.put("ec2-launch-template-no-public-ip", v);
 
-        let (bdm, ebs, enc) = if cfn { ("BlockDeviceMappings", "Ebs", "Encrypted") } else { ("block_device_mappings", "ebs", "encrypted") };
+        let (bdm, ebs, enc) = if cfn {
+            ("BlockDeviceMappings", "Ebs", "Encrypted")
+        } else {
+            ("block_device_mappings", "ebs", "encrypted")
+        };
         if let Some(maps) = data.get(bdm) {
             let mut fail = None;
             let mut unknown = None;
@@ -1212,8 +1528,15 @@ impl<'a> E<'a> {
                 let Some(e) = m.get(ebs) else { continue };
                 match e.get(enc).map(Value::bool).unwrap_or(Read::Absent) {
                     Read::Known(true) => {}
-                    Read::Unknown(x) => unknown = unknown.or(Some(unknown_reason(&format!("{bdm}[{i}].{ebs}.{enc}"), &x))),
-                    _ => fail = fail.or(Some(format!("{bdm}[{i}].{ebs}.{enc} is false or not set; set it to true"))),
+                    Read::Unknown(x) => {
+                        unknown =
+                            unknown.or(Some(unknown_reason(&format!("{bdm}[{i}].{ebs}.{enc}"), &x)))
+                    }
+                    _ => {
+                        fail = fail.or(Some(format!(
+                            "{bdm}[{i}].{ebs}.{enc} is false or not set; set it to true"
+                        )))
+                    }
                 }
             }
             let v = match (fail, unknown) {
@@ -1227,7 +1550,13 @@ impl<'a> E<'a> {
 
     fn launch_configuration(&mut self) {
         let name = self.k("MetadataOptions.HttpTokens", "metadata_options.http_tokens");
-        let v = text(self.p(name), name, |s| s == "required", Some("optional"), "set it to required");
+        let v = text(
+            self.p(name),
+            name,
+            |s| s == "required",
+            Some("optional"),
+            "set it to required",
+        );
         self.put("autoscaling-launch-config-imdsv2", v);
         self.bool(
             "autoscaling-launch-config-no-public-ip",
@@ -1240,13 +1569,19 @@ impl<'a> E<'a> {
 
     fn asg(&mut self) {
         let cfn = self.cfn();
-        let lt = self.p(self.k("LaunchTemplate", "launch_template")).is_some()
-            || self.p(self.k("MixedInstancesPolicy", "mixed_instances_policy")).is_some();
+        let lt = self
+            .p(self.k("LaunchTemplate", "launch_template"))
+            .is_some()
+            || self
+                .p(self.k("MixedInstancesPolicy", "mixed_instances_policy"))
+                .is_some();
         let lc = self.k("LaunchConfigurationName", "launch_configuration");
         let v = if lt {
             V::Pass("the group launches from a launch template".into())
         } else if self.p(lc).is_some() {
-            V::Fail(format!("{lc} is set; launch from a launch template instead of a launch configuration"))
+            V::Fail(format!(
+                "{lc} is set; launch from a launch template instead of a launch configuration"
+            ))
         } else if cfn && self.p("InstanceId").is_some() {
             V::Fail("InstanceId is set; launch from a launch template".into())
         } else {
@@ -1268,33 +1603,62 @@ impl<'a> E<'a> {
             None => V::Pass("management events are recorded by default".into()),
             Some(s) if s.is_unresolved() => V::Unknown(unknown_reason(selectors, &s.short())),
             Some(s) => {
-                let (rw, inc) = if cfn { ("ReadWriteType", "IncludeManagementEvents") } else { ("read_write_type", "include_management_events") };
+                let (rw, inc) = if cfn {
+                    ("ReadWriteType", "IncludeManagementEvents")
+                } else {
+                    ("read_write_type", "include_management_events")
+                };
                 let ok = s.items().iter().any(|sel| {
                     sel.get(rw).and_then(Value::as_str).unwrap_or("All") == "All"
-                        && sel.get(inc).map(Value::bool).unwrap_or(Read::Known(true)) == Read::Known(true)
+                        && sel.get(inc).map(Value::bool).unwrap_or(Read::Known(true))
+                            == Read::Known(true)
                 });
                 if ok {
-                    V::Pass(format!("{selectors} record read and write management events"))
+                    V::Pass(format!(
+                        "{selectors} record read and write management events"
+                    ))
                 } else {
-                    V::Fail(format!("no entry of {selectors} records both read and write management events"))
+                    V::Fail(format!(
+                        "no entry of {selectors} records both read and write management events"
+                    ))
                 }
             }
         };
         let v = match (mr, on, mgmt) {
             (V::Fail(f), _, _) | (_, V::Fail(f), _) | (_, _, V::Fail(f)) => V::Fail(f),
             (V::Unknown(u), _, _) | (_, V::Unknown(u), _) | (_, _, V::Unknown(u)) => V::Unknown(u),
-            _ => V::Pass(format!("{multi} and {logging} are true and management events are recorded")),
+            _ => V::Pass(format!(
+                "{multi} and {logging} are true and management events are recorded"
+            )),
         };
         self.put("cloudtrail-multi-region-trail-enabled", v);
-        self.bool("cloudtrail-log-file-validation-enabled", "EnableLogFileValidation", "enable_log_file_validation", true, Absent::Default(false));
+        self.bool(
+            "cloudtrail-log-file-validation-enabled",
+            "EnableLogFileValidation",
+            "enable_log_file_validation",
+            true,
+            Absent::Default(false),
+        );
         let key = self.k("KMSKeyId", "kms_key_id");
-        let v = present(self.p(key), key, "encrypt log files with a KMS key (SSE-KMS)");
+        let v = present(
+            self.p(key),
+            key,
+            "encrypt log files with a KMS key (SSE-KMS)",
+        );
         self.put("cloudtrail-encrypted-with-kms", v);
         let group = self.k("CloudWatchLogsLogGroupArn", "cloud_watch_logs_group_arn");
         let role = self.k("CloudWatchLogsRoleArn", "cloud_watch_logs_role_arn");
         let v = match (
-            present(self.p(group), group, "deliver the trail to a CloudWatch Logs group"),
-            present(self.p(role), role, "give CloudTrail a role to deliver to CloudWatch Logs"),
+            present(
+                self.p(group),
+                group,
+                "deliver the trail to a CloudWatch Logs group",
+            ),
+            present(
+                self.p(role),
+                role,
+                "give CloudTrail a role to deliver to CloudWatch Logs",
+            ),
         ) {
             (V::Fail(f), _) | (_, V::Fail(f)) => V::Fail(f),
             (V::Unknown(u), _) | (_, V::Unknown(u)) => V::Unknown(u),
@@ -1310,19 +1674,32 @@ impl<'a> E<'a> {
             .and_then(Value::as_str)
             .is_none_or(|s| s == "SYMMETRIC_DEFAULT");
         if symmetric {
-            self.bool("kms-key-rotation-enabled", "EnableKeyRotation", "enable_key_rotation", true, Absent::Default(false));
+            self.bool(
+                "kms-key-rotation-enabled",
+                "EnableKeyRotation",
+                "enable_key_rotation",
+                true,
+                Absent::Default(false),
+            );
         }
         let policy = self.k("KeyPolicy", "policy");
         let v = match self.p(policy) {
-            None => V::Pass(format!("{policy} is not set, so the default policy grants only the account")),
+            None => V::Pass(format!(
+                "{policy} is not set, so the default policy grants only the account"
+            )),
             Some(doc) => match statements(doc) {
                 Err(e) => V::Unknown(unknown_reason(policy, &e)),
-                Ok(sts) => match sts.iter().position(|s| is_allow(s) && everyone(s) && unconditioned(s)) {
+                Ok(sts) => match sts
+                    .iter()
+                    .position(|s| is_allow(s) && everyone(s) && unconditioned(s))
+                {
                     Some(i) => V::Fail(format!(
                         "{policy} statement {} allows any principal (\"*\") without a condition; name the principals or add a condition",
                         i + 1
                     )),
-                    None => V::Pass(format!("no statement of {policy} allows an unconditioned \"*\" principal")),
+                    None => V::Pass(format!(
+                        "no statement of {policy} allows an unconditioned \"*\" principal"
+                    )),
                 },
             },
         };
@@ -1331,7 +1708,11 @@ impl<'a> E<'a> {
 
     fn log_group(&mut self) {
         let key = self.k("KmsKeyId", "kms_key_id");
-        let v = present(self.p(key), key, "encrypt the log group with a customer managed KMS key");
+        let v = present(
+            self.p(key),
+            key,
+            "encrypt the log group with a customer managed KMS key",
+        );
         self.put("cloudwatch-log-group-kms-encrypted", v);
         let name = self.k("RetentionInDays", "retention_in_days");
         let v = match self.p(name).map(Value::num).unwrap_or(Read::Absent) {
@@ -1350,7 +1731,10 @@ impl<'a> E<'a> {
             true,
             Absent::Default(false),
         );
-        let name = self.k("SSESpecification.SSEEnabled", "server_side_encryption.enabled");
+        let name = self.k(
+            "SSESpecification.SSEEnabled",
+            "server_side_encryption.enabled",
+        );
         let v = match self.p(name).map(Value::bool).unwrap_or(Read::Absent) {
             Read::Known(true) => V::Pass(format!("{name} is true, so the table uses a KMS key")),
             Read::Known(false) | Read::Absent => V::Fail(format!(
@@ -1359,7 +1743,13 @@ impl<'a> E<'a> {
             Read::Unknown(e) => V::Unknown(unknown_reason(name, &e)),
         };
         self.put("dynamodb-table-encrypted-kms", v);
-        self.bool("dynamodb-table-deletion-protection", "DeletionProtectionEnabled", "deletion_protection_enabled", true, Absent::Default(false));
+        self.bool(
+            "dynamodb-table-deletion-protection",
+            "DeletionProtectionEnabled",
+            "deletion_protection_enabled",
+            true,
+            Absent::Default(false),
+        );
     }
 
     // ---- Load balancers --------------------------------------------------------------------
@@ -1375,20 +1765,44 @@ impl<'a> E<'a> {
 
     fn elbv2(&mut self) {
         let cfn = self.cfn();
-        let ty = self.p(self.k("Type", "load_balancer_type")).and_then(Value::as_str).unwrap_or("application");
+        let ty = self
+            .p(self.k("Type", "load_balancer_type"))
+            .and_then(Value::as_str)
+            .unwrap_or("application");
         let alb = ty == "application";
-        let attr = |e: &Self, cfn_key: &'static str, tf_key: &'static str| -> (Option<&'a Value>, &'static str) {
-            if cfn { (e.lb_attr(cfn_key), cfn_key) } else { (e.p(tf_key), tf_key) }
+        let attr = |e: &Self,
+                    cfn_key: &'static str,
+                    tf_key: &'static str|
+         -> (Option<&'a Value>, &'static str) {
+            if cfn {
+                (e.lb_attr(cfn_key), cfn_key)
+            } else {
+                (e.p(tf_key), tf_key)
+            }
         };
         if alb {
-            let (v, n) = attr(self, "routing.http.drop_invalid_header_fields.enabled", "drop_invalid_header_fields");
+            let (v, n) = attr(
+                self,
+                "routing.http.drop_invalid_header_fields.enabled",
+                "drop_invalid_header_fields",
+            );
             let v = boolean(v, n, true, Absent::Default(false));
             self.put("elb-alb-drops-invalid-headers", v);
             let (v, n) = attr(self, "access_logs.s3.enabled", "access_logs.enabled");
             let v = boolean(v, n, true, Absent::Default(false));
             self.put("elb-access-logging-enabled", v);
-            let (v, n) = attr(self, "routing.http.desync_mitigation_mode", "desync_mitigation_mode");
-            let v = text(v, n, |s| s == "defensive" || s == "strictest", Some("defensive"), "set it to defensive or strictest");
+            let (v, n) = attr(
+                self,
+                "routing.http.desync_mitigation_mode",
+                "desync_mitigation_mode",
+            );
+            let v = text(
+                v,
+                n,
+                |s| s == "defensive" || s == "strictest",
+                Some("defensive"),
+                "set it to defensive or strictest",
+            );
             self.put("elb-alb-desync-mitigation", v);
             let waf = if cfn {
                 self.attached(&["AWS::WAFv2::WebACLAssociation"], "ResourceArn")
@@ -1401,11 +1815,18 @@ impl<'a> E<'a> {
             };
             self.put("elb-alb-waf-attached", v);
         }
-        let (v, n) = attr(self, "deletion_protection.enabled", "enable_deletion_protection");
+        let (v, n) = attr(
+            self,
+            "deletion_protection.enabled",
+            "enable_deletion_protection",
+        );
         let v = boolean(v, n, true, Absent::Default(false));
         self.put("elb-deletion-protection-enabled", v);
 
-        let (subnets, mappings) = (self.k("Subnets", "subnets"), self.k("SubnetMappings", "subnet_mapping"));
+        let (subnets, mappings) = (
+            self.k("Subnets", "subnets"),
+            self.k("SubnetMappings", "subnet_mapping"),
+        );
         let v = match self.p(subnets).or_else(|| self.p(mappings)) {
             None => V::Unknown(format!("neither {subnets} nor {mappings} is set")),
             Some(s) if s.is_unresolved() => V::Unknown(unknown_reason(subnets, &s.short())),
@@ -1414,7 +1835,9 @@ impl<'a> E<'a> {
                 if n >= 2 {
                     V::Pass(format!("the load balancer is attached to {n} subnets"))
                 } else {
-                    V::Fail(format!("the load balancer is attached to {n} subnet; use subnets in at least two Availability Zones"))
+                    V::Fail(format!(
+                        "the load balancer is attached to {n} subnet; use subnets in at least two Availability Zones"
+                    ))
                 }
             }
         };
@@ -1428,13 +1851,20 @@ impl<'a> E<'a> {
         let proto = match self.p(pname).map(Value::text).unwrap_or(Read::Absent) {
             Read::Known(p) => p.to_ascii_uppercase(),
             Read::Unknown(e) => {
-                self.put("elbv2-listener-encrypted-protocol", V::Unknown(unknown_reason(pname, &e)));
+                self.put(
+                    "elbv2-listener-encrypted-protocol",
+                    V::Unknown(unknown_reason(pname, &e)),
+                );
                 return;
             }
             // Terraform's default for an ALB; a listener without protocol is HTTP.
             Read::Absent => "HTTP".into(),
         };
-        let lb_ty = lb.and_then(|l| l.props.get(if cfn { "Type" } else { "load_balancer_type" }).and_then(Value::as_str));
+        let lb_ty = lb.and_then(|l| {
+            l.props
+                .get(if cfn { "Type" } else { "load_balancer_type" })
+                .and_then(Value::as_str)
+        });
         let alb = match lb_ty {
             Some(t) => t == "application",
             None => matches!(proto.as_str(), "HTTP" | "HTTPS"),
@@ -1443,12 +1873,20 @@ impl<'a> E<'a> {
         let v = if proto == wanted {
             V::Pass(format!("{pname} is {proto}"))
         } else {
-            V::Fail(format!("{pname} is {proto}; use {wanted} so traffic is encrypted in transit"))
+            V::Fail(format!(
+                "{pname} is {proto}; use {wanted} so traffic is encrypted in transit"
+            ))
         };
         self.put("elbv2-listener-encrypted-protocol", v);
         if proto == "HTTPS" || proto == "TLS" {
             let name = self.k("SslPolicy", "ssl_policy");
-            let v = text(self.p(name), name, strong_tls_policy, Some("ELBSecurityPolicy-2016-08"), "use a TLS 1.2+ policy such as ELBSecurityPolicy-TLS13-1-2-2021-06");
+            let v = text(
+                self.p(name),
+                name,
+                strong_tls_policy,
+                Some("ELBSecurityPolicy-2016-08"),
+                "use a TLS 1.2+ policy such as ELBSecurityPolicy-TLS13-1-2-2021-06",
+            );
             self.put("elb-v2-strong-tls-policy", v);
         }
         if proto == "HTTP" && alb {
@@ -1462,12 +1900,17 @@ impl<'a> E<'a> {
                 Some(a) => {
                     let redirects = a.items().iter().any(|x| {
                         x.get(ty).and_then(Value::as_str) == Some("redirect")
-                            && x.get(redirect).and_then(|r| r.get(rproto)).and_then(Value::as_str) == Some("HTTPS")
+                            && x.get(redirect)
+                                .and_then(|r| r.get(rproto))
+                                .and_then(Value::as_str)
+                                == Some("HTTPS")
                     });
                     if redirects {
                         V::Pass(format!("the HTTP listener's {actions} redirect to HTTPS"))
                     } else {
-                        V::Fail(format!("the HTTP listener's {actions} serve clear text; redirect to HTTPS"))
+                        V::Fail(format!(
+                            "the HTTP listener's {actions} serve clear text; redirect to HTTPS"
+                        ))
                     }
                 }
                 None => V::Fail(format!("{actions} is not set; redirect HTTP to HTTPS")),
@@ -1477,15 +1920,23 @@ impl<'a> E<'a> {
     }
 
     fn clb(&mut self) {
-        let (list, key) = if self.cfn() { ("Listeners", "Protocol") } else { ("listener", "lb_protocol") };
+        let (list, key) = if self.cfn() {
+            ("Listeners", "Protocol")
+        } else {
+            ("listener", "lb_protocol")
+        };
         let Some(ls) = self.p(list) else { return };
         let mut fail = None;
         let mut unknown = None;
         for (i, l) in ls.items().into_iter().enumerate() {
             match l.get(key).map(Value::text).unwrap_or(Read::Absent) {
                 Read::Known(p) if matches!(p.to_ascii_uppercase().as_str(), "HTTPS" | "SSL") => {}
-                Read::Known(p) => fail = fail.or(Some(format!("{list}[{i}].{key} is {p}; use HTTPS or SSL"))),
-                Read::Unknown(e) => unknown = unknown.or(Some(unknown_reason(&format!("{list}[{i}].{key}"), &e))),
+                Read::Known(p) => {
+                    fail = fail.or(Some(format!("{list}[{i}].{key} is {p}; use HTTPS or SSL")))
+                }
+                Read::Unknown(e) => {
+                    unknown = unknown.or(Some(unknown_reason(&format!("{list}[{i}].{key}"), &e)))
+                }
                 Read::Absent => unknown = unknown.or(Some(format!("{list}[{i}].{key} is not set"))),
             }
         }
@@ -1510,9 +1961,17 @@ impl<'a> E<'a> {
             &self.r.props
         };
         let (dcb, cbs, vpp) = if cfn {
-            ("DefaultCacheBehavior", "CacheBehaviors", "ViewerProtocolPolicy")
+            (
+                "DefaultCacheBehavior",
+                "CacheBehaviors",
+                "ViewerProtocolPolicy",
+            )
         } else {
-            ("default_cache_behavior", "ordered_cache_behavior", "viewer_protocol_policy")
+            (
+                "default_cache_behavior",
+                "ordered_cache_behavior",
+                "viewer_protocol_policy",
+            )
         };
         let mut behaviors: Vec<(String, &Value)> = Vec::new();
         if let Some(b) = d.get(dcb) {
@@ -1535,7 +1994,9 @@ impl<'a> E<'a> {
                 }
                 Read::Known(p) => {
                     https_only_viewers = false;
-                    fail = fail.or(Some(format!("{name}.{vpp} is {p}; use redirect-to-https or https-only")));
+                    fail = fail.or(Some(format!(
+                        "{name}.{vpp} is {p}; use redirect-to-https or https-only"
+                    )));
                 }
                 Read::Unknown(e) => {
                     https_only_viewers = false;
@@ -1543,14 +2004,18 @@ impl<'a> E<'a> {
                 }
                 Read::Absent => {
                     https_only_viewers = false;
-                    fail = fail.or(Some(format!("{name}.{vpp} is not set; use redirect-to-https or https-only")));
+                    fail = fail.or(Some(format!(
+                        "{name}.{vpp} is not set; use redirect-to-https or https-only"
+                    )));
                 }
             }
         }
         let v = match (fail, unknown) {
             (Some(f), _) => V::Fail(f),
             (None, Some(u)) => V::Unknown(u),
-            _ => V::Pass(format!("every cache behavior's {vpp} is redirect-to-https or https-only")),
+            _ => V::Pass(format!(
+                "every cache behavior's {vpp} is redirect-to-https or https-only"
+            )),
         };
         self.put("cloudfront-viewer-https-required", v);
 
@@ -1559,7 +2024,11 @@ impl<'a> E<'a> {
         } else {
             ("logging_config.bucket", "web_acl_id", "default_root_object")
         };
-        let v = present(d.path(logging), logging, "deliver standard access logs to an S3 bucket");
+        let v = present(
+            d.path(logging),
+            logging,
+            "deliver standard access logs to an S3 bucket",
+        );
         self.put("cloudfront-access-logging", v);
         let v = present(d.path(waf), waf, "associate a WAF web ACL");
         self.put("cloudfront-waf-enabled", v);
@@ -1568,9 +2037,23 @@ impl<'a> E<'a> {
 
         // Origins.
         let (origins, s3cfg, oac, custom, opp, ssl) = if cfn {
-            ("Origins", "S3OriginConfig", "OriginAccessControlId", "CustomOriginConfig", "OriginProtocolPolicy", "OriginSSLProtocols")
+            (
+                "Origins",
+                "S3OriginConfig",
+                "OriginAccessControlId",
+                "CustomOriginConfig",
+                "OriginProtocolPolicy",
+                "OriginSSLProtocols",
+            )
         } else {
-            ("origin", "s3_origin_config", "origin_access_control_id", "custom_origin_config", "origin_protocol_policy", "origin_ssl_protocols")
+            (
+                "origin",
+                "s3_origin_config",
+                "origin_access_control_id",
+                "custom_origin_config",
+                "origin_protocol_policy",
+                "origin_ssl_protocols",
+            )
         };
         let origin_list: Vec<&Value> = d.get(origins).map(|o| o.items()).unwrap_or_default();
         let domain = if cfn { "DomainName" } else { "domain_name" };
@@ -1579,8 +2062,13 @@ impl<'a> E<'a> {
             .enumerate()
             .filter(|(_, o)| {
                 o.get(s3cfg).is_some()
-                    || o.get(domain).and_then(Value::as_str).is_some_and(|d| d.contains(".s3.") || d.ends_with(".s3.amazonaws.com"))
-                    || o.get(domain).and_then(Value::expr).is_some_and(|e| e.contains("RegionalDomainName") || e.contains("bucket_regional_domain_name"))
+                    || o.get(domain)
+                        .and_then(Value::as_str)
+                        .is_some_and(|d| d.contains(".s3.") || d.ends_with(".s3.amazonaws.com"))
+                    || o.get(domain).and_then(Value::expr).is_some_and(|e| {
+                        e.contains("RegionalDomainName")
+                            || e.contains("bucket_regional_domain_name")
+                    })
             })
             .map(|(i, o)| (i, *o))
             .collect();
@@ -1614,14 +2102,29 @@ impl<'a> E<'a> {
                 match c.get(opp).map(Value::text).unwrap_or(Read::Absent) {
                     Read::Known(p) if p == "https-only" => {}
                     Read::Known(p) if p == "match-viewer" && https_only_viewers => {}
-                    Read::Known(p) => fail = fail.or(Some(format!("{origins}[{i}].{custom}.{opp} is {p}; use https-only"))),
-                    Read::Unknown(e) => unknown = unknown.or(Some(unknown_reason(&format!("{origins}[{i}].{custom}.{opp}"), &e))),
-                    Read::Absent => fail = fail.or(Some(format!("{origins}[{i}].{custom}.{opp} is not set; use https-only"))),
+                    Read::Known(p) => {
+                        fail = fail.or(Some(format!(
+                            "{origins}[{i}].{custom}.{opp} is {p}; use https-only"
+                        )))
+                    }
+                    Read::Unknown(e) => {
+                        unknown = unknown.or(Some(unknown_reason(
+                            &format!("{origins}[{i}].{custom}.{opp}"),
+                            &e,
+                        )))
+                    }
+                    Read::Absent => {
+                        fail = fail.or(Some(format!(
+                            "{origins}[{i}].{custom}.{opp} is not set; use https-only"
+                        )))
+                    }
                 }
                 if let Some(p) = c.get(ssl)
                     && p.items().iter().any(|x| x.as_str() == Some("SSLv3"))
                 {
-                    deprecated = deprecated.or(Some(format!("{origins}[{i}].{custom}.{ssl} allows SSLv3; allow only TLSv1.2")));
+                    deprecated = deprecated.or(Some(format!(
+                        "{origins}[{i}].{custom}.{ssl} allows SSLv3; allow only TLSv1.2"
+                    )));
                 }
             }
             let v = match (fail, unknown) {
@@ -1639,21 +2142,45 @@ impl<'a> E<'a> {
 
         // Viewer certificate.
         let (vc, acm, iam, default_cert, minp) = if cfn {
-            ("ViewerCertificate", "AcmCertificateArn", "IamCertificateId", "CloudFrontDefaultCertificate", "MinimumProtocolVersion")
+            (
+                "ViewerCertificate",
+                "AcmCertificateArn",
+                "IamCertificateId",
+                "CloudFrontDefaultCertificate",
+                "MinimumProtocolVersion",
+            )
         } else {
-            ("viewer_certificate", "acm_certificate_arn", "iam_certificate_id", "cloudfront_default_certificate", "minimum_protocol_version")
+            (
+                "viewer_certificate",
+                "acm_certificate_arn",
+                "iam_certificate_id",
+                "cloudfront_default_certificate",
+                "minimum_protocol_version",
+            )
         };
         let cert = d.get(vc);
-        let custom_cert = cert.map(|c| tri_or([
-            c.get(acm).map(Value::presence).unwrap_or(Read::Known(false)),
-            c.get(iam).map(Value::presence).unwrap_or(Read::Known(false)),
-        ])).unwrap_or(Read::Known(false));
+        let custom_cert = cert
+            .map(|c| {
+                tri_or([
+                    c.get(acm)
+                        .map(Value::presence)
+                        .unwrap_or(Read::Known(false)),
+                    c.get(iam)
+                        .map(Value::presence)
+                        .unwrap_or(Read::Known(false)),
+                ])
+            })
+            .unwrap_or(Read::Known(false));
         let v = match &custom_cert {
             Read::Known(true) => V::Pass(format!("{vc} serves a custom certificate")),
             Read::Unknown(e) => V::Unknown(unknown_reason(vc, e)),
             _ => V::Fail(format!(
                 "{vc} uses the default *.cloudfront.net certificate{}; serve an ACM certificate for your own domain",
-                if cert.and_then(|c| c.get(default_cert)).is_some() { "" } else { " (not set)" }
+                if cert.and_then(|c| c.get(default_cert)).is_some() {
+                    ""
+                } else {
+                    " (not set)"
+                }
             )),
         };
         self.put("cloudfront-custom-certificate", v);
@@ -1674,11 +2201,16 @@ impl<'a> E<'a> {
 
     fn lambda(&mut self) {
         let rt = self.k("Runtime", "runtime");
-        let image = self.p(self.k("PackageType", "package_type")).and_then(Value::as_str) == Some("Image");
+        let image = self
+            .p(self.k("PackageType", "package_type"))
+            .and_then(Value::as_str)
+            == Some("Image");
         if !image {
             let v = match self.p(rt).map(Value::text).unwrap_or(Read::Absent) {
                 Read::Known(r) => match deprecated_on(&r) {
-                    Some(day) => V::Fail(format!("{rt} is {r}, deprecated since {day}; move to a supported runtime")),
+                    Some(day) => V::Fail(format!(
+                        "{rt} is {r}, deprecated since {day}; move to a supported runtime"
+                    )),
                     None => V::Pass(format!("{rt} is {r}, a supported runtime")),
                 },
                 Read::Unknown(e) => V::Unknown(unknown_reason(rt, &e)),
@@ -1687,23 +2219,38 @@ impl<'a> E<'a> {
             self.put("lambda-function-supported-runtime", v);
         }
         let subnets = self.k("VpcConfig.SubnetIds", "vpc_config.subnet_ids");
-        let v = present(self.p(subnets), subnets, "attach the function to VPC subnets and security groups");
+        let v = present(
+            self.p(subnets),
+            subnets,
+            "attach the function to VPC subnets and security groups",
+        );
         self.put("lambda-function-in-vpc", v);
     }
 
     fn lambda_permission(&mut self) {
         let cfn = self.cfn();
         let (principal, limits): (&str, &[&str]) = if cfn {
-            ("Principal", &["SourceArn", "SourceAccount", "PrincipalOrgID"])
+            (
+                "Principal",
+                &["SourceArn", "SourceAccount", "PrincipalOrgID"],
+            )
         } else {
-            ("principal", &["source_arn", "source_account", "principal_org_id"])
+            (
+                "principal",
+                &["source_arn", "source_account", "principal_org_id"],
+            )
         };
         let limited = limits.iter().find(|l| self.p(l).is_some());
-        let v = match (self.p(principal).map(Value::text).unwrap_or(Read::Absent), limited) {
+        let v = match (
+            self.p(principal).map(Value::text).unwrap_or(Read::Absent),
+            limited,
+        ) {
             (Read::Known(p), None) if p == "*" => V::Fail(format!(
                 "{principal} is \"*\" with no source condition; name the caller or set a source ARN or account"
             )),
-            (Read::Known(p), Some(l)) if p == "*" => V::Pass(format!("{principal} is \"*\" but {l} limits who can invoke")),
+            (Read::Known(p), Some(l)) if p == "*" => V::Pass(format!(
+                "{principal} is \"*\" but {l} limits who can invoke"
+            )),
             (Read::Known(p), _) => V::Pass(format!("{principal} is {p}")),
             (Read::Unknown(e), None) => V::Unknown(unknown_reason(principal, &e)),
             (Read::Unknown(_), Some(l)) => V::Pass(format!("{l} limits who can invoke")),
@@ -1713,7 +2260,10 @@ impl<'a> E<'a> {
     }
 
     fn sqs(&mut self) {
-        let (kms, managed) = (self.k("KmsMasterKeyId", "kms_master_key_id"), self.k("SqsManagedSseEnabled", "sqs_managed_sse_enabled"));
+        let (kms, managed) = (
+            self.k("KmsMasterKeyId", "kms_master_key_id"),
+            self.k("SqsManagedSseEnabled", "sqs_managed_sse_enabled"),
+        );
         let v = match self.p(kms).map(Value::presence) {
             Some(Read::Known(true)) => V::Pass(format!("{kms} is set (SSE-KMS)")),
             Some(Read::Unknown(e)) => V::Unknown(unknown_reason(kms, &e)),
@@ -1728,28 +2278,74 @@ impl<'a> E<'a> {
     }
 
     fn elasticache(&mut self) {
-        self.bool("elasticache-replication-group-encrypted-at-rest", "AtRestEncryptionEnabled", "at_rest_encryption_enabled", true, Absent::Default(false));
-        self.bool("elasticache-replication-group-encrypted-in-transit", "TransitEncryptionEnabled", "transit_encryption_enabled", true, Absent::Default(false));
-        self.bool("elasticache-replication-group-auto-failover", "AutomaticFailoverEnabled", "automatic_failover_enabled", true, Absent::Default(false));
+        self.bool(
+            "elasticache-replication-group-encrypted-at-rest",
+            "AtRestEncryptionEnabled",
+            "at_rest_encryption_enabled",
+            true,
+            Absent::Default(false),
+        );
+        self.bool(
+            "elasticache-replication-group-encrypted-in-transit",
+            "TransitEncryptionEnabled",
+            "transit_encryption_enabled",
+            true,
+            Absent::Default(false),
+        );
+        self.bool(
+            "elasticache-replication-group-auto-failover",
+            "AutomaticFailoverEnabled",
+            "automatic_failover_enabled",
+            true,
+            Absent::Default(false),
+        );
     }
 
     fn search(&mut self, opensearch: bool) {
         let (rest, n2n) = if opensearch {
-            ("opensearch-domain-encrypted-at-rest", "opensearch-domain-node-to-node-encryption")
+            (
+                "opensearch-domain-encrypted-at-rest",
+                "opensearch-domain-node-to-node-encryption",
+            )
         } else {
-            ("elasticsearch-domain-encrypted-at-rest", "elasticsearch-domain-node-to-node-encryption")
+            (
+                "elasticsearch-domain-encrypted-at-rest",
+                "elasticsearch-domain-node-to-node-encryption",
+            )
         };
-        self.bool(rest, "EncryptionAtRestOptions.Enabled", "encrypt_at_rest.enabled", true, Absent::Default(false));
-        self.bool(n2n, "NodeToNodeEncryptionOptions.Enabled", "node_to_node_encryption.enabled", true, Absent::Default(false));
+        self.bool(
+            rest,
+            "EncryptionAtRestOptions.Enabled",
+            "encrypt_at_rest.enabled",
+            true,
+            Absent::Default(false),
+        );
+        self.bool(
+            n2n,
+            "NodeToNodeEncryptionOptions.Enabled",
+            "node_to_node_encryption.enabled",
+            true,
+            Absent::Default(false),
+        );
         if opensearch {
             let name = self.k("VPCOptions.SubnetIds", "vpc_options.subnet_ids");
-            let v = present(self.p(name), name, "place the domain in VPC subnets so it has no public endpoint");
+            let v = present(
+                self.p(name),
+                name,
+                "place the domain in VPC subnets so it has no public endpoint",
+            );
             self.put("opensearch-domain-in-vpc", v);
         }
     }
 
     fn redshift(&mut self) {
-        self.bool("redshift-cluster-not-publicly-accessible", "PubliclyAccessible", "publicly_accessible", false, Absent::Default(false));
+        self.bool(
+            "redshift-cluster-not-publicly-accessible",
+            "PubliclyAccessible",
+            "publicly_accessible",
+            false,
+            Absent::Default(false),
+        );
         self.bool(
             "redshift-cluster-encrypted-at-rest",
             "Encrypted",
@@ -1757,10 +2353,22 @@ impl<'a> E<'a> {
             true,
             Absent::Unknown("whether the cluster is encrypted is left to the provisioning default; set it to true"),
         );
-        self.bool("redshift-cluster-enhanced-vpc-routing", "EnhancedVpcRouting", "enhanced_vpc_routing", true, Absent::Default(false));
+        self.bool(
+            "redshift-cluster-enhanced-vpc-routing",
+            "EnhancedVpcRouting",
+            "enhanced_vpc_routing",
+            true,
+            Absent::Default(false),
+        );
         let name = self.k("MasterUsername", "master_username");
         if let Some(u) = self.p(name) {
-            let v = text(Some(u), name, |s| s != "awsuser", None, "use a name other than awsuser");
+            let v = text(
+                Some(u),
+                name,
+                |s| s != "awsuser",
+                None,
+                "use a name other than awsuser",
+            );
             self.put("redshift-cluster-custom-admin-username", v);
         }
     }
@@ -1774,23 +2382,38 @@ impl<'a> E<'a> {
             Absent::Fail("turn on scan on push (or enhanced scanning in the registry)"),
         );
         let name = self.k("ImageTagMutability", "image_tag_mutability");
-        let v = text(self.p(name), name, |s| s.starts_with("IMMUTABLE"), Some("MUTABLE"), "set it to IMMUTABLE");
+        let v = text(
+            self.p(name),
+            name,
+            |s| s.starts_with("IMMUTABLE"),
+            Some("MUTABLE"),
+            "set it to IMMUTABLE",
+        );
         self.put("ecr-tag-immutability", v);
     }
 
     fn eks(&mut self) {
         let cfn = self.cfn();
         let (public, cidrs) = if cfn {
-            ("ResourcesVpcConfig.EndpointPublicAccess", "ResourcesVpcConfig.PublicAccessCidrs")
+            (
+                "ResourcesVpcConfig.EndpointPublicAccess",
+                "ResourcesVpcConfig.PublicAccessCidrs",
+            )
         } else {
-            ("vpc_config.endpoint_public_access", "vpc_config.public_access_cidrs")
+            (
+                "vpc_config.endpoint_public_access",
+                "vpc_config.public_access_cidrs",
+            )
         };
         let v = match self.p(public).map(Value::bool).unwrap_or(Read::Absent) {
             Read::Known(false) => V::Pass(format!("{public} is false")),
             Read::Unknown(e) => V::Unknown(unknown_reason(public, &e)),
             _ => match self.p(cidrs) {
                 Some(c) if c.is_unresolved() => V::Unknown(unknown_reason(cidrs, &c.short())),
-                Some(c) if !c.items().is_empty() && !c.items().iter().any(|x| x.as_str() == Some("0.0.0.0/0")) => {
+                Some(c)
+                    if !c.items().is_empty()
+                        && !c.items().iter().any(|x| x.as_str() == Some("0.0.0.0/0")) =>
+                {
                     V::Pass(format!("the public endpoint is limited to {cidrs}"))
                 }
                 _ => V::Fail(format!(
@@ -1799,29 +2422,42 @@ impl<'a> E<'a> {
             },
         };
         self.put("eks-endpoint-not-public", v);
-        let (enc, res) = if cfn { ("EncryptionConfig", "Resources") } else { ("encryption_config", "resources") };
+        let (enc, res) = if cfn {
+            ("EncryptionConfig", "Resources")
+        } else {
+            ("encryption_config", "resources")
+        };
         let v = match self.p(enc) {
-            None => V::Fail(format!("{enc} is not set; encrypt Kubernetes secrets with a KMS key")),
+            None => V::Fail(format!(
+                "{enc} is not set; encrypt Kubernetes secrets with a KMS key"
+            )),
             Some(e) if e.is_unresolved() => V::Unknown(unknown_reason(enc, &e.short())),
             Some(e) => {
                 let has = e.items().iter().any(|c| {
-                    c.get(res).is_some_and(|r| r.items().iter().any(|x| x.as_str() == Some("secrets")))
+                    c.get(res)
+                        .is_some_and(|r| r.items().iter().any(|x| x.as_str() == Some("secrets")))
                 });
                 if has {
                     V::Pass(format!("{enc} encrypts secrets"))
                 } else {
-                    V::Fail(format!("{enc} does not cover secrets; add secrets to its resources"))
+                    V::Fail(format!(
+                        "{enc} does not cover secrets; add secrets to its resources"
+                    ))
                 }
             }
         };
         self.put("eks-secrets-encrypted", v);
-        let types = self.k("Logging.ClusterLogging.EnabledTypes", "enabled_cluster_log_types");
+        let types = self.k(
+            "Logging.ClusterLogging.EnabledTypes",
+            "enabled_cluster_log_types",
+        );
         let v = match self.p(types) {
             None => V::Fail(format!("{types} is not set; enable the audit log")),
             Some(t) if t.is_unresolved() => V::Unknown(unknown_reason(types, &t.short())),
             Some(t) => {
                 let audit = t.items().iter().any(|x| {
-                    x.as_str() == Some("audit") || x.get("Type").and_then(Value::as_str) == Some("audit")
+                    x.as_str() == Some("audit")
+                        || x.get("Type").and_then(Value::as_str) == Some("audit")
                 });
                 if audit {
                     V::Pass(format!("{types} includes audit"))
@@ -1852,21 +2488,33 @@ impl<'a> E<'a> {
                 if c.is_unresolved() {
                     Read::Unknown(c.short())
                 } else {
-                    match c.get(privileged).map(Value::bool).unwrap_or(Read::Known(false)) {
+                    match c
+                        .get(privileged)
+                        .map(Value::bool)
+                        .unwrap_or(Read::Known(false))
+                    {
                         Read::Absent => Read::Known(false),
                         r => r,
                     }
                 }
             });
             match tri_or(reads) {
-                Read::Known(true) => V::Fail(format!("a container in {name} sets {privileged} to true; remove it")),
+                Read::Known(true) => V::Fail(format!(
+                    "a container in {name} sets {privileged} to true; remove it"
+                )),
                 Read::Unknown(e) => V::Unknown(unknown_reason(&format!("{name} {privileged}"), &e)),
                 _ => V::Pass(format!("no container in {name} is privileged")),
             }
         };
         self.put("ecs-container-not-privileged", v);
         let pid = self.k("PidMode", "pid_mode");
-        let v = text(self.p(pid), pid, |s| s != "host", Some("task"), "do not share the host's process namespace");
+        let v = text(
+            self.p(pid),
+            pid,
+            |s| s != "host",
+            Some("task"),
+            "do not share the host's process namespace",
+        );
         self.put("ecs-task-definition-no-host-pid", v);
     }
 
@@ -1876,11 +2524,20 @@ impl<'a> E<'a> {
             "network_configuration.assign_public_ip",
         );
         let v = if self.cfn() {
-            text(self.p(name), name, |s| s == "DISABLED", Some("DISABLED"), "set it to DISABLED")
+            text(
+                self.p(name),
+                name,
+                |s| s == "DISABLED",
+                Some("DISABLED"),
+                "set it to DISABLED",
+            )
         } else {
             boolean(self.p(name), name, false, Absent::Default(false))
         };
-        if self.p(self.k("NetworkConfiguration", "network_configuration")).is_some() {
+        if self
+            .p(self.k("NetworkConfiguration", "network_configuration"))
+            .is_some()
+        {
             self.put("ecs-service-no-public-ip", v);
         }
     }
@@ -1893,13 +2550,17 @@ impl<'a> E<'a> {
         };
         let v = match rot.first() {
             Some(r) => V::Pass(format!("{} rotates this secret", r.name)),
-            None => V::Fail("no rotation schedule in the document rotates this secret; add one".into()),
+            None => {
+                V::Fail("no rotation schedule in the document rotates this secret; add one".into())
+            }
         };
         self.put("secretsmanager-rotation-enabled", v);
     }
 
     fn inline_policies(&mut self) {
-        let Some(list) = self.p("Policies") else { return };
+        let Some(list) = self.p("Policies") else {
+            return;
+        };
         let mut verdicts = Vec::new();
         for (i, p) in list.items().into_iter().enumerate() {
             if let Some(doc) = p.get("PolicyDocument") {
@@ -1920,19 +2581,30 @@ impl<'a> E<'a> {
     fn iam_user(&mut self) {
         if self.cfn() {
             self.inline_policies();
-            let direct = ["Policies", "ManagedPolicyArns"]
-                .into_iter()
-                .find(|k| self.p(k).is_some_and(|v| v.presence() != Read::Known(false)));
+            let direct = ["Policies", "ManagedPolicyArns"].into_iter().find(|k| {
+                self.p(k)
+                    .is_some_and(|v| v.presence() != Read::Known(false))
+            });
             let v = match direct {
-                Some(k) => V::Fail(format!("{k} attaches policies directly to the user; grant access through a group or role")),
+                Some(k) => V::Fail(format!(
+                    "{k} attaches policies directly to the user; grant access through a group or role"
+                )),
                 None => V::Pass("no policy is attached directly to the user".into()),
             };
             self.put("iam-user-no-direct-policies", v);
         } else {
-            let direct = self.attached(&["aws_iam_user_policy", "aws_iam_user_policy_attachment"], "user");
+            let direct = self.attached(
+                &["aws_iam_user_policy", "aws_iam_user_policy_attachment"],
+                "user",
+            );
             let v = match direct.first() {
-                Some(p) => V::Fail(format!("{} attaches a policy directly to the user; grant access through a group or role", p.name)),
-                None => V::Pass("no policy in the document is attached directly to the user".into()),
+                Some(p) => V::Fail(format!(
+                    "{} attaches a policy directly to the user; grant access through a group or role",
+                    p.name
+                )),
+                None => {
+                    V::Pass("no policy in the document is attached directly to the user".into())
+                }
             };
             self.put("iam-user-no-direct-policies", v);
         }
@@ -1963,7 +2635,9 @@ fn admin_policy(doc: &Value, name: &str) -> V {
         Ok(sts) => {
             let admin = sts.iter().position(|s| {
                 is_allow(s)
-                    && lower_items(s.get("Action")).iter().any(|a| a == "*" || a == "*:*")
+                    && lower_items(s.get("Action"))
+                        .iter()
+                        .any(|a| a == "*" || a == "*:*")
                     && lower_items(s.get("Resource")).iter().any(|r| r == "*")
             });
             match admin {
@@ -2011,7 +2685,10 @@ impl Perm {
     }
 
     fn sources(&self, v4: bool, v6: bool) -> &'static str {
-        match (v4 && self.v4 == Read::Known(true), v6 && self.v6 == Read::Known(true)) {
+        match (
+            v4 && self.v4 == Read::Known(true),
+            v6 && self.v6 == Read::Known(true),
+        ) {
             (true, true) => "0.0.0.0/0 and ::/0",
             (false, true) => "::/0",
             _ => "0.0.0.0/0",
@@ -2040,7 +2717,11 @@ impl Perm {
             (Read::Unknown(e), _) | (_, Read::Unknown(e)) => return Read::Unknown(e.clone()),
             _ => (0, 65535),
         };
-        let (from, to) = if from == -1 && to == -1 { (0, 65535) } else { (from, to) };
+        let (from, to) = if from == -1 && to == -1 {
+            (0, 65535)
+        } else {
+            (from, to)
+        };
         Read::Known(match ports {
             Ports::List(list) => list.iter().any(|p| (from..=to).contains(p)),
             Ports::All => from <= 1 && to >= 65535,
@@ -2066,7 +2747,10 @@ fn perm_cfn(item: &Value, origin: String) -> Perm {
         return Perm::unknown(origin, item.short());
     }
     Perm {
-        proto: item.get("IpProtocol").map(Value::text).unwrap_or(Read::Absent),
+        proto: item
+            .get("IpProtocol")
+            .map(Value::text)
+            .unwrap_or(Read::Absent),
         from: item.get("FromPort").map(Value::num).unwrap_or(Read::Absent),
         to: item.get("ToPort").map(Value::num).unwrap_or(Read::Absent),
         v4: cidr_open(item.get("CidrIp"), "0.0.0.0/0"),
@@ -2087,7 +2771,10 @@ fn perm_tf(item: &Value, origin: String, vpc_rule: bool) -> Perm {
     };
     Perm {
         proto: item.get(proto).map(Value::text).unwrap_or(Read::Absent),
-        from: item.get("from_port").map(Value::num).unwrap_or(Read::Absent),
+        from: item
+            .get("from_port")
+            .map(Value::num)
+            .unwrap_or(Read::Absent),
         to: item.get("to_port").map(Value::num).unwrap_or(Read::Absent),
         v4: cidr_open(item.get(v4), "0.0.0.0/0"),
         v6: cidr_open(item.get(v6), "::/0"),
@@ -2121,7 +2808,8 @@ const DATABASE_PORTS: &[i64] = &[
 ];
 
 /// Master usernames that automated credential guessing tries first.
-const DEFAULT_ADMIN_NAMES: &[&str] = &["admin", "administrator", "postgres", "root", "sa", "master"];
+const DEFAULT_ADMIN_NAMES: &[&str] =
+    &["admin", "administrator", "postgres", "root", "sa", "master"];
 
 /// CloudFront viewer security policies AWS currently recommends.
 const RECOMMENDED_TLS: &[&str] = &["TLSv1.2_2021", "TLSv1.2_2025", "TLSv1.3_2025"];

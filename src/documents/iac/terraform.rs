@@ -329,10 +329,7 @@ pub(crate) fn parse_plan(bytes: &[u8], limits: &Limits) -> Result<Model, Analysi
                 "JSON line {} column {}: {}",
                 e.line(),
                 e.column(),
-                e.to_string()
-                    .split(" at line ")
-                    .next()
-                    .unwrap_or_default()
+                e.to_string().split(" at line ").next().unwrap_or_default()
             ))
         }
     })?;

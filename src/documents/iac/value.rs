@@ -14,11 +14,17 @@ pub enum Value {
     Map(Vec<(String, Value)>),
     /// A reference to another resource of the document or one of its attributes: present, but
     /// its content is only known at deploy time. `target` is the logical id or Terraform address.
-    Ref { target: String, expr: String },
+    Ref {
+        target: String,
+        expr: String,
+    },
     /// Decided at deploy time (parameter, variable, condition, function). `present` says whether
     /// a value surely exists (a `!Sub` string) or may be missing altogether (an `!If` with
     /// `AWS::NoValue`, a variable that may be null).
-    Unknown { expr: String, present: bool },
+    Unknown {
+        expr: String,
+        present: bool,
+    },
 }
 
 /// What a rule can read from a value: known, undecidable (with the expression), or missing.
