@@ -931,31 +931,28 @@ impl<'a> E<'a> {
         self.put("s3-bucket-object-lock-enabled", v);
 
         // Lifecycle.
-        let (rules, name, key, on): (Option<&Value>, String, &str, fn(&Value) -> Read<bool>) =
-            if cfn {
-                (
-                    self.p("LifecycleConfiguration.Rules"),
-                    "LifecycleConfiguration.Rules".into(),
-                    "Status",
-                    |v| v.text().map_known(|s| s == "Enabled"),
-                )
-            } else if let Some(c) =
-                self.companion("aws_s3_bucket_lifecycle_configuration", "bucket")
-            {
-                (
-                    c.props.get("rule"),
-                    format!("{} rule", c.name),
-                    "status",
-                    |v| v.text().map_known(|s| s == "Enabled"),
-                )
-            } else {
-                (
-                    self.p("lifecycle_rule"),
-                    "lifecycle_rule".into(),
-                    "enabled",
-                    Value::bool,
-                )
-            };
+        let (rules, name, key, on): LifecycleRules<'_> = if cfn {
+            (
+                self.p("LifecycleConfiguration.Rules"),
+                "LifecycleConfiguration.Rules".into(),
+                "Status",
+                |v| v.text().map_known(|s| s == "Enabled"),
+            )
+        } else if let Some(c) = self.companion("aws_s3_bucket_lifecycle_configuration", "bucket") {
+            (
+                c.props.get("rule"),
+                format!("{} rule", c.name),
+                "status",
+                |v| v.text().map_known(|s| s == "Enabled"),
+            )
+        } else {
+            (
+                self.p("lifecycle_rule"),
+                "lifecycle_rule".into(),
+                "enabled",
+                Value::bool,
+            )
+        };
         let v = match rules {
             None => V::Fail(format!(
                 "{name} is not set; add a lifecycle rule that expires or transitions objects"
@@ -969,9 +966,7 @@ impl<'a> E<'a> {
                         Read::Unknown(r.short())
                     } else {
                         match r.get(key).map(on) {
-                            Some(Read::Absent) | None => {
-                                Read::Known(key != "enabled" || r.get(key).is_none() && false)
-                            }
+                            Some(Read::Absent) | None => Read::Known(false),
                             Some(x) => x,
                         }
                     }
@@ -2610,6 +2605,15 @@ impl<'a> E<'a> {
         }
     }
 }
+
+/// Where a bucket's lifecycle rules are, what they are called, the key that switches a rule on
+/// and how to read it.
+type LifecycleRules<'v> = (
+    Option<&'v Value>,
+    String,
+    &'static str,
+    fn(&Value) -> Read<bool>,
+);
 
 fn negate(r: Read<bool>) -> Read<bool> {
     match r {

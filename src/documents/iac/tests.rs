@@ -194,7 +194,7 @@ fn billion_laughs_is_refused() {
     }
     y.push_str("Resources:\n  X:\n    Type: AWS::S3::Bucket\n    Properties:\n      Tags: *i\n");
     let r = analyse(Kind::Cloudformation, y.as_bytes(), &limits());
-    assert!(matches!(r, Err(_)), "billion laughs accepted");
+    assert!(r.is_err(), "billion laughs accepted");
     assert_eq!(detect(y.as_bytes()), None);
 }
 
