@@ -23,6 +23,11 @@ Resources:
     Type: AWS::S3::Bucket
     Properties:
       BucketName: !Sub "records-${Env}"
+      PublicAccessBlockConfiguration:
+        BlockPublicAcls: true
+        IgnorePublicAcls: true
+        BlockPublicPolicy: false
+        RestrictPublicBuckets: false
   WebSecurityGroup:
     Type: AWS::EC2::SecurityGroup
     Properties:
@@ -167,7 +172,7 @@ async fn a_template_is_analysed_into_findings_mapped_to_controls_and_billed_once
     let ssh = find("vpc-sg-no-ingress-ssh-from-internet", "WebSecurityGroup");
     assert_eq!(ssh["status"], "fail");
     assert_eq!(ssh["source"], "template");
-    assert_eq!(ssh["line"], 12, "the line of the logical id");
+    assert_eq!(ssh["line"], 17, "the line of the logical id");
     assert_eq!(ssh["resource_type"], "AWS::EC2::SecurityGroup");
     assert!(ssh["title"].is_string() && ssh["severity"].is_string());
     let public = find("s3-bucket-level-public-access-blocked", "RecordsBucket");
@@ -287,7 +292,7 @@ async fn a_template_is_analysed_into_findings_mapped_to_controls_and_billed_once
         text.starts_with("# Security review: records.yaml"),
         "{text}"
     );
-    assert!(text.contains("`WebSecurityGroup` (line 12)"), "{text}");
+    assert!(text.contains("`WebSecurityGroup` (line 17)"), "{text}");
     let refused = app
         .get_as(&format!("/api/v1/documents/{id}/report"), &app.admin_key)
         .header("Accept", "image/png")

@@ -1,0 +1,266 @@
+//! One value model for CloudFormation, Terraform HCL and plan JSON, so each rule is written once.
+//! What a template leaves to deploy time stays visible as `Ref` or `Unknown` instead of being
+//! guessed.
+
+/// A property value after the intrinsic functions a template can resolve alone are resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    List(Vec<Value>),
+    /// Keys in document order (Terraform blocks become a key holding a list of maps).
+    Map(Vec<(String, Value)>),
+    /// A reference to another resource of the document or one of its attributes: present, but
+    /// its content is only known at deploy time. `target` is the logical id or Terraform address.
+    Ref {
+        target: String,
+        expr: String,
+    },
+    /// Decided at deploy time (parameter, variable, condition, function). `present` says whether
+    /// a value surely exists (a `!Sub` string) or may be missing altogether (an `!If` with
+    /// `AWS::NoValue`, a variable that may be null).
+    Unknown {
+        expr: String,
+        present: bool,
+    },
+}
+
+/// What a rule can read from a value: known, undecidable (with the expression), or missing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Read<T> {
+    Known(T),
+    Unknown(String),
+    Absent,
+}
+
+impl Value {
+    pub fn unknown(expr: impl Into<String>) -> Value {
+        Value::Unknown {
+            expr: expr.into(),
+            present: false,
+        }
+    }
+
+    pub fn opaque(expr: impl Into<String>) -> Value {
+        Value::Unknown {
+            expr: expr.into(),
+            present: true,
+        }
+    }
+
+    /// The entry `key` of a map; a list of exactly one map (a Terraform block written once) is
+    /// looked through, which is how both formats nest settings.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Map(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            Value::List(items) if items.len() == 1 => items.first().and_then(|v| v.get(key)),
+            _ => None,
+        }
+    }
+
+    /// A dotted path (`PublicAccessBlockConfiguration.BlockPublicAcls`). Stops at an
+    /// unresolved value, which is returned so the caller can report it.
+    pub fn path(&self, path: &str) -> Option<&Value> {
+        let mut cur = self;
+        for seg in path.split('.') {
+            if cur.is_unresolved() {
+                return Some(cur);
+            }
+            cur = cur.get(seg)?;
+        }
+        Some(cur)
+    }
+
+    pub fn is_unresolved(&self) -> bool {
+        matches!(self, Value::Ref { .. } | Value::Unknown { .. })
+    }
+
+    /// The expression of an unresolved value.
+    pub fn expr(&self) -> Option<&str> {
+        match self {
+            Value::Ref { expr, .. } | Value::Unknown { expr, .. } => Some(expr),
+            _ => None,
+        }
+    }
+
+    /// The elements of a list; a single non-list value counts as a list of one (Terraform and
+    /// CloudFormation both accept a scalar where a list of one is meant in places).
+    pub fn items(&self) -> Vec<&Value> {
+        match self {
+            Value::List(items) => items.iter().collect(),
+            Value::Null => Vec::new(),
+            other => vec![other],
+        }
+    }
+
+    pub fn entries(&self) -> &[(String, Value)] {
+        match self {
+            Value::Map(entries) => entries,
+            _ => &[],
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A string, a number or a boolean as text (templates often quote numbers and booleans).
+    pub fn scalar_text(&self) -> Option<String> {
+        match self {
+            Value::Str(s) => Some(s.clone()),
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Num(n) => Some(fmt_num(*n)),
+            _ => None,
+        }
+    }
+
+    pub fn bool(&self) -> Read<bool> {
+        match self {
+            Value::Bool(b) => Read::Known(*b),
+            Value::Str(s) if s.eq_ignore_ascii_case("true") => Read::Known(true),
+            Value::Str(s) if s.eq_ignore_ascii_case("false") => Read::Known(false),
+            Value::Null => Read::Absent,
+            Value::Ref { expr, .. } | Value::Unknown { expr, .. } => Read::Unknown(expr.clone()),
+            other => Read::Unknown(other.short()),
+        }
+    }
+
+    pub fn num(&self) -> Read<f64> {
+        match self {
+            Value::Num(n) => Read::Known(*n),
+            Value::Str(s) => match s.trim().parse::<f64>() {
+                Ok(n) => Read::Known(n),
+                Err(_) => Read::Unknown(s.clone()),
+            },
+            Value::Null => Read::Absent,
+            Value::Ref { expr, .. } | Value::Unknown { expr, .. } => Read::Unknown(expr.clone()),
+            other => Read::Unknown(other.short()),
+        }
+    }
+
+    pub fn text(&self) -> Read<String> {
+        match self {
+            Value::Null => Read::Absent,
+            Value::Ref { expr, .. } | Value::Unknown { expr, .. } => Read::Unknown(expr.clone()),
+            other => match other.scalar_text() {
+                Some(s) => Read::Known(s),
+                None => Read::Unknown(other.short()),
+            },
+        }
+    }
+
+    /// Whether a value is set at all: `Ref` and present `Unknown` are set; an empty string or
+    /// list is not.
+    pub fn presence(&self) -> Read<bool> {
+        match self {
+            Value::Null => Read::Known(false),
+            Value::Str(s) => Read::Known(!s.trim().is_empty()),
+            Value::List(l) => Read::Known(!l.is_empty()),
+            Value::Map(m) => Read::Known(!m.is_empty()),
+            Value::Unknown { expr, present } => {
+                if *present {
+                    Read::Known(true)
+                } else {
+                    Read::Unknown(expr.clone())
+                }
+            }
+            _ => Read::Known(true),
+        }
+    }
+
+    /// A short rendering for reasons (never the whole of a large value).
+    pub fn short(&self) -> String {
+        let mut s = String::new();
+        self.render(&mut s, 0);
+        truncate(&s, 80)
+    }
+
+    fn render(&self, out: &mut String, depth: usize) {
+        if out.len() > 100 || depth > 6 {
+            out.push('…');
+            return;
+        }
+        match self {
+            Value::Null => out.push_str("null"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Num(n) => out.push_str(&fmt_num(*n)),
+            Value::Str(s) => out.push_str(&format!("{s:?}")),
+            Value::List(items) => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    v.render(out, depth + 1);
+                }
+                out.push(']');
+            }
+            Value::Map(entries) => {
+                out.push('{');
+                for (i, (k, v)) in entries.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    out.push_str(k);
+                    out.push_str(": ");
+                    v.render(out, depth + 1);
+                }
+                out.push('}');
+            }
+            Value::Ref { expr, .. } | Value::Unknown { expr, .. } => out.push_str(expr),
+        }
+    }
+}
+
+pub fn fmt_num(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        format!("{n}")
+    }
+}
+
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// JSON (a policy document written inline or produced by `jsonencode`) as a `Value`.
+pub fn from_json(v: &serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => Value::Num(n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::String(s) => Value::Str(s.clone()),
+        serde_json::Value::Array(a) => Value::List(a.iter().map(from_json).collect()),
+        serde_json::Value::Object(o) => {
+            Value::Map(o.iter().map(|(k, v)| (k.clone(), from_json(v))).collect())
+        }
+    }
+}
+
+/// Deepest nesting of a JSON value, counted without recursion so a hostile document cannot
+/// exhaust the stack here.
+pub fn json_depth(v: &serde_json::Value) -> usize {
+    let mut max = 0;
+    let mut stack = vec![(v, 1usize)];
+    while let Some((v, d)) = stack.pop() {
+        max = max.max(d);
+        match v {
+            serde_json::Value::Array(a) => stack.extend(a.iter().map(|x| (x, d + 1))),
+            serde_json::Value::Object(o) => stack.extend(o.values().map(|x| (x, d + 1))),
+            _ => {}
+        }
+    }
+    max
+}
