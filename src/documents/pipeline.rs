@@ -135,7 +135,7 @@ fn template(
                     .copied()
                     .filter(|&ctl| {
                         let fw = kb.framework_of(ctl);
-                        frameworks.iter().any(|w| *w == fw.id)
+                        frameworks.contains(&fw.id)
                             && kb.is_newest(kb.controls[ctl].framework)
                     })
                     .map(|ctl| citation(kb, ctl))
