@@ -4,7 +4,7 @@
 //! Extraction turns each format into blocks (a paragraph, a list item, a table row) with their
 //! page and nearest heading; `sentences` cuts blocks into sentences; `measures` reads what the
 //! sentences state against the measure table of `data/document-measures.json`. Every parser is
-//! bounded by [`Limits`]: uploads are hostile. How it reads and maps: docs/DOCUMENTS-PROSE.md.
+//! bounded by [`Limits`]: uploads are hostile. How it reads and maps: docs/DOCUMENTS.md, "Prose analysis".
 
 mod docx;
 mod measures;
