@@ -32,10 +32,10 @@ where
     DocumentsState: axum::extract::FromRef<S>,
 {
     OpenApiRouter::new()
-        .routes(routes!(upload, list_documents))
+        .routes(routes!(upload_document, list_documents))
         .routes(routes!(get_document, delete_document))
-        .routes(routes!(list_findings))
-        .routes(routes!(get_report))
+        .routes(routes!(list_document_findings))
+        .routes(routes!(document_report))
 }
 
 /// The upload form.
@@ -361,7 +361,7 @@ fn parse_frameworks(raw: Option<&str>) -> Result<Option<Vec<String>>, ApiError> 
         (status = 415, body = Problem, description = "not multipart/form-data, or a file type we do not read (`unsupported_document_type`, with `accepted`)"),
         (status = 422, body = Problem)),
     security(("api_key" = [])))]
-async fn upload(
+async fn upload_document(
     State(state): State<DocumentsState>,
     Auth(caller): Auth,
     headers: HeaderMap,
@@ -661,6 +661,8 @@ pub struct Finding {
     /// `pass`, `fail`, `unknown`, `addressed`, `contradicted` or `silent`.
     pub status: String,
     pub severity: String,
+    /// The document the finding is in (its name).
+    pub file: String,
     /// Template findings: the catalogue check (the same id a live scan reports).
     pub check: Option<String>,
     /// Template findings: the check's title from the KB.
@@ -686,7 +688,8 @@ pub struct Finding {
     pub controls: Value,
 }
 
-const FINDING_COLUMNS: &str = "SELECT f.source, f.status, f.severity, f.check_id AS check, k.title, \
+const FINDING_COLUMNS: &str = "SELECT f.source, f.status, f.severity, \
+     (SELECT name FROM documents WHERE id = f.document_id) AS file, f.check_id AS check, k.title, \
      coalesce(f.service, k.services[1]) AS service, f.resource, f.resource_type, f.line, f.control_id AS control, \
      f.framework, f.measure, f.quote, f.page, f.heading, f.reason, f.controls FROM document_findings f \
      LEFT JOIN kb_checks k ON k.version_id = (SELECT id FROM kb_versions WHERE active) AND k.id = 'check:kb:' || f.check_id \
@@ -770,7 +773,7 @@ async fn require_document(
 #[utoipa::path(get, path = "/documents/{id}/findings", tag = "documents", params(("id" = Uuid, Path), FindingsParams),
     responses((status = 200, body = Page<Finding>), (status = 400, body = Problem), (status = 404, body = Problem)),
     security(("api_key" = [])))]
-async fn list_findings(
+async fn list_document_findings(
     State(state): State<DocumentsState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
@@ -824,7 +827,7 @@ pub(super) async fn all_findings(
         (status = 406, body = Problem, description = "`Accept` allows neither JSON nor Markdown"),
         (status = 409, body = Problem, description = "the analysis has not finished (`document_not_analyzed`)")),
     security(("api_key" = [])))]
-async fn get_report(
+async fn document_report(
     State(state): State<DocumentsState>,
     Auth(caller): Auth,
     Path(id): Path<String>,

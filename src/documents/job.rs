@@ -298,29 +298,38 @@ async fn fail(
     failure: Failure,
     started: Instant,
 ) {
-    let updated = sqlx::query!(
-        "UPDATE documents SET status = 'failed', error_code = $2, error = $3, lease_owner = NULL,
-                lease_expires_at = NULL, analyzed_at = now()
-         WHERE id = $1 AND status IN ('received', 'analyzing')",
-        id,
-        failure.code,
-        failure.message
-    )
-    .execute(&state.db)
-    .await;
-    if !matches!(updated, Ok(ref done) if done.rows_affected() == 1) {
-        if let Err(err) = updated {
-            tracing::error!(document = %id, error = %err, "could not record a failed analysis");
+    // The failed state and the refund commit together: a crash between them would otherwise
+    // bill a document nobody could read.
+    let ended: Result<Option<bool>, crate::error::ApiError> = async {
+        let mut tx = state.db.begin().await?;
+        let updated = sqlx::query!(
+            "UPDATE documents SET status = 'failed', error_code = $2, error = $3, lease_owner = NULL,
+                    lease_expires_at = NULL, analyzed_at = now()
+             WHERE id = $1 AND status IN ('received', 'analyzing')",
+            id,
+            failure.code,
+            failure.message
+        )
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Ok(None);
         }
-        return;
+        let refunded = match usage_event_id {
+            Some(event) => state.market.refund_in(&mut tx, event).await?,
+            None => false,
+        };
+        tx.commit().await?;
+        Ok(Some(refunded))
     }
-    // Nothing was delivered: the customer does not pay for a document we could not analyse.
-    let refunded = match usage_event_id {
-        Some(event) => state.market.refund(event).await.unwrap_or_else(|err| {
-            tracing::error!(document = %id, error = %err, "could not refund a failed analysis");
-            false
-        }),
-        None => false,
+    .await;
+    let refunded = match ended {
+        Ok(Some(refunded)) => refunded,
+        Ok(None) => return,
+        Err(err) => {
+            tracing::error!(document = %id, error = %err, "could not record a failed analysis");
+            return;
+        }
     };
     if failure.internal {
         tracing::error!(document = %id, code = failure.code, error = %failure.message, refunded, "document analysis failed");

@@ -123,6 +123,15 @@ impl Marketplace {
     /// can be refunded (AWS takes no negative records); returns whether it was refunded.
     pub async fn refund(&self, event_id: Uuid) -> Result<bool, ApiError> {
         let mut tx = self.db.begin().await?;
+        let refunded = self.refund_in(&mut tx, event_id).await?;
+        tx.commit().await?;
+        Ok(refunded)
+    }
+
+    /// [`refund`](Self::refund) in the caller's transaction, so the failure that justifies it
+    /// and the refund commit together (a crash between them can neither lose the refund nor
+    /// refund an action that did not fail).
+    pub async fn refund_in(&self, tx: &mut PgConnection, event_id: Uuid) -> Result<bool, ApiError> {
         let refunded = sqlx::query!(
             "UPDATE usage_events SET refunded_at = $2
              WHERE id = $1 AND refunded_at IS NULL AND report_id IS NULL RETURNING dimension, counted",
@@ -139,7 +148,6 @@ impl Marketplace {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
         Ok(refunded.is_some())
     }
 

@@ -417,30 +417,35 @@ async fn finish(state: &ScansState, launch: &Launch, end: End, elapsed: Duration
         End::Interrupted(reason) => ("interrupted", Some(reason.clone())),
         End::Failed(reason) => ("failed", Some(reason.clone())),
     };
-    let written = sqlx::query!(
-        "UPDATE scans SET status = $2, error = $3, finished_at = now(), aws_calls = $4, aws_operations = $5,
-                progress_done = CASE WHEN $2 = 'succeeded' THEN progress_total ELSE progress_done END,
-                lease_owner = NULL, lease_expires_at = NULL
-         WHERE id = $1 AND status = 'running'",
-        launch.id,
-        status,
-        reason,
-        calls as i64,
-        operations
-    )
-    .execute(&state.db)
+    // The end state and the refund of a scan that judged nothing commit together: a crash
+    // between them would otherwise bill a failed scan.
+    let refundable = evaluated == 0 && matches!(end, End::Failed(_) | End::Interrupted(_));
+    let written: Result<bool, crate::error::ApiError> = async {
+        let mut tx = state.db.begin().await?;
+        let updated = sqlx::query!(
+            "UPDATE scans SET status = $2, error = $3, finished_at = now(), aws_calls = $4, aws_operations = $5,
+                    progress_done = CASE WHEN $2 = 'succeeded' THEN progress_total ELSE progress_done END,
+                    lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = $1 AND status = 'running'",
+            launch.id,
+            status,
+            reason,
+            calls as i64,
+            operations
+        )
+        .execute(&mut *tx)
+        .await?;
+        let refunded = refundable
+            && updated.rows_affected() == 1
+            && state.market.refund_in(&mut tx, launch.usage_event_id).await?;
+        tx.commit().await?;
+        Ok(refunded)
+    }
     .await;
-    if let Err(err) = &written {
+    let refunded = written.unwrap_or_else(|err| {
         tracing::error!(scan = %launch.id, error = %err, "could not write the end of the scan");
-    }
-    let mut refunded = false;
-    if evaluated == 0 && matches!(end, End::Failed(_) | End::Interrupted(_)) {
-        refunded = state
-            .market
-            .refund(launch.usage_event_id)
-            .await
-            .unwrap_or(false);
-    }
+        false
+    });
     let kind = match end {
         End::Succeeded | End::Cancelled => "scan.finished",
         End::Failed(_) | End::Interrupted(_) => "scan.failed",

@@ -174,6 +174,7 @@ async fn a_template_is_analysed_into_findings_mapped_to_controls_and_billed_once
     assert_eq!(ssh["source"], "template");
     assert_eq!(ssh["line"], 17, "the line of the logical id");
     assert_eq!(ssh["resource_type"], "AWS::EC2::SecurityGroup");
+    assert_eq!(ssh["file"], "records.yaml");
     assert!(ssh["title"].is_string() && ssh["severity"].is_string());
     let public = find("s3-bucket-level-public-access-blocked", "RecordsBucket");
     assert_eq!(public["status"], "fail");
@@ -736,4 +737,77 @@ async fn a_document_left_by_a_stopped_replica_is_analysed_by_another() {
         .await
         .unwrap();
     assert_eq!(attempts, 1);
+}
+
+#[tokio::test]
+async fn the_trial_limit_refuses_a_document_before_any_work() {
+    let app = spawn_app_with(|env| {
+        env.insert("TRIAL_MODE".into(), "true".into());
+        env.insert("TRIAL_LIMIT_DOCUMENT_ANALYSIS".into(), "1".into());
+    })
+    .await;
+    let first = upload(&app, form("design.md", DESIGN.as_bytes())).await;
+    assert_eq!(first.status(), 202);
+    let refused = upload(&app, form("design.md", DESIGN.as_bytes())).await;
+    assert_problem(refused, 402, "trial_limit_reached").await;
+    let listed = get(&app, &app.admin_key, "/api/v1/documents").await;
+    assert_eq!(listed["total"], 1, "the refused upload left nothing behind");
+    assert_eq!(documents_used(&app).await, 1);
+}
+
+#[tokio::test]
+async fn retention_deletes_old_files_and_keeps_their_findings() {
+    // Documents from before the server starts: the retention pass runs at start-up, then hourly.
+    let db = create_migrated_database().await;
+    let pool = sqlx::PgPool::connect(&database_url(&db)).await.unwrap();
+    let (old, recent) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    for (id, age) in [(old, "3 days"), (recent, "1 hour")] {
+        sqlx::query(
+            "INSERT INTO documents (id, api_key_id, name, kind, size_bytes, sha256, status, progress, storage,
+                                   created_at, analyzed_at)
+             VALUES ($1, '00000000-0000-0000-0000-000000000000', 'design.md', 'markdown', 5, 'x', 'analyzed',
+                     100, 'postgres', now() - $2::interval, now() - $2::interval)",
+        )
+        .bind(id)
+        .bind(age)
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO document_contents (document_id, content) VALUES ($1, 'hello')")
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO document_findings (document_id, n, source, control_id, framework, measure, status,
+                                           severity, reason, controls)
+             VALUES ($1, 1, 'prose', 'gdpr:32', 'gdpr', 'mfa', 'silent', 'high', 'seeded', '[\"gdpr:32\"]')",
+        )
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let app = crate::helpers::spawn_on_database(db, |env| {
+        env.insert("DOCUMENT_RETENTION_DAYS".into(), "2".into());
+    })
+    .await;
+    let deleted = eventually(Duration::from_secs(20), || {
+        let request = app.get_as(&format!("/api/v1/documents/{old}"), &app.admin_key);
+        async move {
+            let document: Value = request.send().await.unwrap().json().await.unwrap();
+            document["file_deleted"] == true
+        }
+    })
+    .await;
+    assert!(deleted, "the old file was deleted");
+    let contents: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT document_id FROM document_contents")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(contents, vec![recent], "only the recent file is left");
+    let kept = findings(&app, &old.to_string(), "").await;
+    assert_eq!(kept.len(), 1, "findings outlive the file");
+    let recent_doc = get(&app, &app.admin_key, &format!("/api/v1/documents/{recent}")).await;
+    assert_eq!(recent_doc["file_deleted"], false);
 }
