@@ -90,6 +90,20 @@ pub struct ListParams {
     offset: Option<i64>,
 }
 
+/// One Server-Sent Event of a chat stream, as an SSE client reads it (the schema of each event;
+/// keep-alive comments are not events).
+#[derive(ToSchema)]
+#[allow(dead_code)] // describes the stream for the OpenAPI document only
+pub struct SseEvent {
+    /// `start`, `citation`, `delta`, `notice`, `done` or `error`.
+    event: String,
+    /// 1, 2, 3… within the message: what `Last-Event-ID` resumes after.
+    id: String,
+    /// The event's JSON document.
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
+
 const STREAM_DESCRIPTION: &str = "With `Accept: text/event-stream`: Server-Sent Events, each with an `id` \
 (1, 2, 3… within the message): `start` (message_id, intent, frameworks with versions, services, \
 control_ids), one `citation` per cited control, `delta` ({text}) pieces of the Markdown answer, \
@@ -105,7 +119,7 @@ document.";
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]{1,255}$",
         description = "makes a retry return the first answer without a second charge")),
     responses((status = 200, description = STREAM_DESCRIPTION,
-            content((ChatAnswer = "application/json"), (String = "text/event-stream"))),
+            content((ChatAnswer = "application/json"), (SseEvent = "text/event-stream"))),
         (status = 402, body = Problem, description = "the license or trial does not allow another question"),
         (status = 406, body = Problem, description = "the client accepts neither JSON nor an event stream"),
         (status = 422, body = Problem),
@@ -146,7 +160,7 @@ async fn ask(
         ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]{1,255}$",
         description = "makes a retry return the first answer without a second charge")),
     responses((status = 200, description = STREAM_DESCRIPTION,
-            content((ChatAnswer = "application/json"), (String = "text/event-stream"))),
+            content((ChatAnswer = "application/json"), (SseEvent = "text/event-stream"))),
         (status = 402, body = Problem, description = "the license or trial does not allow another question"),
         (status = 404, body = Problem), (status = 406, body = Problem), (status = 422, body = Problem)),
     security(("api_key" = [])))]
@@ -463,9 +477,9 @@ fn answer_of(m: Message) -> ChatAnswer {
     }
 }
 
-/// Start a conversation. The body may be omitted or `{}`.
+/// Start a conversation. The body may be omitted, `{}` or `null`.
 #[utoipa::path(post, path = "/chat/conversations", tag = "chat",
-    request_body(content = Option<ConversationRequest>, description = "optional: no body is the same as `{}`"),
+    request_body(content = Option<ConversationRequest>, description = "optional: no body and `null` are the same as `{}`"),
     responses((status = 201, body = Conversation,
         headers(("Location" = String, description = "`/api/v1/chat/conversations/{id}`"))),
         (status = 422, body = Problem)),
@@ -473,9 +487,9 @@ fn answer_of(m: Message) -> ChatAnswer {
 async fn create_conversation(
     State(state): State<ChatState>,
     Auth(caller): Auth,
-    body: Option<ApiJson<ConversationRequest>>,
+    body: Option<ApiJson<Option<ConversationRequest>>>,
 ) -> Result<Response, ApiError> {
-    let request = body.map(|ApiJson(b)| b).unwrap_or_default();
+    let request = body.and_then(|ApiJson(b)| b).unwrap_or_default();
     let title = match request.title.as_deref().map(str::trim) {
         Some(title) if title.chars().count() > MAX_TITLE_CHARS => {
             return Err(ApiError::unprocessable(
@@ -568,7 +582,7 @@ async fn get_message(
 #[utoipa::path(get, path = "/chat/messages/{id}/events", tag = "chat",
     params(("id" = Uuid, Path),
         ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]{1,9}$", description = "the `id` of the last event received")),
-    responses((status = 200, content_type = "text/event-stream", body = String, description = STREAM_DESCRIPTION),
+    responses((status = 200, content_type = "text/event-stream", body = SseEvent, description = STREAM_DESCRIPTION),
         (status = 404, body = Problem)),
     security(("api_key" = [])))]
 async fn message_events(

@@ -39,7 +39,8 @@ where
 }
 
 /// The upload form.
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // describes the multipart body for the OpenAPI document only
 pub struct UploadForm {
     /// The document: PDF, DOCX, Markdown, plain text, a CloudFormation template (YAML or JSON),
@@ -821,8 +822,8 @@ pub(super) async fn all_findings(
 /// or is silent on, each with the findings that decided; JSON, or Markdown with
 /// `Accept: text/markdown`. A document still being analysed is a 409 `document_not_analyzed`.
 #[utoipa::path(get, path = "/documents/{id}/report", tag = "documents", params(("id" = Uuid, Path)),
-    responses((status = 200, body = super::report::Report, content_type = "application/json"),
-        (status = 200, body = String, content_type = "text/markdown", description = "the same report as Markdown"),
+    responses((status = 200, description = "the report as JSON, or as Markdown with `Accept: text/markdown`",
+            content((super::report::Report = "application/json"), (String = "text/markdown"))),
         (status = 404, body = Problem),
         (status = 406, body = Problem, description = "`Accept` allows neither JSON nor Markdown"),
         (status = 409, body = Problem, description = "the analysis has not finished (`document_not_analyzed`)")),

@@ -105,7 +105,13 @@ async fn the_document_is_valid_openapi_3_1() {
     );
     let description = doc["info"]["description"].as_str().unwrap();
     // It names every capability a client can call, and only those.
-    for built in ["`/chat`", "`/scans`", "`/documents`", "`/kb`", "`/notifications`"] {
+    for built in [
+        "`/chat`",
+        "`/scans`",
+        "`/documents`",
+        "`/kb`",
+        "`/notifications`",
+    ] {
         assert!(
             description.contains(built),
             "the description says what exists: {description}"
