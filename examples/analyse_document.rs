@@ -66,6 +66,7 @@ fn analyse(bytes: &[u8]) -> Result<Outcome, AnalysisError> {
                     "resource_type": f.resource_type,
                     "status": f.status.as_str(),
                     "line": f.line,
+                    "reason": f.reason,
                 })
             })
             .collect();
