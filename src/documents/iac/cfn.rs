@@ -8,7 +8,7 @@ use regex::Regex;
 use serde_yaml_ng::Value as Y;
 
 use super::value::{Value, json_depth, truncate};
-use super::{Format, Model, Resource, find_line};
+use super::{Format, Model, Resource, find_line, key_lines};
 use crate::documents::analysis::{AnalysisError, Limits};
 
 /// Parses a template (YAML or JSON) into resources.
@@ -79,6 +79,7 @@ pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> Result<Model, AnalysisErro
     .and_then(|re| find_line(text, 0, &re))
     .unwrap_or(1);
 
+    let lines = key_lines(text, (section_line as usize).saturating_sub(1), is_json);
     let mut out = Vec::new();
     for (k, v) in resources {
         limits.check_time()?;
@@ -96,15 +97,19 @@ pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> Result<Model, AnalysisErro
             Some(p) => ctx.convert(p).unwrap_or(Value::Null),
             None => Value::Null,
         };
-        let esc = regex::escape(name);
-        let pattern = if is_json {
-            format!(r#""{esc}"\s*:"#)
-        } else {
-            format!(r#"^\s*["']?{esc}["']?\s*:"#)
-        };
-        let line = Regex::new(&pattern)
-            .ok()
-            .and_then(|re| find_line(text, (section_line as usize).saturating_sub(1), &re));
+        // The regex is the fallback for a key the one-pass index misses (a JSON key written
+        // with escapes, say).
+        let line = lines.get(name).copied().or_else(|| {
+            let esc = regex::escape(name);
+            let pattern = if is_json {
+                format!(r#""{esc}"\s*:"#)
+            } else {
+                format!(r#"^\s*["']?{esc}["']?\s*:"#)
+            };
+            Regex::new(&pattern)
+                .ok()
+                .and_then(|re| find_line(text, (section_line as usize).saturating_sub(1), &re))
+        });
         out.push(Resource {
             name: name.to_string(),
             ty: ty.to_string(),

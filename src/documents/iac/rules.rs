@@ -1915,6 +1915,26 @@ impl<'a> E<'a> {
     }
 
     fn clb(&mut self) {
+        // The catalogue check covers Classic Load Balancers too. Terraform's `access_logs` block
+        // is on unless it says otherwise (`enabled` defaults to true for `aws_elb`).
+        let v = if self.cfn() {
+            boolean(
+                self.p("AccessLoggingPolicy.Enabled"),
+                "AccessLoggingPolicy.Enabled",
+                true,
+                Absent::Default(false),
+            )
+        } else if self.p("access_logs").is_some() {
+            boolean(
+                self.p("access_logs.enabled"),
+                "access_logs.enabled",
+                true,
+                Absent::Default(true),
+            )
+        } else {
+            V::Fail("access_logs is not set; send access logs to an S3 bucket".into())
+        };
+        self.put("elb-access-logging-enabled", v);
         let (list, key) = if self.cfn() {
             ("Listeners", "Protocol")
         } else {

@@ -8,7 +8,7 @@ use hcl::expr::{Expression, ObjectKey, TemplateExpr, TraversalOperator};
 use regex::Regex;
 
 use super::value::{Value, from_json, json_depth, truncate};
-use super::{Format, Model, Resource, find_line};
+use super::{Format, Model, Resource, resource_lines};
 use crate::documents::analysis::{AnalysisError, Limits};
 
 /// Stack for the HCL parser: its recursive descent is bounded by the nesting pre-check, and a
@@ -28,6 +28,7 @@ pub(crate) fn parse_hcl(bytes: &[u8], limits: &Limits) -> Result<Model, Analysis
     let body = parse_body(text)?;
     limits.check_time()?;
 
+    let lines = resource_lines(text);
     let mut resources = Vec::new();
     for block in body.blocks() {
         limits.check_time()?;
@@ -40,14 +41,7 @@ pub(crate) fn parse_hcl(bytes: &[u8], limits: &Limits) -> Result<Model, Analysis
             ));
         };
         let (ty, name) = (ty.as_str(), name.as_str());
-        let pattern = format!(
-            r#"^\s*resource\s+"{}"\s+"{}""#,
-            regex::escape(ty),
-            regex::escape(name)
-        );
-        let line = Regex::new(&pattern)
-            .ok()
-            .and_then(|re| find_line(text, 0, &re));
+        let line = lines.get(&(ty, name)).copied();
         resources.push(Resource {
             name: format!("{ty}.{name}"),
             ty: ty.to_string(),
