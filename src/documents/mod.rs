@@ -29,6 +29,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::config::DocumentsConfig;
+use crate::llm::Llm;
 use crate::marketplace::Marketplace;
 
 #[derive(Clone)]
@@ -37,6 +38,9 @@ pub struct DocumentsState {
     pub config: Arc<DocumentsConfig>,
     /// The ledger every accepted document is charged to.
     pub market: Arc<Marketplace>,
+    /// The configured language model (`LLM_PROVIDER`, the chat's): with one, prose documents get
+    /// an enrichment pass whose findings are checked against the KB and the text (`enrich`).
+    pub llm: Option<Arc<Llm>>,
     /// This process's lease owner id.
     pub replica: String,
     /// Process shutdown: no new analysis starts; unfinished ones are handed back.
@@ -53,10 +57,12 @@ impl DocumentsState {
         db: PgPool,
         config: DocumentsConfig,
         market: Arc<Marketplace>,
+        llm: Option<Arc<Llm>>,
         stop: CancellationToken,
     ) -> Self {
         Self {
             db,
+            llm,
             permits: Arc::new(Semaphore::new(config.concurrency)),
             config: Arc::new(config),
             market,
