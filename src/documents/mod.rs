@@ -4,12 +4,13 @@
 //!
 //! Owns: the `documents`, `document_contents` and `document_findings` tables, the stored files
 //! (PostgreSQL or `DOCUMENTS_BUCKET`), `/api/v1/documents…`, the analysers (`iac` for templates,
-//! `prose` for text, `pipeline` joining them to the KB), the job that runs one analysis on a
-//! blocking thread under a deadline, the sweep that re-runs the analyses of a replica that
-//! stopped, and retention.
+//! `prose` for text, `pipeline` joining them to the KB, `enrich` the optional LLM pass over
+//! prose), the job that runs one analysis on a blocking thread under a deadline, the sweep that
+//! re-runs the analyses of a replica that stopped, and retention.
 
 pub mod analysis;
 pub mod api;
+pub mod enrich;
 pub mod files;
 pub mod iac;
 pub mod job;
