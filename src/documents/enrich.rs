@@ -85,10 +85,10 @@ fn excerpt(sentences: &[Sentence]) -> Excerpt {
     let mut sent = 0;
     for s in sentences {
         let mut piece = String::new();
-        if s.heading.as_deref() != heading {
-            if let Some(h) = s.heading.as_deref() {
-                piece.push_str(&format!("## {h}\n"));
-            }
+        if s.heading.as_deref() != heading
+            && let Some(h) = s.heading.as_deref()
+        {
+            piece.push_str(&format!("## {h}\n"));
         }
         piece.push_str(s.text.trim());
         piece.push('\n');

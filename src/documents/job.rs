@@ -109,7 +109,7 @@ pub async fn run(state: &DocumentsState, id: Uuid) {
     .await;
     match outcome {
         Ok(analysed) => {
-            let outcome = enriched(state, analysed).await;
+            let outcome = enriched(state, id, analysed).await;
             if let Err(err) = store(state, id, &outcome, started).await {
                 tracing::error!(document = %id, error = format!("{err:#}"), "could not store a document's findings");
                 fail(
@@ -141,7 +141,7 @@ struct Analysed {
 
 /// The outcome with the LLM's vetted findings added and `facts.llm` set, when an LLM is
 /// configured and the document is prose (templates are decided by the static checks alone).
-async fn enriched(state: &DocumentsState, analysed: Analysed) -> Outcome {
+async fn enriched(state: &DocumentsState, id: Uuid, analysed: Analysed) -> Outcome {
     let Analysed {
         mut outcome,
         kind,
@@ -165,6 +165,13 @@ async fn enriched(state: &DocumentsState, analysed: Analysed) -> Outcome {
         &state.stop,
     )
     .await;
+    let facts = &enrichment.facts;
+    if facts["error"].is_null() {
+        tracing::info!(document = %id, proposed = %facts["proposed"], kept = %facts["kept"], "document enriched by the LLM");
+    } else {
+        // The document is still analysed; operators need to see a provider that keeps failing.
+        tracing::warn!(document = %id, error = %facts["error"], "LLM enrichment failed; built-in findings only");
+    }
     outcome.rows.extend(enrichment.rows);
     if let Value::Object(facts) = &mut outcome.facts {
         facts.insert("llm".into(), enrichment.facts);
