@@ -710,8 +710,10 @@ fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
 async fn a_document_left_by_a_stopped_replica_is_analysed_by_another() {
     let app = spawn_app().await;
     // What a replica that died right after accepting an upload leaves behind: the document
-    // `received`, its file stored, its lease run out.
+    // `received`, its file stored, its lease run out. One transaction: the sweep must not take
+    // the document before its file is there.
     let id = uuid::Uuid::new_v4();
+    let mut tx = app.pool.begin().await.unwrap();
     sqlx::query(
         "INSERT INTO documents (id, api_key_id, name, kind, size_bytes, sha256, status, storage,
                                lease_owner, lease_expires_at, created_at)
@@ -720,15 +722,16 @@ async fn a_document_left_by_a_stopped_replica_is_analysed_by_another() {
     )
     .bind(id)
     .bind(DESIGN.len() as i64)
-    .execute(&app.pool)
+    .execute(&mut *tx)
     .await
     .unwrap();
     sqlx::query("INSERT INTO document_contents (document_id, content) VALUES ($1, $2)")
         .bind(id)
         .bind(DESIGN.as_bytes())
-        .execute(&app.pool)
+        .execute(&mut *tx)
         .await
         .unwrap();
+    tx.commit().await.unwrap();
     let document = finished(&app, &id.to_string()).await;
     assert_eq!(document["status"], "analyzed", "{document}");
     let attempts: i16 = sqlx::query_scalar("SELECT attempts FROM documents WHERE id = $1")
