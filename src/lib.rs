@@ -21,6 +21,7 @@ pub mod chat;
 pub mod documents;
 pub mod health;
 pub mod kb;
+pub mod llm;
 pub mod marketplace;
 pub mod notifications;
 pub mod ratelimit;

@@ -96,11 +96,11 @@ impl Server {
             }),
         );
         let llm = match &config.llm {
-            Some(llm) => Some(
-                crate::chat::llm::Llm::new(llm)
+            Some(llm) => Some(Arc::new(
+                crate::llm::Llm::new(llm)
                     .await
                     .context("configuring the LLM provider")?,
-            ),
+            )),
             None => None,
         };
         let kb_state = KbState {
@@ -141,6 +141,7 @@ impl Server {
                 pool.clone(),
                 config.documents.clone(),
                 marketplace.clone(),
+                llm.clone(),
                 lifecycle_stop.clone(),
             ),
             chat: crate::chat::ChatState::new(

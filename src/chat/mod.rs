@@ -1,12 +1,13 @@
 //! The security Q&A chat: conversations and their messages (`store`), one question from
 //! understanding to its stored answer (`run`: understand → retrieve → answer, streamed as events
 //! and persisted so a stream resumes on any replica), the built-in answerer's steps
-//! (`understand`, `answer`) and the `/api/v1/chat…` routes (`api`). Answers come from the KB;
+//! (`understand`, `answer`), what the configured LLM is told (`prompt`; the client is the shared
+//! `llm`) and the `/api/v1/chat…` routes (`api`). Answers come from the KB;
 //! a question is billed as `ChatQuestions` through the marketplace ledger.
 
 pub mod answer;
 pub mod api;
-pub mod llm;
+pub mod prompt;
 pub mod run;
 pub mod store;
 pub mod understand;
@@ -21,6 +22,7 @@ use uuid::Uuid;
 
 use crate::config::ChatConfig;
 use crate::kb::KbState;
+use crate::llm::Llm;
 use crate::marketplace::Marketplace;
 
 pub use api::router;
@@ -42,7 +44,7 @@ pub struct ChatState {
     /// Ids of messages that have new stored events, from this replica's `LISTEN co_chat`.
     pub feed: broadcast::Sender<Uuid>,
     /// The configured language model (`LLM_PROVIDER`); `None`: the built-in answerer only.
-    pub llm: Option<Arc<llm::Llm>>,
+    pub llm: Option<Arc<Llm>>,
 }
 
 impl ChatState {
@@ -51,7 +53,7 @@ impl ChatState {
         kb: KbState,
         market: Arc<Marketplace>,
         config: ChatConfig,
-        llm: Option<llm::Llm>,
+        llm: Option<Arc<Llm>>,
         stop: CancellationToken,
     ) -> Self {
         Self {
@@ -61,7 +63,7 @@ impl ChatState {
             config,
             stop,
             feed: broadcast::channel(1024).0,
-            llm: llm.map(Arc::new),
+            llm,
         }
     }
 }

@@ -16,9 +16,10 @@ use uuid::Uuid;
 
 use super::ChatState;
 use super::answer::{self, Citation};
-use super::llm::{self as llm_api, Llm, LlmError};
+use super::prompt;
 use super::store::{self, Billing, Ending, StoredEvent};
 use super::understand::{FrameworkRef, Intent, Understanding};
+use crate::llm::{Llm, LlmError};
 use crate::marketplace::ledger::UsageEvent;
 
 /// Every intent's name, for the metrics exported at start-up.
@@ -246,8 +247,8 @@ impl Run {
         llm: &Llm,
         grounding: &answer::Grounding,
     ) -> anyhow::Result<Option<LlmError>> {
-        let user = llm_api::user_message(&self.q.text, &grounding.context());
-        let mut tokens = match llm.stream(llm_api::system_prompt(), &user).await {
+        let user = prompt::user_message(&self.q.text, &grounding.context());
+        let mut tokens = match llm.stream(prompt::system_prompt(), &user).await {
             Ok(tokens) => tokens,
             Err(err) => return Ok(Some(err)),
         };

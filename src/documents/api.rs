@@ -95,7 +95,10 @@ pub struct Document {
     pub frameworks: Vec<String>,
     pub counts: Counts,
     /// What the analysis read: for templates `resources`, `resource_types`, `checks_evaluated`;
-    /// for prose `services`, `data_kinds`, `measures`, `frameworks`, `sentences`, `pages`.
+    /// for prose `services`, `data_kinds`, `measures`, `frameworks`, `sentences`, `pages`, and
+    /// with an LLM configured `llm` (the enrichment pass: `provider`, `model`, `proposed`, `kept`,
+    /// `dropped_unknown_ids`, `dropped_out_of_scope`, `dropped_duplicates`, `dropped_unquoted`,
+    /// `malformed`, `sentences_sent`, `sentences_total`, `error`).
     #[schema(value_type = Option<Object>)]
     pub facts: Option<Value>,
     /// Whether `DOCUMENT_RETENTION_DAYS` removed the uploaded file (findings stay).

@@ -1,6 +1,7 @@
-//! One analysis: read the file, run the analysers on a blocking thread under a deadline, store
-//! the findings and the end state in one transaction with its event, or fail the document with
-//! a clear error and refund it. A document is analysed again (at most [`MAX_ATTEMPTS`] times)
+//! One analysis: read the file, run the analysers on a blocking thread under a deadline, with an
+//! LLM configured enrich a prose document's findings (`enrich`, async, within what is left of the
+//! deadline, never a cause of failure), store the findings and the end state in one transaction
+//! with its event, or fail the document with a clear error and refund it. A document is analysed again (at most [`MAX_ATTEMPTS`] times)
 //! only when its replica stopped before the end.
 
 use std::sync::Arc;
@@ -12,8 +13,10 @@ use uuid::Uuid;
 
 use super::DocumentsState;
 use super::analysis::{AnalysisError, Kind, Limits};
+use super::enrich;
 use super::pipeline::{self, Outcome};
 use crate::events;
+use crate::kb::retrieve::Snapshot;
 
 /// Attempts before a document that keeps stopping its replica (a file that exhausts memory,
 /// say) is failed instead of tried again.
@@ -105,7 +108,8 @@ pub async fn run(state: &DocumentsState, id: Uuid) {
     )
     .await;
     match outcome {
-        Ok(outcome) => {
+        Ok(analysed) => {
+            let outcome = enriched(state, id, analysed).await;
             if let Err(err) = store(state, id, &outcome, started).await {
                 tracing::error!(document = %id, error = format!("{err:#}"), "could not store a document's findings");
                 fail(
@@ -127,6 +131,54 @@ pub async fn run(state: &DocumentsState, id: Uuid) {
     }
 }
 
+/// What the blocking analysis hands to the async steps after it.
+struct Analysed {
+    outcome: Outcome,
+    kind: Kind,
+    kb: Arc<Snapshot>,
+    deadline: Instant,
+}
+
+/// The outcome with the LLM's vetted findings added and `facts.llm` set, when an LLM is
+/// configured and the document is prose (templates are decided by the static checks alone).
+async fn enriched(state: &DocumentsState, id: Uuid, analysed: Analysed) -> Outcome {
+    let Analysed {
+        mut outcome,
+        kind,
+        kb,
+        deadline,
+    } = analysed;
+    let Some(llm) = state.llm.as_deref() else {
+        return outcome;
+    };
+    if kind.is_template() {
+        return outcome;
+    }
+    let budget = deadline.saturating_duration_since(Instant::now());
+    let enrichment = enrich::run(
+        llm,
+        &outcome.sentences,
+        &outcome.frameworks,
+        &outcome.rows,
+        &kb,
+        budget,
+        &state.stop,
+    )
+    .await;
+    let facts = &enrichment.facts;
+    if facts["error"].is_null() {
+        tracing::info!(document = %id, proposed = %facts["proposed"], kept = %facts["kept"], "document enriched by the LLM");
+    } else {
+        // The document is still analysed; operators need to see a provider that keeps failing.
+        tracing::warn!(document = %id, error = %facts["error"], "LLM enrichment failed; built-in findings only");
+    }
+    outcome.rows.extend(enrichment.rows);
+    if let Value::Object(facts) = &mut outcome.facts {
+        facts.insert("llm".into(), enrichment.facts);
+    }
+    outcome
+}
+
 async fn analyse(
     state: &DocumentsState,
     id: Uuid,
@@ -134,7 +186,7 @@ async fn analyse(
     storage: String,
     storage_key: Option<String>,
     requested: Option<Vec<String>>,
-) -> Result<Outcome, Failure> {
+) -> Result<Analysed, Failure> {
     let internal = |message: String| Failure {
         code: "analysis_failed",
         message,
@@ -159,7 +211,8 @@ async fn analyse(
         max_depth: MAX_DEPTH,
     };
     let requested = requested.unwrap_or_default();
-    let kb: Arc<_> = kb;
+    let kb: Arc<Snapshot> = kb;
+    let analysed_kb = kb.clone();
     // Parsers are CPU-bound and third-party: off the async workers, and a panic in one is a
     // failed document, never a dead server.
     let work = tokio::task::spawn_blocking(move || {
@@ -188,7 +241,12 @@ async fn analyse(
             message: "the file could not be read: its structure is broken".into(),
             internal: true,
         }),
-        Ok(Ok(Ok(result))) => result.map_err(Failure::from),
+        Ok(Ok(Ok(result))) => result.map_err(Failure::from).map(|outcome| Analysed {
+            outcome,
+            kind,
+            kb: analysed_kb,
+            deadline: limits.deadline,
+        }),
     }
 }
 

@@ -4,12 +4,13 @@
 //!
 //! Owns: the `documents`, `document_contents` and `document_findings` tables, the stored files
 //! (PostgreSQL or `DOCUMENTS_BUCKET`), `/api/v1/documents…`, the analysers (`iac` for templates,
-//! `prose` for text, `pipeline` joining them to the KB), the job that runs one analysis on a
-//! blocking thread under a deadline, the sweep that re-runs the analyses of a replica that
-//! stopped, and retention.
+//! `prose` for text, `pipeline` joining them to the KB, `enrich` the optional LLM pass over
+//! prose), the job that runs one analysis on a blocking thread under a deadline, the sweep that
+//! re-runs the analyses of a replica that stopped, and retention.
 
 pub mod analysis;
 pub mod api;
+pub mod enrich;
 pub mod files;
 pub mod iac;
 pub mod job;
@@ -29,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::config::DocumentsConfig;
+use crate::llm::Llm;
 use crate::marketplace::Marketplace;
 
 #[derive(Clone)]
@@ -37,6 +39,9 @@ pub struct DocumentsState {
     pub config: Arc<DocumentsConfig>,
     /// The ledger every accepted document is charged to.
     pub market: Arc<Marketplace>,
+    /// The configured language model (`LLM_PROVIDER`, the chat's): with one, prose documents get
+    /// an enrichment pass whose findings are checked against the KB and the text (`enrich`).
+    pub llm: Option<Arc<Llm>>,
     /// This process's lease owner id.
     pub replica: String,
     /// Process shutdown: no new analysis starts; unfinished ones are handed back.
@@ -53,10 +58,12 @@ impl DocumentsState {
         db: PgPool,
         config: DocumentsConfig,
         market: Arc<Marketplace>,
+        llm: Option<Arc<Llm>>,
         stop: CancellationToken,
     ) -> Self {
         Self {
             db,
+            llm,
             permits: Arc::new(Semaphore::new(config.concurrency)),
             config: Arc::new(config),
             market,

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Value, json};
 
-use super::analysis::{AnalysisError, Kind, Limits, Status};
+use super::analysis::{AnalysisError, Kind, Limits, Sentence, Status};
 use super::{iac, prose};
 use crate::kb::ids;
 use crate::kb::retrieve::Snapshot;
@@ -75,6 +75,9 @@ pub struct Outcome {
     /// Framework ids the findings cover.
     pub frameworks: Vec<String>,
     pub facts: Value,
+    /// The sentences of a prose document (empty for a template), for the LLM enrichment pass
+    /// that runs after this pure step.
+    pub sentences: Vec<Sentence>,
 }
 
 const SEVERITY_ORDER: [&str; 5] = ["critical", "high", "medium", "low", "informational"];
@@ -178,6 +181,7 @@ fn template(
         rows,
         frameworks,
         facts,
+        sentences: Vec::new(),
     })
 }
 
@@ -240,5 +244,6 @@ fn prose_document(
         rows,
         frameworks,
         facts,
+        sentences,
     })
 }

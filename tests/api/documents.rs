@@ -7,6 +7,7 @@ use std::time::Duration;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
+use crate::fake_llm::{Api, FakeLlm, Reply};
 use crate::helpers::{
     BOOTSTRAP_KEY, Moto, Process, TestApp, assert_problem, base_env, create_migrated_database,
     database_url, eventually, spawn_app, spawn_app_with,
@@ -710,8 +711,10 @@ fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
 async fn a_document_left_by_a_stopped_replica_is_analysed_by_another() {
     let app = spawn_app().await;
     // What a replica that died right after accepting an upload leaves behind: the document
-    // `received`, its file stored, its lease run out.
+    // `received`, its file stored, its lease run out. One transaction: the sweep must not take
+    // the document before its file is there.
     let id = uuid::Uuid::new_v4();
+    let mut tx = app.pool.begin().await.unwrap();
     sqlx::query(
         "INSERT INTO documents (id, api_key_id, name, kind, size_bytes, sha256, status, storage,
                                lease_owner, lease_expires_at, created_at)
@@ -720,15 +723,16 @@ async fn a_document_left_by_a_stopped_replica_is_analysed_by_another() {
     )
     .bind(id)
     .bind(DESIGN.len() as i64)
-    .execute(&app.pool)
+    .execute(&mut *tx)
     .await
     .unwrap();
     sqlx::query("INSERT INTO document_contents (document_id, content) VALUES ($1, $2)")
         .bind(id)
         .bind(DESIGN.as_bytes())
-        .execute(&app.pool)
+        .execute(&mut *tx)
         .await
         .unwrap();
+    tx.commit().await.unwrap();
     let document = finished(&app, &id.to_string()).await;
     assert_eq!(document["status"], "analyzed", "{document}");
     let attempts: i16 = sqlx::query_scalar("SELECT attempts FROM documents WHERE id = $1")
@@ -810,4 +814,153 @@ async fn retention_deletes_old_files_and_keeps_their_findings() {
     assert_eq!(kept.len(), 1, "findings outlive the file");
     let recent_doc = get(&app, &app.admin_key, &format!("/api/v1/documents/{recent}")).await;
     assert_eq!(recent_doc["file_deleted"], false);
+
+const CLAIMS_DESIGN: &str = "# Claims portal design
+
+## Data
+
+The portal stores patient health records (PHI) for insurers.
+Records live in Amazon S3.
+
+## Access
+
+Every engineer passes a background check and a manager approval before receiving access to production data.
+";
+
+/// A server whose documents are enriched by the fake LLM as an OpenAI-compatible provider.
+async fn llm_app(fake: &FakeLlm, extra: &[(&str, &str)]) -> TestApp {
+    let vars = fake.env(Api::OpenAi);
+    let extra: Vec<(String, String)> = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    spawn_app_with(move |env| {
+        env.extend(vars);
+        env.extend(extra);
+    })
+    .await
+}
+
+async fn analysed(app: &TestApp, name: &str, bytes: &[u8]) -> (String, Value) {
+    let response = upload(app, form(name, bytes)).await;
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().await.unwrap();
+    let id = accepted["id"].as_str().unwrap().to_string();
+    let document = finished(app, &id).await;
+    assert_eq!(document["status"], "analyzed", "{document}");
+    (id, document)
+}
+
+#[tokio::test]
+async fn the_llm_can_add_findings_only_with_real_controls_and_real_quotes() {
+    let fake = FakeLlm::start().await;
+    // Split across chunks and wrapped in prose, as models answer.
+    fake.set_reply(Reply::text(&[
+        "Here are the additional findings:\n```json\n[",
+        r#"{"control": "hipaa-sr:164.308(a)(3)(ii)(B)", "status": "addressed",
+            "quote": "Every engineer passes a background check and a manager approval before receiving access to production data.",
+            "reason": "Workforce members are vetted before they get access to ePHI."},"#,
+        r#"{"control": "hipaa-sr:164.999(z)", "status": "addressed",
+            "quote": "Records live in Amazon S3.", "reason": "An invented control."},"#,
+        r#"{"control": "hipaa-sr:164.312(c)(1)", "status": "contradicted",
+            "quote": "Records are never checked for tampering.", "reason": "An invented quote."}"#,
+        "]\n```",
+    ]));
+    let app = llm_app(&fake, &[]).await;
+    let (id, document) = analysed(&app, "claims.md", CLAIMS_DESIGN.as_bytes()).await;
+
+    let llm = &document["facts"]["llm"];
+    assert_eq!(llm["provider"], "openai", "{llm}");
+    assert_eq!(llm["model"], "fake-model", "{llm}");
+    assert_eq!(llm["proposed"], 3, "{llm}");
+    assert_eq!(llm["kept"], 1, "{llm}");
+    assert_eq!(
+        llm["dropped_unknown_ids"],
+        serde_json::json!(["hipaa-sr:164.999(z)"]),
+        "{llm}"
+    );
+    assert_eq!(llm["dropped_unquoted"], 1, "{llm}");
+    assert!(llm["error"].is_null(), "{llm}");
+
+    let all = findings(&app, &id, "").await;
+    let proposed: Vec<&Value> = all
+        .iter()
+        .filter(|f| f["measure"] == "llm_enrichment")
+        .collect();
+    assert_eq!(proposed.len(), 1, "{all:#?}");
+    let kept = proposed[0];
+    assert_eq!(kept["control"], "hipaa-sr:164.308(a)(3)(ii)(B)", "{kept}");
+    assert_eq!(kept["status"], "addressed");
+    assert_eq!(kept["source"], "prose");
+    assert_eq!(kept["heading"], "Access");
+    assert!(
+        kept["quote"]
+            .as_str()
+            .unwrap()
+            .starts_with("Every engineer passes a background check"),
+        "{kept}"
+    );
+    assert!(
+        kept["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("Proposed by the language model"),
+        "{kept}"
+    );
+    assert!(
+        all.iter().any(|f| f["measure"] != "llm_enrichment"),
+        "the built-in findings stay: {all:#?}"
+    );
+    assert!(
+        !all.iter().any(|f| f["control"] == "hipaa-sr:164.312(c)(1)"),
+        "{all:#?}"
+    );
+
+    // One request, with the scope, the findings made and the document's sentences.
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1);
+    let user = requests[0].user().unwrap();
+    assert!(user.contains("Frameworks in scope: hipaa-sr"), "{user}");
+    assert!(user.contains("## Access\nEvery engineer passes"), "{user}");
+    assert!(requests[0].system().unwrap().contains("ONLY a JSON array"));
+}
+
+#[tokio::test]
+async fn an_llm_failure_leaves_the_built_in_findings_and_says_why() {
+    let fake = FakeLlm::start().await;
+    fake.set_reply(Reply::status(500, "the model is overloaded"));
+    let app = llm_app(&fake, &[("LLM_TIMEOUT_SECONDS", "1")]).await;
+    let (id, document) = analysed(&app, "claims.md", CLAIMS_DESIGN.as_bytes()).await;
+    let llm = &document["facts"]["llm"];
+    assert_eq!(llm["error"]["code"], "llm_upstream_error", "{llm}");
+    assert!(
+        llm["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the model is overloaded"),
+        "{llm}"
+    );
+    assert_eq!(llm["kept"], 0, "{llm}");
+    let all = findings(&app, &id, "").await;
+    assert!(!all.is_empty());
+    assert!(
+        all.iter().all(|f| f["measure"] != "llm_enrichment"),
+        "{all:#?}"
+    );
+    // Analysed, so charged: the model's failure is not the customer's.
+    assert_eq!(documents_used(&app).await, 1);
+
+    // A model that never answers costs the LLM timeout, not the document.
+    fake.set_reply(Reply::stall());
+    let (_, document) = analysed(&app, "claims-again.md", CLAIMS_DESIGN.as_bytes()).await;
+    assert_eq!(
+        document["facts"]["llm"]["error"]["code"], "llm_timeout",
+        "{document}"
+    );
+
+    // Templates are decided by the static checks alone.
+    let asked = fake.requests().len();
+    let (_, document) = analysed(&app, "template.yaml", TEMPLATE.as_bytes()).await;
+    assert!(document["facts"].get("llm").is_none(), "{document}");
+    assert_eq!(fake.requests().len(), asked);
 }

@@ -19,8 +19,9 @@ const BASE: &[&str] = &[
     "web",
 ];
 /// Capabilities other capabilities build on: answers come from the KB, billable actions charge
-/// through the Marketplace ledger. They import only the base, and not each other.
-const SHARED: &[&str] = &["kb", "marketplace"];
+/// through the Marketplace ledger, the configured language model is one client for every feature
+/// that uses it. They import only the base, and not each other.
+const SHARED: &[&str] = &["kb", "llm", "marketplace"];
 /// Feature capabilities: the base and the shared capabilities, never each other.
 const FEATURES: &[&str] = &[
     "auth",

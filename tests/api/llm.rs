@@ -1,4 +1,4 @@
-//! The chat's LLM clients against a local fake that speaks each provider's real streaming wire
+//! The LLM clients (the shared `llm` module, with the chat's prompt) against a local fake that speaks each provider's real streaming wire
 //! format over TCP: OpenAI-compatible SSE chunks, Anthropic SSE events, Bedrock ConverseStream
 //! event-stream frames decoded by the real AWS SDK.
 
@@ -8,8 +8,9 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
-use cloud_optimizer::chat::llm::{Llm, LlmError, system_prompt, user_message};
+use cloud_optimizer::chat::prompt::{system_prompt, user_message};
 use cloud_optimizer::config::{Config, Env, LlmConfig, LlmProvider};
+use cloud_optimizer::llm::{Llm, LlmError};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 

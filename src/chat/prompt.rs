@@ -1,4 +1,4 @@
-//! What the model is told. The knowledge base is the only source: the passages travel in the
+//! What the chat's model is told (the client is the shared `llm`). The knowledge base is the only source: the passages travel in the
 //! user message, the rules in the system prompt, and every id the model writes is checked
 //! against the KB afterwards (unknown ones are removed), so the prompt's job is to make that
 //! check rarely needed.

@@ -1,4 +1,6 @@
-//! Optional LLM answering: one interface over three streaming APIs.
+//! The configured language model (`LLM_PROVIDER`), shared by the capabilities that use one (the
+//! chat's answers, the documents' enrichment pass): one interface over three streaming APIs.
+//! What a model is told belongs to its caller; this module only carries it.
 //!
 //! * `bedrock`: Bedrock Runtime `ConverseStream` through the AWS SDK (the task role signs; the
 //!   answer arrives as AWS event-stream frames).
@@ -15,7 +17,6 @@
 mod anthropic;
 mod bedrock;
 mod openai;
-mod prompt;
 mod sse;
 
 use std::time::Duration;
@@ -25,9 +26,8 @@ use futures_util::stream::{self, BoxStream};
 
 use crate::config::{LlmConfig, LlmProvider};
 
-pub use prompt::{system_prompt, user_message};
-
-/// Why a completion failed; each maps to a stable `code` for the chat's `notice`/`error` events.
+/// Why a completion failed; each maps to a stable `code` (the chat's `notice`/`error` events, a
+/// document's `facts.llm.error`).
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {
     #[error("the LLM provider is rate limiting requests")]
@@ -333,7 +333,7 @@ mod tests {
         assert_eq!(retry_after(&headers), None);
     }
 
-    /// The chat keeps one `Llm` in its state and awaits `stream` inside handlers and tasks.
+    /// The chat and the documents share one `Llm` and await `stream` inside handlers and tasks.
     #[test]
     fn the_client_and_its_futures_can_cross_tasks() {
         fn send_sync<T: Send + Sync>() {}
