@@ -31,7 +31,9 @@ fuzz_target!(|data: &[u8]| {
         }
     }));
     if run.is_err() {
-        let message = LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_default();
+        let message = LAST_PANIC
+            .with(|p| p.borrow_mut().take())
+            .unwrap_or_default();
         eprintln!("panic escaped the PDF reader: {message}");
         std::process::abort();
     }

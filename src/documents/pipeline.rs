@@ -135,8 +135,7 @@ fn template(
                     .copied()
                     .filter(|&ctl| {
                         let fw = kb.framework_of(ctl);
-                        frameworks.contains(&fw.id)
-                            && kb.is_newest(kb.controls[ctl].framework)
+                        frameworks.contains(&fw.id) && kb.is_newest(kb.controls[ctl].framework)
                     })
                     .map(|ctl| citation(kb, ctl))
                     .collect()
