@@ -12,6 +12,12 @@ use crate::documents::analysis::{AnalysisError, Limits};
 /// More pages than a design document has; past it the per-page work would outgrow the budget.
 const MAX_PAGES: usize = 2_000;
 
+/// Most bytes one page's content stream may inflate to before its text is read, whatever
+/// `max_expanded_bytes` allows: lopdf parses the whole stream into operations in one call that no
+/// deadline can interrupt, and millions of tiny operands (a stream of `/`) keep it busy for
+/// seconds per few MiB. A page of text, even with vector drawings, is far below this.
+const MAX_PAGE_CONTENT: usize = 4 * 1024 * 1024;
+
 pub(crate) fn blocks(bytes: &[u8], limits: &Limits) -> Result<Vec<Block>, AnalysisError> {
     let pages = guarded(|| page_texts(bytes, limits))?;
     let mut out = Vec::new();
@@ -50,9 +56,10 @@ fn page_texts(bytes: &[u8], limits: &Limits) -> Result<Vec<(u32, String)>, Analy
     }
     let mut out = Vec::with_capacity(pages.len());
     let mut total = 0usize;
+    let page_max = max.min(MAX_PAGE_CONTENT);
     for &number in pages.keys() {
         limits.check_time()?;
-        let text = match doc.extract_text_with_limit(&[number], max) {
+        let text = match doc.extract_text_with_limit(&[number], page_max) {
             Ok(text) => text,
             Err(e @ PdfError::Decompress(DecompressError::MemoryLimitExceeded { .. })) => {
                 return Err(pdf_error(e));

@@ -359,6 +359,29 @@ fn pdf_stream_bomb_is_bounded() {
     assert!(is_too_complex(r.clone()), "{r:?}");
 }
 
+#[test]
+fn pdf_page_of_tiny_operands_is_bounded_before_parsing() {
+    // Found by the `pdf` fuzz target: 14 MiB of `/` (empty names) in one page took lopdf's
+    // content parser about 10 s in a single call, far past the deadline. The page content bound
+    // refuses it before that parser runs.
+    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(b"BT /F1 12 Tf 72 720 Td (Data is encrypted at rest.) Tj ET ")
+        .unwrap();
+    let chunk = b"/ ".repeat(1 << 19);
+    for _ in 0..7 {
+        enc.write_all(&chunk).unwrap();
+    }
+    let pdf = minimal_pdf(&enc.finish().unwrap(), true);
+    let started = Instant::now();
+    let r = extract(Kind::Pdf, &pdf, &limits());
+    assert!(is_too_complex(r.clone()), "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 /// A one-page PDF whose page content is `content` (FlateDecode when `flate`).
 fn minimal_pdf(content: &[u8], flate: bool) -> Vec<u8> {
     let mut out: Vec<u8> = b"%PDF-1.4\n".to_vec();
