@@ -814,6 +814,7 @@ async fn retention_deletes_old_files_and_keeps_their_findings() {
     assert_eq!(kept.len(), 1, "findings outlive the file");
     let recent_doc = get(&app, &app.admin_key, &format!("/api/v1/documents/{recent}")).await;
     assert_eq!(recent_doc["file_deleted"], false);
+}
 
 const CLAIMS_DESIGN: &str = "# Claims portal design
 
