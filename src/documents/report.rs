@@ -281,16 +281,13 @@ pub fn markdown(report: &Report) -> String {
             .map(|a| crate::web::timestamp::format(&a))
             .unwrap_or_default()
     );
-    out.push_str("## Summary\n\n| Framework | Contradicted | Undetermined | Silent | Met |\n|---|---:|---:|---:|---:|\n");
+    out.push_str("## Summary\n\n| Framework | Version | Contradicted | Undetermined | Silent | Met |\n|---|---|---:|---:|---:|---:|\n");
     for fw in &report.frameworks {
-        let name = match &fw.version {
-            Some(v) => format!("{} {v}", fw.name),
-            None => fw.name.clone(),
-        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} |",
-            cell(&name),
+            "| {} | {} | {} | {} | {} | {} |",
+            cell(&fw.name),
+            cell(fw.version.as_deref().unwrap_or("")),
             fw.counts.contradicted,
             fw.counts.undetermined,
             fw.counts.silent,
