@@ -287,7 +287,8 @@ pub fn app(state: AppState) -> Router {
 
 /// `REQUEST_TIMEOUT_SECONDS` (408), except for chat questions: an answer (a model writing a long
 /// one, or a JSON client waiting for it) is bounded by `CHAT_TIMEOUT_SECONDS` instead, and ends
-/// with its own error event or problem.
+/// with its own error event or problem. A document upload gets at least five minutes: 20 MiB over
+/// a slow office uplink takes longer than an API call should.
 async fn request_timeout(after: std::time::Duration, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if request.method() == Method::POST
@@ -296,6 +297,11 @@ async fn request_timeout(after: std::time::Duration, request: Request, next: Nex
     {
         return next.run(request).await;
     }
+    let after = if request.method() == Method::POST && path == "/api/v1/documents" {
+        after.max(std::time::Duration::from_secs(300))
+    } else {
+        after
+    };
     match tokio::time::timeout(after, next.run(request)).await {
         Ok(response) => response,
         Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
