@@ -122,6 +122,7 @@ const IDS: &[&str] = &[
     "opensearch-domain-in-vpc",
     "elasticsearch-domain-encrypted-at-rest",
     "elasticsearch-domain-node-to-node-encryption",
+    "elasticsearch-domain-in-vpc",
     "redshift-cluster-not-publicly-accessible",
     "redshift-cluster-encrypted-at-rest",
     "redshift-cluster-enhanced-vpc-routing",
@@ -2342,15 +2343,20 @@ impl<'a> E<'a> {
             true,
             Absent::Default(false),
         );
-        if opensearch {
-            let name = self.k("VPCOptions.SubnetIds", "vpc_options.subnet_ids");
-            let v = present(
-                self.p(name),
-                name,
-                "place the domain in VPC subnets so it has no public endpoint",
-            );
-            self.put("opensearch-domain-in-vpc", v);
-        }
+        let name = self.k("VPCOptions.SubnetIds", "vpc_options.subnet_ids");
+        let v = present(
+            self.p(name),
+            name,
+            "place the domain in VPC subnets so it has no public endpoint",
+        );
+        self.put(
+            if opensearch {
+                "opensearch-domain-in-vpc"
+            } else {
+                "elasticsearch-domain-in-vpc"
+            },
+            v,
+        );
     }
 
     fn redshift(&mut self) {
