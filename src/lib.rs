@@ -6,6 +6,7 @@
 
 // Base: import no capability.
 pub mod aws;
+pub mod aws_facts;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -13,6 +13,9 @@ pub mod documents {
     pub mod prose;
 }
 
+#[path = "../../src/aws_facts.rs"]
+pub mod aws_facts;
+
 #[path = "../../src/kb"]
 pub mod kb {
     pub mod vocabulary;

@@ -8,6 +8,7 @@ use std::path::Path;
 
 const BASE: &[&str] = &[
     "aws",
+    "aws_facts",
     "config",
     "db",
     "error",

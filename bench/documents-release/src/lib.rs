@@ -21,6 +21,9 @@ pub mod documents {
     }
 }
 
+#[path = "../../../src/aws_facts.rs"]
+pub mod aws_facts;
+
 #[path = "../../../src/kb"]
 pub mod kb {
     pub mod vocabulary;

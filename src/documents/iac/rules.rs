@@ -5,6 +5,7 @@
 
 use super::value::{Read, Value, fmt_num};
 use super::{Format, Model, Resource};
+use crate::aws_facts;
 use crate::documents::analysis::{AnalysisError, Limits, Status, TemplateFinding};
 
 /// One verdict with its reason.
@@ -1089,7 +1090,7 @@ impl<'a> E<'a> {
             },
             Spec {
                 id: "vpc-sg-no-database-ports-open",
-                ports: Ports::List(DATABASE_PORTS),
+                ports: Ports::Named(aws_facts::DATABASE_PORTS),
                 udp: false,
                 v4: true,
                 v6: true,
@@ -1105,7 +1106,7 @@ impl<'a> E<'a> {
             },
             Spec {
                 id: "vpc-sg-no-high-risk-ports-open",
-                ports: Ports::List(HIGH_RISK_PORTS),
+                ports: Ports::List(aws_facts::HIGH_RISK_PORTS),
                 udp: false,
                 v4: true,
                 v6: true,
@@ -1274,7 +1275,8 @@ impl<'a> E<'a> {
                     .iter()
                     .filter_map(|i| i.as_str().map(str::to_string))
                     .collect();
-                let missing: Vec<&str> = expected_logs(&engine)
+                let missing: Vec<&str> = aws_facts::rds_expected_logs(&engine)
+                    .unwrap_or_default()
                     .iter()
                     .filter(|l| !exported.iter().any(|e| e == *l))
                     .copied()
@@ -1302,7 +1304,7 @@ impl<'a> E<'a> {
             let v = text(
                 Some(u),
                 name,
-                |s| !DEFAULT_ADMIN_NAMES.contains(&s.to_ascii_lowercase().as_str()),
+                |s| !aws_facts::is_default_admin(s),
                 None,
                 "use a name that is not a well-known default",
             );
@@ -1352,7 +1354,7 @@ impl<'a> E<'a> {
             let v = text(
                 Some(u),
                 name,
-                |s| !DEFAULT_ADMIN_NAMES.contains(&s.to_ascii_lowercase().as_str()),
+                |s| !aws_facts::is_default_admin(s),
                 None,
                 "use a name that is not a well-known default",
             );
@@ -1879,7 +1881,7 @@ impl<'a> E<'a> {
             let v = text(
                 self.p(name),
                 name,
-                strong_tls_policy,
+                aws_facts::strong_elb_tls_policy,
                 Some("ELBSecurityPolicy-2016-08"),
                 "use a TLS 1.2+ policy such as ELBSecurityPolicy-TLS13-1-2-2021-06",
             );
@@ -2205,7 +2207,7 @@ impl<'a> E<'a> {
             let v = text(
                 cert.and_then(|c| c.get(minp)),
                 &name,
-                |s| RECOMMENDED_TLS.contains(&s),
+                |s| aws_facts::RECOMMENDED_CLOUDFRONT_TLS.contains(&s),
                 Some("TLSv1"),
                 "use TLSv1.2_2021 or later",
             );
@@ -2697,7 +2699,8 @@ struct Perm {
 
 #[derive(Clone, Copy)]
 enum Ports {
-    List(&'static [i64]),
+    List(&'static [i32]),
+    Named(&'static [(i32, &'static str)]),
     All,
     Unauthorized,
 }
@@ -2753,7 +2756,10 @@ impl Perm {
             (from, to)
         };
         Read::Known(match ports {
-            Ports::List(list) => list.iter().any(|p| (from..=to).contains(p)),
+            Ports::List(list) => list.iter().any(|p| (from..=to).contains(&i64::from(*p))),
+            Ports::Named(list) => list
+                .iter()
+                .any(|(p, _)| (from..=to).contains(&i64::from(*p))),
             Ports::All => from <= 1 && to >= 65535,
             Ports::Unauthorized => !((from == 80 || from == 443) && from == to),
         })
@@ -2822,88 +2828,10 @@ fn tf_rule_perm(r: &Resource) -> Option<Perm> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reference lists (kept equal to the live checks' lists)
+// Reference facts: `crate::aws_facts`, shared with the live checks
 // ---------------------------------------------------------------------------------------------
-
-/// Security Hub EC2.19's high-risk TCP ports.
-const HIGH_RISK_PORTS: &[i64] = &[
-    20, 21, 22, 23, 25, 110, 135, 143, 445, 1433, 1434, 3000, 3306, 3389, 4333, 5000, 5432, 5500,
-    5601, 8080, 8088, 8888, 9200, 9300,
-];
-
-/// Data-store TCP ports.
-const DATABASE_PORTS: &[i64] = &[
-    3306, 5432, 1521, 2483, 1433, 1434, 27017, 27018, 6379, 11211, 7199, 9160, 8888, 9200, 9300,
-    5601, 9092,
-];
-
-/// Master usernames that automated credential guessing tries first.
-const DEFAULT_ADMIN_NAMES: &[&str] =
-    &["admin", "administrator", "postgres", "root", "sa", "master"];
-
-/// CloudFront viewer security policies AWS currently recommends.
-const RECOMMENDED_TLS: &[&str] = &["TLSv1.2_2021", "TLSv1.2_2025", "TLSv1.3_2025"];
-
-fn strong_tls_policy(policy: &str) -> bool {
-    [
-        "ELBSecurityPolicy-TLS13-1-2-",
-        "ELBSecurityPolicy-TLS13-1-3-",
-        "ELBSecurityPolicy-TLS-1-2-",
-        "ELBSecurityPolicy-FS-1-2-",
-    ]
-    .iter()
-    .any(|p| policy.starts_with(p))
-}
-
-/// The log types Security Hub (RDS.9) expects an engine to publish.
-fn expected_logs(engine: &str) -> &'static [&'static str] {
-    match engine {
-        "mysql" | "mariadb" => &["audit", "error", "general", "slowquery"],
-        "postgres" => &["postgresql", "upgrade"],
-        e if e.starts_with("oracle") => &["alert", "audit", "trace", "listener"],
-        e if e.starts_with("sqlserver") => &["error", "agent"],
-        _ => &[],
-    }
-}
-
-/// Runtimes and the day Lambda deprecated them (or has announced it will).
-const DEPRECATIONS: &[(&str, &str)] = &[
-    ("nodejs", "2016-10-31"),
-    ("nodejs4.3", "2020-03-05"),
-    ("nodejs4.3-edge", "2019-04-30"),
-    ("nodejs6.10", "2019-08-12"),
-    ("nodejs8.10", "2020-03-06"),
-    ("nodejs10.x", "2021-07-30"),
-    ("nodejs12.x", "2023-03-31"),
-    ("nodejs14.x", "2023-12-04"),
-    ("nodejs16.x", "2024-06-12"),
-    ("nodejs18.x", "2025-09-01"),
-    ("nodejs20.x", "2026-04-30"),
-    ("python2.7", "2021-07-15"),
-    ("python3.6", "2022-07-18"),
-    ("python3.7", "2023-12-04"),
-    ("python3.8", "2024-10-14"),
-    ("python3.9", "2025-12-15"),
-    ("java8", "2024-01-08"),
-    ("go1.x", "2024-01-08"),
-    ("provided", "2024-01-08"),
-    ("ruby2.5", "2021-07-30"),
-    ("ruby2.7", "2023-12-07"),
-    ("ruby3.2", "2026-03-31"),
-    ("dotnetcore1.0", "2019-07-30"),
-    ("dotnetcore2.0", "2019-05-30"),
-    ("dotnetcore2.1", "2022-01-05"),
-    ("dotnetcore3.1", "2023-04-03"),
-    ("dotnet5.0", "2022-05-10"),
-    ("dotnet6", "2024-12-20"),
-    ("dotnet7", "2024-05-14"),
-    ("dotnet8", "2026-11-10"),
-];
 
 fn deprecated_on(runtime: &str) -> Option<&'static str> {
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    DEPRECATIONS
-        .iter()
-        .find(|(r, day)| *r == runtime && **day <= *today)
-        .map(|(_, day)| *day)
+    aws_facts::lambda_deprecation(runtime).filter(|day| **day <= *today)
 }

@@ -58,8 +58,6 @@ pub const SERVICE: Service = Service {
     run: |ctx| Box::pin(run(ctx)),
 };
 
-const RECOMMENDED_TLS: &[&str] = &["TLSv1.2_2021", "TLSv1.2_2025", "TLSv1.3_2025"];
-
 fn is_s3_origin(o: &Origin) -> bool {
     // Website endpoints are plain HTTP custom origins and cannot use OAC.
     let domain = o.domain_name();
@@ -272,7 +270,7 @@ async fn run(ctx: &Ctx) -> Vec<Finding> {
             out.verdict(
                 TLS_POLICY,
                 arn,
-                min_tls.is_some_and(|v| RECOMMENDED_TLS.contains(&v)),
+                min_tls.is_some_and(|v| crate::aws_facts::RECOMMENDED_CLOUDFRONT_TLS.contains(&v)),
                 format!(
                     "{id} uses the recommended viewer TLS policy {}",
                     min_tls.unwrap_or_default()

@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::{AwsError, Ctx, Finding, Out, Service};
+use crate::aws_facts::{DATABASE_PORTS, HIGH_RISK_PORTS};
 use crate::scan_client;
 
 const IMDSV2: &str = "ec2-imdsv2-required";
@@ -115,33 +116,6 @@ const SG_CHECKS: &[&str] = &[
 const SNAPSHOT_CHECKS: &[&str] = &[SNAPSHOT_NOT_PUBLIC, SNAPSHOT_ENCRYPTED];
 const NACL_CHECKS: &[&str] = &[NACL_ADMIN, NACL_UNUSED];
 const LT_CHECKS: &[&str] = &[LT_IMDSV2, LT_NO_PUBLIC_IP];
-
-/// Security Hub EC2.19's high-risk TCP ports.
-const HIGH_RISK_PORTS: &[i32] = &[
-    20, 21, 22, 23, 25, 110, 135, 143, 445, 1433, 1434, 3000, 3306, 3389, 4333, 5000, 5432, 5500,
-    5601, 8080, 8088, 8888, 9200, 9300,
-];
-
-/// Data-store TCP ports, with what listens there.
-const DATABASE_PORTS: &[(i32, &str)] = &[
-    (3306, "MySQL"),
-    (5432, "PostgreSQL"),
-    (1521, "Oracle"),
-    (2483, "Oracle"),
-    (1433, "SQL Server"),
-    (1434, "SQL Server"),
-    (27017, "MongoDB"),
-    (27018, "MongoDB"),
-    (6379, "Redis"),
-    (11211, "Memcached"),
-    (7199, "Cassandra"),
-    (9160, "Cassandra"),
-    (8888, "Cassandra"),
-    (9200, "Elasticsearch"),
-    (9300, "Elasticsearch"),
-    (5601, "Kibana"),
-    (9092, "Kafka"),
-];
 
 /// Remote administration, directory and file-sharing TCP ports; with [`DATABASE_PORTS`], what
 /// an instance must not expose to the internet.

@@ -52,19 +52,6 @@ const ALB_CHECKS: &[&str] = &[
     "elb-alb-http-redirects-to-https",
 ];
 
-/// Predefined policies limited to TLS 1.2 and 1.3 with forward-secret or strong ciphers (the
-/// TLS13-1-0/1-1, TLS-1-1, FS-1-1 and 2016-08 families still allow TLS 1.0 or 1.1).
-fn strong_tls_policy(policy: &str) -> bool {
-    [
-        "ELBSecurityPolicy-TLS13-1-2-",
-        "ELBSecurityPolicy-TLS13-1-3-",
-        "ELBSecurityPolicy-TLS-1-2-",
-        "ELBSecurityPolicy-FS-1-2-",
-    ]
-    .iter()
-    .any(|p| policy.starts_with(p))
-}
-
 fn protocol(l: &Listener) -> &str {
     l.protocol.as_ref().map(ProtocolEnum::as_str).unwrap_or("")
 }
@@ -303,7 +290,11 @@ fn listener_checks(
     } else {
         let weak: Vec<String> = tls
             .iter()
-            .filter(|l| !l.ssl_policy.as_deref().is_some_and(strong_tls_policy))
+            .filter(|l| {
+                !l.ssl_policy
+                    .as_deref()
+                    .is_some_and(crate::aws_facts::strong_elb_tls_policy)
+            })
             .map(|l| {
                 format!(
                     "port {} ({})",

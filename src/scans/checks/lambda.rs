@@ -22,41 +22,6 @@ const CHECKS: &[&str] = &[
     "lambda-function-url-not-public",
 ];
 
-/// Runtimes and the day Lambda deprecated them (or has announced it will); a runtime is
-/// unsupported from that day on. Runtimes not listed have no published deprecation date yet.
-const DEPRECATIONS: &[(&str, &str)] = &[
-    ("nodejs", "2016-10-31"),
-    ("nodejs4.3", "2020-03-05"),
-    ("nodejs4.3-edge", "2019-04-30"),
-    ("nodejs6.10", "2019-08-12"),
-    ("nodejs8.10", "2020-03-06"),
-    ("nodejs10.x", "2021-07-30"),
-    ("nodejs12.x", "2023-03-31"),
-    ("nodejs14.x", "2023-12-04"),
-    ("nodejs16.x", "2024-06-12"),
-    ("nodejs18.x", "2025-09-01"),
-    ("nodejs20.x", "2026-04-30"),
-    ("python2.7", "2021-07-15"),
-    ("python3.6", "2022-07-18"),
-    ("python3.7", "2023-12-04"),
-    ("python3.8", "2024-10-14"),
-    ("python3.9", "2025-12-15"),
-    ("java8", "2024-01-08"),
-    ("go1.x", "2024-01-08"),
-    ("provided", "2024-01-08"),
-    ("ruby2.5", "2021-07-30"),
-    ("ruby2.7", "2023-12-07"),
-    ("ruby3.2", "2026-03-31"),
-    ("dotnetcore1.0", "2019-07-30"),
-    ("dotnetcore2.0", "2019-05-30"),
-    ("dotnetcore2.1", "2022-01-05"),
-    ("dotnetcore3.1", "2023-04-03"),
-    ("dotnet5.0", "2022-05-10"),
-    ("dotnet6", "2024-12-20"),
-    ("dotnet7", "2024-05-14"),
-    ("dotnet8", "2026-11-10"),
-];
-
 /// Condition keys that pin a grant to named accounts, organisations, source resources or
 /// networks, so a `"*"` principal is no longer everyone.
 const LIMITING_KEYS: &[&str] = &[
@@ -287,10 +252,7 @@ fn runtime_check(out: &mut Out<'_>, arn: &str, name: &str, f: &FunctionConfigura
         );
         return;
     };
-    let deprecated = DEPRECATIONS
-        .iter()
-        .find(|(r, _)| *r == runtime)
-        .map(|(_, d)| *d);
+    let deprecated = crate::aws_facts::lambda_deprecation(runtime);
     match deprecated {
         Some(date) if date <= today => out.fail(
             check,

@@ -115,10 +115,6 @@ const EVENT_CHECKS: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
-/// Master usernames that automated credential guessing tries first.
-const DEFAULT_ADMIN_NAMES: &[&str] =
-    &["admin", "administrator", "postgres", "root", "sa", "master"];
-
 /// Engines sharing the RDS API that are not RDS databases.
 fn is_rds_engine(engine: &str) -> bool {
     !matches!(engine, "neptune" | "docdb")
@@ -135,28 +131,12 @@ fn default_port(engine: &str) -> Option<i32> {
     }
 }
 
-/// The log types Security Hub (RDS.9) expects an engine to publish to CloudWatch Logs.
-fn expected_logs(engine: &str) -> Option<&'static [&'static str]> {
-    match engine {
-        "mysql" | "mariadb" => Some(&["audit", "error", "general", "slowquery"]),
-        "postgres" => Some(&["postgresql", "upgrade"]),
-        e if e.starts_with("oracle") => Some(&["alert", "audit", "trace", "listener"]),
-        e if e.starts_with("sqlserver") => Some(&["error", "agent"]),
-        e if e.starts_with("db2") => Some(&["diag.log", "notify.log"]),
-        _ => None,
-    }
-}
-
 fn missing_logs(exported: &[String], required: &[&str]) -> Vec<String> {
     required
         .iter()
         .filter(|t| !exported.iter().any(|e| e == *t))
         .map(|t| t.to_string())
         .collect()
-}
-
-fn is_default_admin(name: &str) -> bool {
-    DEFAULT_ADMIN_NAMES.contains(&name.to_ascii_lowercase().as_str())
 }
 
 async fn run(ctx: &Ctx) -> Vec<Finding> {
@@ -382,7 +362,7 @@ fn evaluate_instances(ctx: &Ctx, out: &mut Out<'_>, instances: &[DbInstance]) {
             .clone()
             .unwrap_or_default();
         if !cluster_managed(out, "rds-instance-logs-to-cloudwatch", "log export") {
-            match expected_logs(engine) {
+            match crate::aws_facts::rds_expected_logs(engine) {
                 Some(required) => {
                     let missing = missing_logs(&exported, required);
                     out.verdict(
@@ -508,7 +488,7 @@ fn admin_username(
         Some(name) => out.verdict(
             check,
             arn,
-            !is_default_admin(name),
+            !crate::aws_facts::is_default_admin(name),
             format!("{id} uses the custom master username {name}"),
             format!("{id} uses the well-known master username {name}"),
             json!({"MasterUsername": name}),
