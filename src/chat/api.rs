@@ -277,16 +277,7 @@ async fn answer(
     reply: Reply,
     received: Instant,
 ) -> Result<Response, ApiError> {
-    let idempotency_key = match headers.get("idempotency-key") {
-        Some(value) => {
-            let key = value.to_str().map_err(|_| {
-                ApiError::invalid("invalid_idempotency_key", "Idempotency-Key must be ASCII")
-            })?;
-            ledger::validate_key(key)?;
-            Some(key.to_string())
-        }
-        None => None,
-    };
+    let idempotency_key = ledger::key_from(&headers)?;
     let id = Uuid::new_v4();
     // The trace of one question: chat → understand → retrieve → answer.
     let span = tracing::info_span!("chat", message_id = %id);
@@ -307,11 +298,9 @@ async fn answer(
                 .and_then(Value::as_str)
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| anyhow::anyhow!("idempotency record without a message id"))?;
-            let mut response = replay(state, key, message, reply).await?;
-            response
-                .headers_mut()
-                .insert("idempotency-replayed", HeaderValue::from_static("true"));
-            return Ok(response);
+            return Ok(ledger::mark_replayed(
+                replay(state, key, message, reply).await?,
+            ));
         }
     }
     let usage = if understanding.intent == Intent::OutOfScope {

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::multipart::{Multipart, MultipartError, MultipartRejection};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{OriginalUri, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -384,16 +384,7 @@ async fn upload_document(
             .with("accepted", ["multipart/form-data"]),
         )
     })?;
-    let idempotency_key = match headers.get("idempotency-key") {
-        Some(value) => {
-            let key = value.to_str().map_err(|_| {
-                ApiError::invalid("invalid_idempotency_key", "Idempotency-Key must be ASCII")
-            })?;
-            ledger::validate_key(key)?;
-            Some(key.to_string())
-        }
-        None => None,
-    };
+    let idempotency_key = ledger::key_from(&headers)?;
     let max = state.config.max_bytes;
     let upload = read_form(form, max).await?;
     let frameworks = parse_frameworks(upload.frameworks.as_deref())?;
@@ -434,11 +425,9 @@ async fn upload_document(
             ledger::begin(&mut tx, caller.key_id, key, &hash).await?
         {
             tx.rollback().await?;
-            let mut response = (status, Json(stored)).into_response();
-            response
-                .headers_mut()
-                .insert("idempotency-replayed", HeaderValue::from_static("true"));
-            return Ok(response);
+            return Ok(ledger::mark_replayed(
+                (status, Json(stored)).into_response(),
+            ));
         }
     }
     let id = Uuid::new_v4();

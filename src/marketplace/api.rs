@@ -5,7 +5,7 @@ use axum::Json;
 use std::sync::Arc;
 
 use axum::extract::{FromRef, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -237,16 +237,7 @@ async fn create_billable_action(
             "input must be 1 to 10,000 characters",
         ));
     }
-    let idempotency_key = match headers.get("idempotency-key") {
-        Some(value) => {
-            let key = value.to_str().map_err(|_| {
-                ApiError::invalid("invalid_idempotency_key", "Idempotency-Key must be ASCII")
-            })?;
-            ledger::validate_key(key)?;
-            Some(key.to_string())
-        }
-        None => None,
-    };
+    let idempotency_key = ledger::key_from(&headers)?;
     let mut tx = market.db.begin().await?;
     if let Some(key) = &idempotency_key {
         let hash = ledger::request_hash(&[
@@ -258,11 +249,9 @@ async fn create_billable_action(
             ledger::begin(&mut tx, caller.key_id, key, &hash).await?
         {
             tx.rollback().await?;
-            let mut response = (status, Json(stored)).into_response();
-            response
-                .headers_mut()
-                .insert("idempotency-replayed", HeaderValue::from_static("true"));
-            return Ok(response);
+            return Ok(ledger::mark_replayed(
+                (status, Json(stored)).into_response(),
+            ));
         }
     }
     let id = Uuid::new_v4();

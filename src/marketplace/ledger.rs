@@ -2,7 +2,8 @@
 //! limits are enforced atomically; `Idempotency-Key` replays the first result without a second
 //! charge; a charged action that later fails is refunded before anything is reported.
 
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -208,6 +209,26 @@ pub fn request_hash(parts: &[&[u8]]) -> String {
         hasher.update(part);
     }
     hex::encode(hasher.finalize())
+}
+
+/// The request's `Idempotency-Key`, checked as [`validate_key`] does; `None` when it sent none.
+pub fn key_from(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().map_err(|_| {
+        ApiError::invalid("invalid_idempotency_key", "Idempotency-Key must be ASCII")
+    })?;
+    validate_key(key)?;
+    Ok(Some(key.to_string()))
+}
+
+/// Marks the stored answer of a request retried with its `Idempotency-Key`.
+pub fn mark_replayed(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert("idempotency-replayed", HeaderValue::from_static("true"));
+    response
 }
 
 pub fn validate_key(key: &str) -> Result<(), ApiError> {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRef, OriginalUri, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -448,16 +448,7 @@ async fn create_scan(
     let canonical = serde_json::to_vec(&body).map_err(anyhow::Error::from)?;
     let request: ScanRequest =
         serde_json::from_value(body).map_err(|e| bad("invalid_scan_request", e.to_string()))?;
-    let idempotency_key = match headers.get("idempotency-key") {
-        Some(value) => {
-            let key = value.to_str().map_err(|_| {
-                ApiError::invalid("invalid_idempotency_key", "Idempotency-Key must be ASCII")
-            })?;
-            ledger::validate_key(key)?;
-            Some(key.to_string())
-        }
-        None => None,
-    };
+    let idempotency_key = ledger::key_from(&headers)?;
     let scan = validate(&state.db, request, caller.key_id).await?;
     let mut tx = state.db.begin().await?;
     if let Some(key) = &idempotency_key {
@@ -466,11 +457,9 @@ async fn create_scan(
             ledger::begin(&mut tx, caller.key_id, key, &hash).await?
         {
             tx.rollback().await?;
-            let mut response = (status, Json(stored)).into_response();
-            response
-                .headers_mut()
-                .insert("idempotency-replayed", HeaderValue::from_static("true"));
-            return Ok(response);
+            return Ok(ledger::mark_replayed(
+                (status, Json(stored)).into_response(),
+            ));
         }
     }
     let (id, usage) = super::insert(&state, &mut tx, &scan).await?;
