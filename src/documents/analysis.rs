@@ -59,6 +59,17 @@ impl Kind {
     }
 }
 
+/// Finding severities, most severe first (the catalogue's scale).
+pub const SEVERITIES: [&str; 5] = ["critical", "high", "medium", "low", "informational"];
+
+/// A severity's place in [`SEVERITIES`] (an unknown one sorts last), for ordering findings.
+pub fn severity_rank(severity: &str) -> usize {
+    SEVERITIES
+        .iter()
+        .position(|s| *s == severity)
+        .unwrap_or(SEVERITIES.len())
+}
+
 /// The verdict of one finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

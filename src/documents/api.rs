@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::DocumentsState;
-use super::analysis::{Kind, Status};
+use super::analysis::{Kind, SEVERITIES, Status};
 use super::pipeline;
 use crate::error::{ApiError, Problem};
 use crate::events;
@@ -687,8 +687,6 @@ const FINDING_COLUMNS: &str = "SELECT f.source, f.status, f.severity, \
      f.framework, f.measure, f.quote, f.page, f.heading, f.reason, f.controls FROM document_findings f \
      LEFT JOIN kb_checks k ON k.version_id = (SELECT id FROM kb_versions WHERE active) AND k.id = 'check:kb:' || f.check_id \
      WHERE f.document_id = ";
-
-const SEVERITIES: [&str; 5] = ["critical", "high", "medium", "low", "informational"];
 
 /// Appends `AND …` for each filter; every value is a bind parameter. The filters combine
 /// freely, which one compile-time-checked statement cannot express.

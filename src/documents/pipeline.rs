@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Value, json};
 
-use super::analysis::{AnalysisError, Kind, Limits, Sentence, Status};
+use super::analysis::{AnalysisError, Kind, Limits, Sentence, Status, severity_rank};
 use super::{iac, prose};
 use crate::kb::ids;
 use crate::kb::retrieve::Snapshot;
@@ -80,20 +80,6 @@ pub struct Outcome {
     pub sentences: Vec<Sentence>,
 }
 
-const SEVERITY_ORDER: [&str; 5] = ["critical", "high", "medium", "low", "informational"];
-
-fn severity_rank(s: &str) -> usize {
-    SEVERITY_ORDER
-        .iter()
-        .position(|x| *x == s)
-        .unwrap_or(SEVERITY_ORDER.len())
-}
-
-/// The citation id of a control: `framework:native`, with the version when the KB holds several.
-fn citation(kb: &Snapshot, control: usize) -> String {
-    kb.citation_id(control)
-}
-
 /// Analyses one document against `requested` frameworks (ids; empty: all that apply).
 pub fn run(
     kind: Kind,
@@ -140,7 +126,7 @@ fn template(
                         let fw = kb.framework_of(ctl);
                         frameworks.contains(&fw.id) && kb.is_newest(kb.controls[ctl].framework)
                     })
-                    .map(|ctl| citation(kb, ctl))
+                    .map(|ctl| kb.citation_id(ctl))
                     .collect()
             })
             .unwrap_or_default();
@@ -213,7 +199,7 @@ fn prose_document(
             tracing::warn!(control = %f.control, "measure table names a control the KB does not hold");
             continue;
         };
-        let citation = citation(kb, control);
+        let citation = kb.citation_id(control);
         let framework = kb.framework_of(control).id.clone();
         rows.push(Row {
             source: "prose",

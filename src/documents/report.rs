@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::analysis::Status;
+use super::analysis::{Status, severity_rank};
 use super::api::{Counts, Document, Finding};
 use super::pipeline::FRAMEWORKS;
 use crate::error::{ApiError, Problem};
@@ -107,14 +107,6 @@ pub struct Report {
 }
 
 const VERDICT_ORDER: [&str; 4] = ["contradicted", "undetermined", "silent", "met"];
-const SEVERITIES: [&str; 5] = ["critical", "high", "medium", "low", "informational"];
-
-fn severity_rank(s: &str) -> usize {
-    SEVERITIES
-        .iter()
-        .position(|x| *x == s)
-        .unwrap_or(SEVERITIES.len())
-}
 
 fn verdict_of(status: &str) -> &'static str {
     match status {

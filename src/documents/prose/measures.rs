@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use serde::Deserialize;
 
-use crate::documents::analysis::{ProseFacts, ProseFinding, Sentence, Status};
+use crate::documents::analysis::{ProseFacts, ProseFinding, Sentence, Status, severity_rank};
 
 static SOURCE: &str = include_str!("../../../data/document-measures.json");
 
@@ -368,16 +368,6 @@ fn said(ws: &[(String, usize)], measure: usize) -> Option<Said> {
 struct Reading {
     services: BTreeSet<String>,
     said: Vec<Option<Said>>,
-}
-
-fn severity_rank(s: &str) -> u8 {
-    match s {
-        "critical" => 0,
-        "high" => 1,
-        "medium" => 2,
-        "low" => 3,
-        _ => 4,
-    }
 }
 
 fn status_rank(s: Status) -> u8 {
