@@ -78,18 +78,6 @@ async fn ask_json(app: &TestApp, key: &str, question: &str) -> Value {
     response.json().await.unwrap()
 }
 
-async fn usage_used(app: &TestApp) -> i64 {
-    let usage = app.admin_json("/api/v1/usage").await;
-    usage["dimensions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["dimension"] == "ChatQuestions")
-        .unwrap_or_else(|| panic!("ChatQuestions in {usage}"))["used"]
-        .as_i64()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_question_streams_numbered_events_that_match_the_stored_answer() {
     let app = spawn_app().await;
@@ -183,7 +171,7 @@ async fn a_question_streams_numbered_events_that_match_the_stored_answer() {
     assert_eq!(stored["answer"].as_str().unwrap(), streamed);
     assert_eq!(stored["citations"], done["citations"]);
     assert_eq!(stored["billing"]["billed"], true);
-    assert_eq!(usage_used(&app).await, 1);
+    assert_eq!(app.used("ChatQuestions").await, 1);
 }
 
 fn urlencode(raw: &str) -> String {
@@ -372,9 +360,7 @@ async fn conversations_belong_to_their_key_keep_their_messages_and_can_be_delete
     assert_problem(response, 404, "message_not_found").await;
 
     let deleted = app
-        .client
-        .delete(app.url(&format!("/api/v1/chat/conversations/{id}")))
-        .bearer_auth(&alice)
+        .delete_as(&format!("/api/v1/chat/conversations/{id}"), &alice)
         .send()
         .await
         .unwrap();
@@ -386,9 +372,7 @@ async fn conversations_belong_to_their_key_keep_their_messages_and_can_be_delete
         .unwrap();
     assert_problem(gone, 404, "message_not_found").await;
     let again = app
-        .client
-        .delete(app.url(&format!("/api/v1/chat/conversations/{id}")))
-        .bearer_auth(&alice)
+        .delete_as(&format!("/api/v1/chat/conversations/{id}"), &alice)
         .send()
         .await
         .unwrap();
@@ -425,7 +409,7 @@ async fn a_question_is_billed_once_refused_at_the_limit_and_out_of_scope_is_free
     let events = parse_sse(&streamed.text().await.unwrap());
     assert_eq!(events[0].data["message_id"], first["message_id"]);
     assert_eq!(events.last().unwrap().event, "done");
-    assert_eq!(usage_used(&app).await, 1);
+    assert_eq!(app.used("ChatQuestions").await, 1);
 
     // A different question under the same key is a client error.
     let reused = app
@@ -466,7 +450,7 @@ async fn a_question_is_billed_once_refused_at_the_limit_and_out_of_scope_is_free
         json!({"dimension": "ChatQuestions", "billed": false})
     );
     assert_eq!(free["citations"], json!([]));
-    assert_eq!(usage_used(&app).await, 1);
+    assert_eq!(app.used("ChatQuestions").await, 1);
 }
 
 #[tokio::test]
@@ -814,7 +798,7 @@ async fn an_answer_past_chat_timeout_ends_with_an_error_and_is_refunded() {
     assert_eq!(message["status"], "failed");
     assert_eq!(message["error"], "chat_timeout");
     assert_eq!(message["billing"]["billed"], false);
-    assert_eq!(usage_used(&app).await, 0, "refunded");
+    assert_eq!(app.used("ChatQuestions").await, 0, "refunded");
 
     // As JSON, the failure is the request's: a 504 that names the message.
     let response = app
@@ -826,7 +810,7 @@ async fn an_answer_past_chat_timeout_ends_with_an_error_and_is_refunded() {
     let problem = assert_problem(response, 504, "chat_timeout").await;
     assert!(problem["message_id"].is_string(), "{problem}");
     assert_eq!(problem["billing"]["billed"], false);
-    assert_eq!(usage_used(&app).await, 0, "refunded");
+    assert_eq!(app.used("ChatQuestions").await, 0, "refunded");
 }
 
 #[tokio::test]

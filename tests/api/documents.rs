@@ -99,18 +99,6 @@ async fn finished(app: &TestApp, id: &str) -> Value {
     last
 }
 
-async fn documents_used(app: &TestApp) -> i64 {
-    let usage = app.admin_json("/api/v1/usage").await;
-    usage["dimensions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["dimension"] == "DocumentAnalysis")
-        .unwrap_or_else(|| panic!("DocumentAnalysis in {usage}"))["used"]
-        .as_i64()
-        .unwrap()
-}
-
 async fn findings(app: &TestApp, id: &str, query: &str) -> Vec<Value> {
     let page = get(
         app,
@@ -161,7 +149,7 @@ async fn a_template_is_analysed_into_findings_mapped_to_controls_and_billed_once
     assert_eq!(document["status"], "analyzed", "{document}");
     assert_eq!(document["progress"], 100);
     assert_eq!(document["facts"]["resources"], 3, "{document}");
-    assert_eq!(documents_used(&app).await, 1);
+    assert_eq!(app.used("DocumentAnalysis").await, 1);
 
     let all = findings(&app, &id, "").await;
     let find = |check: &str, resource: &str| {
@@ -474,7 +462,11 @@ async fn bad_uploads_get_problems_that_say_what_to_fix_and_cost_nothing() {
         .await
         .unwrap();
     assert_problem(response, 404, "document_not_found").await;
-    assert_eq!(documents_used(&app).await, 0, "nothing refused was charged");
+    assert_eq!(
+        app.used("DocumentAnalysis").await,
+        0,
+        "nothing refused was charged"
+    );
 }
 
 #[tokio::test]
@@ -494,7 +486,7 @@ async fn a_document_that_cannot_be_read_fails_clearly_and_is_refunded() {
         "{document}"
     );
     assert!(document["error"]["message"].as_str().unwrap().len() > 5);
-    assert_eq!(documents_used(&app).await, 0, "refunded");
+    assert_eq!(app.used("DocumentAnalysis").await, 0, "refunded");
     let report = app
         .get_as(&format!("/api/v1/documents/{id}/report"), &app.admin_key)
         .send()
@@ -548,9 +540,7 @@ async fn documents_belong_to_their_key_and_deleting_removes_everything() {
         assert_problem(response, 404, "document_not_found").await;
     }
     let response = app
-        .client
-        .delete(app.url(&format!("/api/v1/documents/{id}")))
-        .bearer_auth(&bob)
+        .delete_as(&format!("/api/v1/documents/{id}"), &bob)
         .send()
         .await
         .unwrap();
@@ -571,9 +561,7 @@ async fn documents_belong_to_their_key_and_deleting_removes_everything() {
     assert_problem(bad, 400, "invalid_filter").await;
 
     let response = app
-        .client
-        .delete(app.url(&format!("/api/v1/documents/{id}")))
-        .bearer_auth(&alice)
+        .delete_as(&format!("/api/v1/documents/{id}"), &alice)
         .send()
         .await
         .unwrap();
@@ -756,7 +744,7 @@ async fn the_trial_limit_refuses_a_document_before_any_work() {
     assert_problem(refused, 402, "trial_limit_reached").await;
     let listed = get(&app, &app.admin_key, "/api/v1/documents").await;
     assert_eq!(listed["total"], 1, "the refused upload left nothing behind");
-    assert_eq!(documents_used(&app).await, 1);
+    assert_eq!(app.used("DocumentAnalysis").await, 1);
 }
 
 #[tokio::test]
@@ -949,7 +937,7 @@ async fn an_llm_failure_leaves_the_built_in_findings_and_says_why() {
         "{all:#?}"
     );
     // Analysed, so charged: the model's failure is not the customer's.
-    assert_eq!(documents_used(&app).await, 1);
+    assert_eq!(app.used("DocumentAnalysis").await, 1);
 
     // A model that never answers costs the LLM timeout, not the document.
     fake.set_reply(Reply::stall());

@@ -263,6 +263,23 @@ impl TestApp {
             .unwrap()
     }
 
+    pub fn delete_as(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.client.delete(self.url(path)).bearer_auth(key)
+    }
+
+    /// Units of a billing dimension used so far (`GET /api/v1/usage`).
+    pub async fn used(&self, dimension: &str) -> i64 {
+        let usage = self.admin_json("/api/v1/usage").await;
+        usage["dimensions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["dimension"] == dimension)
+            .unwrap_or_else(|| panic!("{dimension} in {usage}"))["used"]
+            .as_i64()
+            .unwrap()
+    }
+
     /// `GET path` with the admin key; the response must be a success, its body JSON.
     pub async fn admin_json(&self, path: &str) -> serde_json::Value {
         let response = self.get_as(path, &self.admin_key).send().await.unwrap();
