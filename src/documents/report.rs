@@ -19,7 +19,7 @@ use super::pipeline::FRAMEWORKS;
 use crate::error::{ApiError, Problem};
 use crate::kb::retrieve::Snapshot;
 
-/// Findings by status, as stored in the `document.analyzed` event and the document.
+/// Findings by status, as the `document.analyzed` event reports them.
 pub fn status_counts(statuses: impl Iterator<Item = Status>) -> BTreeMap<&'static str, usize> {
     let mut counts = BTreeMap::new();
     for s in statuses {
