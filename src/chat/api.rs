@@ -277,7 +277,7 @@ async fn answer(
     reply: Reply,
     received: Instant,
 ) -> Result<Response, ApiError> {
-    let idempotency_key = ledger::key_from(&headers)?;
+    let idempotency_key = ledger::key_from(headers)?;
     let id = Uuid::new_v4();
     // The trace of one question: chat → understand → retrieve → answer.
     let span = tracing::info_span!("chat", message_id = %id);
