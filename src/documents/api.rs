@@ -66,6 +66,8 @@ pub struct DocumentError {
 
 /// Findings by status.
 #[derive(Debug, Default, Clone, Serialize, ToSchema, Deserialize)]
+// PostgreSQL reports only the statuses that occur; the others are 0.
+#[serde(default)]
 pub struct Counts {
     pub pass: i64,
     pub fail: i64,

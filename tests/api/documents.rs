@@ -171,6 +171,19 @@ async fn a_template_is_analysed_into_findings_mapped_to_controls_and_billed_once
     assert_eq!(volume["status"], "pass");
     // Failing findings come first.
     assert_ne!(all[0]["status"], "pass");
+    // The document's counts are its findings by status, every status present (0 when none).
+    for status in [
+        "pass",
+        "fail",
+        "unknown",
+        "addressed",
+        "contradicted",
+        "silent",
+    ] {
+        let n = all.iter().filter(|f| f["status"] == status).count();
+        assert_eq!(document["counts"][status], n, "{status}: {document}");
+    }
+    assert!(document["counts"]["fail"].as_i64().unwrap() >= 2);
 
     // Every control a finding decides is a real KB control.
     let controls: Vec<String> = all
