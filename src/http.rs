@@ -42,7 +42,9 @@ full-text search under `/kb`), the security Q&A chat (`/chat`, streamed as Serve
 (`/license`, `/usage`), a small billable action (`/billable-actions`), real-time notifications (`/notifications`: the event feed, one-time tickets and the \
 WebSocket `/notifications/ws`) and health probes.
 
-* **Authentication**: every `/api/v1` route needs `Authorization: Bearer <key>`.
+* **Authentication**: every `/api/v1` route needs `Authorization: Bearer <key>`, except `POST /session`, where \
+the web console exchanges a key for a session cookie (`co_session`, 12 hours); requests carrying that cookie \
+instead of a key must send the session's `csrf_token` as `X-CSRF-Token` on POST, PUT, PATCH and DELETE.
 * **Lists** answer `{items, total, limit, offset, next}`; `next` is the path and query of the next page, `null` on the last. \
 `limit` and `offset` out of their documented ranges are a 400.
 * **Timestamps** are RFC 3339 in UTC with milliseconds: `2026-12-01T06:00:00.000Z`.
@@ -55,7 +57,7 @@ a 429 adds `Retry-After`.",
     modifiers(&BearerAuth),
     tags(
         (name = "health", description = "Liveness, readiness and component health (no key needed)"),
-        (name = "keys", description = "API keys"),
+        (name = "keys", description = "API keys and console sessions"),
         (name = "knowledge base", description = "Compliance frameworks, controls, checks, AWS services and search"),
         (name = "usage", description = "License, trial and billable usage"),
         (name = "notifications", description = "Real-time events over WebSocket, their replay, one-time tickets"),
@@ -259,7 +261,7 @@ pub fn app(state: AppState) -> Router {
         api_v1().route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
-        .nest("/api/v1", protected)
+        .nest("/api/v1", protected.merge(auth::sign_in_router()))
         .split_for_parts();
     let openapi_json = serde_json::to_string_pretty(&complete_openapi(&openapi))
         .expect("OpenAPI document serialises");
@@ -274,11 +276,7 @@ pub fn app(state: AppState) -> Router {
                 )
             }),
         )
-        // No console yet: the API reference is the front page.
-        .route(
-            "/",
-            axum::routing::get(|| async { axum::response::Redirect::temporary("/docs") }),
-        )
+        .merge(crate::console::router())
         .merge(crate::docs::router())
         .fallback(|| async { ApiError::problem(problem_for_status(StatusCode::NOT_FOUND)) });
 
@@ -524,7 +522,7 @@ fn make_span(request: &Request) -> tracing::Span {
         method = %request.method(),
         route = tracing::field::Empty,
         request_id = %request_id,
-        status = tracing::field::Empty,
+        { crate::telemetry::HTTP_STATUS_FIELD } = tracing::field::Empty,
     )
 }
 
@@ -613,7 +611,7 @@ async fn problem_and_metrics(request: Request, next: Next) -> Response {
     metrics::counter!("http_requests_total", labels.iter()).increment(1);
     metrics::histogram!("http_request_duration_seconds", labels.iter())
         .record(elapsed.as_secs_f64());
-    tracing::Span::current().record("status", status.as_u16());
+    tracing::Span::current().record(crate::telemetry::HTTP_STATUS_FIELD, status.as_u16());
     let duration_ms = (elapsed.as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
     if status.is_server_error() {
         tracing::warn!(status = status.as_u16(), duration_ms, "request completed");

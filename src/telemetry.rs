@@ -102,9 +102,11 @@ pub fn init(config: &Config) -> anyhow::Result<TelemetryGuard> {
     Ok(TelemetryGuard { provider })
 }
 
-/// The pretty formatter's fields without the `otel.*` ones: those name and classify the span for
-/// the OpenTelemetry exporter (`otel.name`, `otel.kind`, …), and would otherwise repeat on every
-/// line a request logs. The JSON format keeps them (a log pipeline may want them).
+/// The pretty formatter's fields without those meant for the OpenTelemetry exporter: `otel.*`
+/// name and classify the span (`otel.name`, `otel.kind`, …), and the request span's
+/// `http.response.status_code` (the semantic-convention attribute of traces) repeats the
+/// `status` of the request's own log line. Either would otherwise repeat on every line a request
+/// logs. The JSON format keeps them (a log pipeline may want them).
 struct WithoutOtelFields;
 
 impl<'writer> FormatFields<'writer> for WithoutOtelFields {
@@ -128,23 +130,30 @@ impl<'writer> FormatFields<'writer> for WithoutOtelFields {
     }
 }
 
+/// The span field of the HTTP status, named as OpenTelemetry's HTTP conventions name it.
+pub const HTTP_STATUS_FIELD: &str = "http.response.status_code";
+
+fn for_the_exporter(name: &str) -> bool {
+    name.starts_with("otel.") || name == HTTP_STATUS_FIELD
+}
+
 struct SkipOtel<V>(V);
 
 impl<V: Visit> Visit for SkipOtel<V> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if !field.name().starts_with("otel.") {
+        if !for_the_exporter(field.name()) {
             self.0.record_str(field, value);
         }
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        if !field.name().starts_with("otel.") {
+        if !for_the_exporter(field.name()) {
             self.0.record_error(field, value);
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if !field.name().starts_with("otel.") {
+        if !for_the_exporter(field.name()) {
             self.0.record_debug(field, value);
         }
     }

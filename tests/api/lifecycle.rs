@@ -291,6 +291,10 @@ async fn request_spans_are_exported_over_otlp_http() {
         text.contains("otel-trace-check"),
         "request id recorded on the span"
     );
+    assert!(
+        text.contains("http.response.status_code"),
+        "the status recorded on the span as the HTTP conventions name it"
+    );
     server.abort();
 }
 
@@ -413,8 +417,8 @@ async fn json_logs_carry_the_documented_fields_and_metrics_the_documented_names(
     );
 }
 
-/// Pretty logs are for people: a request's line shows its method, route and request id, not
-/// the `otel.*` fields that name the span for the trace exporter.
+/// Pretty logs are for people: a request's line shows its method, route, request id and status
+/// once, not the fields the trace exporter reads (`otel.*`, the span's copy of the status).
 #[tokio::test]
 async fn pretty_logs_leave_out_the_otel_fields() {
     let db = create_migrated_database().await;
@@ -450,4 +454,6 @@ async fn pretty_logs_leave_out_the_otel_fields() {
         "{line}"
     );
     assert!(!line.contains("otel."), "{line}");
+    assert_eq!(line.matches("status=200").count(), 1, "{line}");
+    assert!(!line.contains("status_code"), "the status once: {line}");
 }
