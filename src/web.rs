@@ -101,9 +101,23 @@ pub fn next_link(uri: &axum::http::Uri, limit: i64, offset: i64, total: i64) -> 
     Some(format!("{}?{}", uri.path(), query.finish()))
 }
 
+/// JSON text written by PostgreSQL (`json_build_object` writes `"key" : value`, `json_agg`
+/// breaks lines) in the compact form serde writes every other body in, keys in their order.
+/// Text that is not JSON is returned as it is (PostgreSQL never writes such).
+pub fn compact_json(text: &str) -> String {
+    let mut out = Vec::with_capacity(text.len());
+    let mut reader = serde_json::Deserializer::from_str(text);
+    let mut writer = serde_json::Serializer::new(&mut out);
+    match serde_transcode::transcode(&mut reader, &mut writer).and_then(|()| reader.end()) {
+        Ok(()) => String::from_utf8(out).unwrap_or_else(|_| text.to_owned()),
+        Err(_) => text.to_owned(),
+    }
+}
+
 /// The page envelope around items already serialised as a JSON array (the KB builds its lists
-/// in PostgreSQL and sends them unchanged).
+/// in PostgreSQL; they are only compacted).
 pub fn page_json(items: &str, total: i64, limit: i64, offset: i64, next: Option<&str>) -> String {
+    let items = compact_json(items);
     let next = serde_json::to_string(&next).unwrap_or_else(|_| "null".into());
     format!(
         r#"{{"items":{items},"total":{total},"limit":{limit},"offset":{offset},"next":{next}}}"#

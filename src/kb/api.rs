@@ -490,7 +490,7 @@ async fn get_control(
         return Ok(json_bytes(hit));
     }
     let body = control_body(&state, &id).await?;
-    let bytes = Bytes::from(body);
+    let bytes = Bytes::from(crate::web::compact_json(&body));
     state.cache.put(cache_key, bytes.clone()).await;
     Ok(json_bytes(bytes))
 }
@@ -715,7 +715,7 @@ async fn get_check(
     .fetch_optional(&state.db)
     .await?
     .ok_or_else(|| ApiError::not_found(format!("no check {id:?} in the knowledge base")))?;
-    Ok(json_bytes(Bytes::from(body)))
+    Ok(json_bytes(Bytes::from(crate::web::compact_json(&body))))
 }
 
 #[derive(Serialize, ToSchema, sqlx::FromRow)]
