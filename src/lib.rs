@@ -30,6 +30,7 @@ pub mod scans;
 
 // Composition root: builds the state, merges the routers, runs the process.
 pub mod cli;
+pub mod console;
 pub mod docs;
 pub mod http;
 pub mod server;

@@ -7,6 +7,7 @@
 //! so revocation is immediate on every replica either way.
 
 pub mod keys;
+pub mod session;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 
@@ -107,7 +108,11 @@ impl Authenticator {
     }
 
     pub async fn authenticate(&self, presented: &str) -> Result<Principal, ApiError> {
-        let hash = keys::hash_key(presented);
+        self.authenticate_hash(keys::hash_key(presented)).await
+    }
+
+    /// Like [`Self::authenticate`], for a key known only by its hash (a console session's).
+    pub async fn authenticate_hash(&self, hash: [u8; 32]) -> Result<Principal, ApiError> {
         if let Some(principal) = self.known(&hash) {
             return Ok(principal);
         }
@@ -238,6 +243,10 @@ fn bearer(parts: &axum::http::HeaderMap) -> Result<&str, ApiError> {
 /// per-IP budget handed over by the IP middleware is charged here too: for a key known without
 /// a database query (the hot path) both budgets are checked in one Redis round trip; otherwise
 /// the address is charged before the key is looked up, so guessing keys stays throttled.
+///
+/// A request without `Authorization` may instead carry the console's session cookie: it stands
+/// for the key it was opened with (checked like the key itself, so revocation ends it), and a
+/// state-changing request must also carry the session's CSRF token.
 pub async fn require_api_key(
     State(state): State<AuthState>,
     mut request: Request,
@@ -247,7 +256,13 @@ pub async fn require_api_key(
         .extensions()
         .get::<ratelimit::DeferredIpCheck>()
         .map(|check| check.claim().clone());
-    let presented = bearer(request.headers()).map(keys::hash_key);
+    let session = (!request.headers().contains_key(header::AUTHORIZATION))
+        .then(|| session::token(request.headers()))
+        .flatten();
+    let presented = match &session {
+        Some(_) => Err(session::ended()),
+        None => bearer(request.headers()).map(keys::hash_key),
+    };
     let known = presented
         .as_ref()
         .ok()
@@ -273,9 +288,12 @@ pub async fn require_api_key(
                     return ip_refused(&decision);
                 }
             }
-            let principal = match presented {
-                Ok(hash) => state.authenticator.look_up(hash).await,
-                Err(err) => Err(err),
+            let principal = match (&session, presented) {
+                (Some(token), _) => {
+                    session_principal(&state, token, request.method(), request.headers()).await
+                }
+                (None, Ok(hash)) => state.authenticator.look_up(hash).await,
+                (None, Err(err)) => Err(err),
             };
             let principal = match principal {
                 Ok(p) => p,
@@ -303,6 +321,23 @@ pub async fn require_api_key(
     response
 }
 
+/// The principal behind a console session cookie: the session must be live, a state-changing
+/// request must carry its CSRF token, and its key must still be valid.
+async fn session_principal(
+    state: &AuthState,
+    token: &str,
+    method: &axum::http::Method,
+    headers: &axum::http::HeaderMap,
+) -> Result<Principal, ApiError> {
+    let (key_hash, _) = session::resolve(&state.db, token)
+        .await?
+        .ok_or_else(session::ended)?;
+    if !method.is_safe() && !session::csrf_valid(headers, token) {
+        return Err(session::csrf_refused());
+    }
+    state.authenticator.authenticate_hash(key_hash).await
+}
+
 fn ip_refused(decision: &ratelimit::Decision) -> Response {
     metrics::counter!("http_rate_limited_total", "by" => "ip").increment(1);
     ratelimit::too_many_requests(decision, "this client address")
@@ -317,6 +352,154 @@ where
         .routes(routes!(create_key, list_keys))
         .routes(routes!(current_key))
         .routes(routes!(get_key, revoke_key))
+        .routes(routes!(current_session, sign_out))
+}
+
+/// `POST /session`: the console's sign-in, which needs no credential but the key in its body.
+/// Merged under `/api/v1` outside the authentication layer.
+pub fn sign_in_router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AuthState: FromRef<S>,
+{
+    OpenApiRouter::new().routes(routes!(sign_in))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignInRequest {
+    /// An API key (`co_…`). It is exchanged for the session cookie and not kept.
+    #[schema(min_length = 1, max_length = 1000)]
+    pub api_key: String,
+}
+
+/// A console session: who it acts as, the token state-changing requests must send in
+/// `X-CSRF-Token`, and when it ends.
+#[derive(Serialize, ToSchema)]
+pub struct SessionInfo {
+    /// The id of the key the session was opened with (the nil UUID for the bootstrap key).
+    pub key_id: Uuid,
+    pub name: String,
+    pub scope: Scope,
+    /// Send as `X-CSRF-Token` on every POST, PUT, PATCH and DELETE made with the cookie.
+    pub csrf_token: String,
+    #[serde(with = "crate::web::timestamp")]
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl SessionInfo {
+    fn new(principal: Principal, token: &str, expires_at: chrono::DateTime<chrono::Utc>) -> Self {
+        Self {
+            key_id: principal.key_id,
+            name: principal.name,
+            scope: principal.scope,
+            csrf_token: session::csrf_token(token),
+            expires_at,
+        }
+    }
+}
+
+/// Sign in to the console: exchange an API key for a session cookie (`co_session`, `HttpOnly`,
+/// `SameSite=Strict`, `Secure` behind TLS) valid for 12 hours or until the key is revoked.
+/// The API itself keeps accepting `Authorization: Bearer` keys.
+#[utoipa::path(post, path = "/session", tag = "keys", request_body = SignInRequest,
+    responses((status = 201, body = SessionInfo,
+        headers(("Set-Cookie" = String, description = "the session cookie `co_session`")))),
+    security(()))]
+async fn sign_in(
+    State(state): State<AuthState>,
+    ip_check: Option<axum::Extension<ratelimit::DeferredIpCheck>>,
+    headers: axum::http::HeaderMap,
+    ApiJson(body): ApiJson<SignInRequest>,
+) -> Result<Response, ApiError> {
+    // Outside the authentication layer nobody else charges the address before the key is
+    // looked up: do it here, so guessing keys through sign-in is throttled like anywhere else.
+    let ip_decision = match ip_check {
+        Some(axum::Extension(check)) => {
+            let check = check.claim();
+            let decision = check.limiter.check(&check.ip).await;
+            if !decision.allowed {
+                return Ok(ip_refused(&decision));
+            }
+            Some(decision)
+        }
+        None => None,
+    };
+    let key = body.api_key.trim();
+    if key.is_empty() {
+        return Err(ApiError::unprocessable(
+            "invalid_api_key",
+            "api_key must be an API key (co_…)",
+        ));
+    }
+    let hash = keys::hash_key(key);
+    let principal = state.authenticator.authenticate_hash(hash).await?;
+    let (token, expires_at) = session::open(&state.db, &hash).await?;
+    tracing::info!(key_id = %principal.key_id, "console session opened");
+    let cookie = HeaderValue::try_from(session::set_cookie(
+        Some(&token),
+        session::over_tls(&headers),
+    ))
+    .map_err(anyhow::Error::from)?;
+    let mut response = (
+        StatusCode::CREATED,
+        [
+            (header::SET_COOKIE, cookie),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        Json(SessionInfo::new(principal, &token, expires_at)),
+    )
+        .into_response();
+    if let Some(decision) = &ip_decision {
+        ratelimit::apply_headers(response.headers_mut(), decision);
+    }
+    Ok(response)
+}
+
+fn no_session() -> ApiError {
+    ApiError::problem(crate::error::Problem::new(
+        StatusCode::NOT_FOUND,
+        "no_session",
+        "this request is authenticated by an API key, not by a console session cookie",
+    ))
+}
+
+/// The console session of this request's cookie (a reloaded page learns its CSRF token here).
+#[utoipa::path(get, path = "/session", tag = "keys",
+    responses((status = 200, body = SessionInfo),
+        (status = 404, description = "the request has no session cookie (`no_session`)", body = crate::error::Problem)),
+    security(("api_key" = [])))]
+async fn current_session(
+    State(state): State<AuthState>,
+    Auth(principal): Auth,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let token = session::token(&headers).ok_or_else(no_session)?;
+    let (_, expires_at) = session::resolve(&state.db, &token)
+        .await?
+        .ok_or_else(session::ended)?;
+    Ok((
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(SessionInfo::new(principal, &token, expires_at)),
+    )
+        .into_response())
+}
+
+/// Sign out of the console: the session ends on every replica and the cookie is removed.
+#[utoipa::path(delete, path = "/session", tag = "keys",
+    responses((status = 204, description = "signed out"),
+        (status = 404, description = "the request has no session cookie (`no_session`)", body = crate::error::Problem)),
+    security(("api_key" = [])))]
+async fn sign_out(
+    State(state): State<AuthState>,
+    Auth(_principal): Auth,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let token = session::token(&headers).ok_or_else(no_session)?;
+    session::close(&state.db, &token).await?;
+    let cookie = HeaderValue::try_from(session::set_cookie(None, session::over_tls(&headers)))
+        .map_err(anyhow::Error::from)?;
+    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -32,7 +32,9 @@ const FEATURES: &[&str] = &[
     "notifications",
     "scans",
 ];
-const ROOT: &[&str] = &["cli", "docs", "http", "lib", "main", "server", "state"];
+const ROOT: &[&str] = &[
+    "cli", "console", "docs", "http", "lib", "main", "server", "state",
+];
 /// Items at the crate root that any module may use: `lib.rs`'s own (version strings, the TLS
 /// provider) and `scan_client!`, which `#[macro_export]` puts there.
 const LIB_ITEMS: &[&str] = &[

@@ -2,9 +2,11 @@
 
 mod api_shape;
 mod auth;
+mod browser;
 mod chat;
 mod chat_engine;
 mod cli;
+mod console;
 mod deployment;
 mod docs;
 mod documents;

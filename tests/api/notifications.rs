@@ -771,3 +771,55 @@ async fn a_since_older_than_retention_is_refused_instead_of_skipping_events() {
     let page = list(&app.address, "").await;
     assert_eq!(page["items"], serde_json::json!([fresh]));
 }
+
+#[tokio::test]
+async fn when_the_redis_relay_replica_dies_another_takes_over_and_nothing_is_lost() {
+    use crate::ratelimit::OwnRedis;
+    let (port, _redis) = with_free_port(|port| async move {
+        let mut redis = OwnRedis::start(port);
+        redis.is_ours(port).await.then_some((port, redis))
+    })
+    .await;
+    let db = create_migrated_database().await;
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let with_redis = |env: &mut HashMap<String, String>| {
+        env.insert("REDIS_URL".into(), format!("redis://127.0.0.1:{port}"));
+        env.insert("REDIS_KEY_PREFIX".into(), prefix.clone());
+    };
+    let a = replica(&db, with_redis).await;
+    let relaying = "relaying notification events to redis";
+    assert!(
+        eventually(Duration::from_secs(10), || async { a.logged(relaying) }).await,
+        "the first replica becomes the relay"
+    );
+    let b = replica(&db, with_redis).await;
+    let ok = eventually(Duration::from_secs(10), || async {
+        notifications_health(&http(&b)).await.1 == "ok"
+    })
+    .await;
+    assert!(ok, "the bus of B connects to redis");
+    assert!(!b.logged(relaying), "one relay at a time");
+    let mut socket = open(
+        &http(&b),
+        "/api/v1/notifications/ws",
+        Some(BOOTSTRAP_KEY),
+        None,
+    )
+    .await
+    .unwrap();
+    let first = publish_test(&http(&b), serde_json::json!({"relay": "a"})).await;
+    assert_eq!(next_event(&mut socket).await, first);
+
+    // The relay dies without a word: its PostgreSQL session, and with it the relay lock, ends.
+    a.signal("KILL");
+    let mut published = Vec::new();
+    for n in 0..3 {
+        published.push(publish_test(&http(&b), serde_json::json!({"relay_gone": n})).await);
+    }
+    for expected in &published {
+        assert_eq!(&next_event(&mut socket).await, expected);
+    }
+    assert!(b.logged(relaying), "the survivor took the relay over");
+    let after = publish_test(&http(&b), serde_json::json!({"relay": "b"})).await;
+    assert_eq!(next_event(&mut socket).await, after);
+}
