@@ -84,6 +84,33 @@ async fn the_console_is_served_at_the_root_under_a_strict_content_security_polic
             .unwrap();
         assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{name}");
     }
+    // Compressed at build time, sent as gzip to whoever takes it and plain to the rest.
+    let plain_client = reqwest::Client::builder().no_gzip().build().unwrap();
+    let plain = plain_client
+        .get(app.url("/console/app.js"))
+        .send()
+        .await
+        .unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = plain.bytes().await.unwrap();
+    let gzipped = plain_client
+        .get(app.url("/console/app.js"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    assert_eq!(gzipped.headers()["vary"], "accept-encoding");
+    let gzipped = gzipped.bytes().await.unwrap();
+    assert!(gzipped.len() < plain.len());
+    let mut unzipped = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&gzipped[..]),
+        &mut unzipped,
+    )
+    .unwrap();
+    assert_eq!(unzipped, plain);
+
     let missing = app.get("/console/nothing.js").send().await.unwrap();
     assert_problem(missing, 404, "not_found").await;
     let traversal = app.get("/console/..%2FCargo.toml").send().await.unwrap();
