@@ -21,7 +21,7 @@ fn concrete(path: &str) -> String {
 }
 
 #[tokio::test]
-async fn every_route_but_health_and_docs_requires_a_key() {
+async fn every_route_but_health_docs_and_sign_in_requires_a_key() {
     let app = spawn_app().await;
     let doc: serde_json::Value = app
         .get("/openapi.json")
@@ -43,7 +43,9 @@ async fn every_route_but_health_and_docs_requires_a_key() {
                 .send()
                 .await
                 .unwrap();
-            if path.starts_with("/health") {
+            // The console's sign-in takes the key in its body: without one it is a bad body.
+            let sign_in = method == reqwest::Method::POST && path == "/api/v1/session";
+            if path.starts_with("/health") || sign_in {
                 assert_ne!(response.status(), 401, "{method} {path} must be open");
                 continue;
             }
