@@ -297,15 +297,7 @@ pub async fn require_api_key(
             };
             let principal = match principal {
                 Ok(p) => p,
-                Err(err) => {
-                    let mut response = err.into_response();
-                    if response.status() == StatusCode::UNAUTHORIZED {
-                        response
-                            .headers_mut()
-                            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                    }
-                    return response;
-                }
+                Err(err) => return with_challenge(err),
             };
             let decision = state.key_limiter.check(&principal.key_id).await;
             (principal, decision)
@@ -336,6 +328,18 @@ async fn session_principal(
         return Err(session::csrf_refused());
     }
     state.authenticator.authenticate_hash(key_hash).await
+}
+
+/// An authentication failure as a response: a 401 names its scheme (`WWW-Authenticate: Bearer`),
+/// as HTTP requires of every 401.
+fn with_challenge(err: ApiError) -> Response {
+    let mut response = err.into_response();
+    if response.status() == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
 }
 
 fn ip_refused(decision: &ratelimit::Decision) -> Response {
@@ -433,7 +437,10 @@ async fn sign_in(
         ));
     }
     let hash = keys::hash_key(key);
-    let principal = state.authenticator.authenticate_hash(hash).await?;
+    let principal = match state.authenticator.authenticate_hash(hash).await {
+        Ok(principal) => principal,
+        Err(err) => return Ok(with_challenge(err)),
+    };
     let (token, expires_at) = session::open(&state.db, &hash).await?;
     tracing::info!(key_id = %principal.key_id, "console session opened");
     let cookie = HeaderValue::try_from(session::set_cookie(

@@ -259,12 +259,9 @@ async fn sign_in_refuses_what_is_not_a_valid_key() {
             .json(&body)
             .send()
     };
-    assert_problem(
-        post(json!({"api_key": "co_not-a-key"})).await.unwrap(),
-        401,
-        "invalid_api_key",
-    )
-    .await;
+    let wrong = post(json!({"api_key": "co_not-a-key"})).await.unwrap();
+    assert_eq!(wrong.headers()["www-authenticate"], "Bearer");
+    assert_problem(wrong, 401, "invalid_api_key").await;
     assert_problem(
         post(json!({"api_key": " "})).await.unwrap(),
         422,
