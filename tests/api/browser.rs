@@ -30,18 +30,16 @@ fn env(db: &str, moto: Option<&Moto>) -> HashMap<String, String> {
     env
 }
 
-/// Creates a key through the API of `process` and returns (id, key).
+/// Creates a key through the API of `process` and returns it.
 async fn create_key(process: &Process, name: &str, scope: &str) -> String {
-    let response = reqwest::Client::new()
-        .post(format!("http://{}/api/v1/keys", process.addr()))
-        .bearer_auth(BOOTSTRAP_KEY)
-        .json(&serde_json::json!({"name": name, "scope": scope}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "creating a key");
-    let body: serde_json::Value = response.json().await.unwrap();
-    body["key"].as_str().unwrap().to_string()
+    create_key_at(
+        &format!("http://{}", process.addr()),
+        BOOTSTRAP_KEY,
+        name,
+        scope,
+    )
+    .await
+    .1
 }
 
 /// Runs one scenario of `tests/browser/console.py` against `process` signed in with `key`.

@@ -11,8 +11,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::helpers::{TestApp, assert_problem, spawn_app};
 
-/// Signs in with `key`; returns the cookie pair to send back and the session's JSON.
-async fn sign_in(app: &TestApp, key: &str) -> (String, Value) {
+/// Signs in with `key`; returns the cookie pair to send back, the whole `Set-Cookie` and the
+/// session's JSON.
+async fn sign_in(app: &TestApp, key: &str) -> (String, String, Value) {
     let response = app
         .client
         .post(app.url("/api/v1/session"))
@@ -27,7 +28,7 @@ async fn sign_in(app: &TestApp, key: &str) -> (String, Value) {
         .to_owned();
     let pair = set_cookie.split(';').next().unwrap().to_owned();
     assert!(pair.starts_with("co_session="), "{set_cookie}");
-    (pair, response.json().await.unwrap())
+    (pair, set_cookie, response.json().await.unwrap())
 }
 
 fn with_cookie(cookie: &str, csrf: Option<&str>) -> HeaderMap {
@@ -121,18 +122,7 @@ async fn the_console_is_served_at_the_root_under_a_strict_content_security_polic
 async fn a_session_cookie_stands_for_its_key_and_unsafe_requests_need_its_csrf_token() {
     let app = spawn_app().await;
     let (_, key) = app.create_key("console user", "user").await;
-    let response = app
-        .client
-        .post(app.url("/api/v1/session"))
-        .json(&json!({"api_key": key}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let set_cookie = response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let (cookie, set_cookie, session) = sign_in(&app, &key).await;
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
         assert!(
             set_cookie.contains(attribute),
@@ -140,12 +130,10 @@ async fn a_session_cookie_stands_for_its_key_and_unsafe_requests_need_its_csrf_t
         );
     }
     assert!(!set_cookie.contains("Secure"), "plain HTTP: {set_cookie}");
-    let session: Value = response.json().await.unwrap();
     assert_eq!(session["name"], "console user");
     assert_eq!(session["scope"], "user");
     let csrf = session["csrf_token"].as_str().unwrap().to_owned();
     assert!(csrf.len() >= 40);
-    let cookie = set_cookie.split(';').next().unwrap().to_owned();
     assert!(!cookie.contains(&key), "the cookie is not the key itself");
 
     // Reads need only the cookie; the key is the one signed in with.
@@ -295,7 +283,7 @@ async fn a_session_ends_on_sign_out_on_expiry_and_when_its_key_is_revoked() {
 
     // Sign-out needs the CSRF token (else any site could sign you out), then ends the session
     // for every copy of the cookie, not only the browser's.
-    let (cookie, session) = sign_in(&app, &app.admin_key).await;
+    let (cookie, _, session) = sign_in(&app, &app.admin_key).await;
     let csrf = session["csrf_token"].as_str().unwrap();
     let forged = app
         .client
@@ -328,7 +316,7 @@ async fn a_session_ends_on_sign_out_on_expiry_and_when_its_key_is_revoked() {
     assert_problem(after, 401, "session_expired").await;
 
     // Expiry.
-    let (cookie, _) = sign_in(&app, &app.admin_key).await;
+    let (cookie, _, _) = sign_in(&app, &app.admin_key).await;
     sqlx::query("UPDATE console_sessions SET expires_at = now() - interval '1 second'")
         .execute(&app.pool)
         .await
@@ -343,7 +331,7 @@ async fn a_session_ends_on_sign_out_on_expiry_and_when_its_key_is_revoked() {
 
     // Revocation of the key, from anywhere, ends its sessions at once.
     let (id, key) = app.create_key("short-lived", "admin").await;
-    let (cookie, _) = sign_in(&app, &key).await;
+    let (cookie, _, _) = sign_in(&app, &key).await;
     let ok = app
         .get("/api/v1/keys/self")
         .headers(with_cookie(&cookie, None))
@@ -378,7 +366,7 @@ async fn a_session_ends_on_sign_out_on_expiry_and_when_its_key_is_revoked() {
 #[tokio::test]
 async fn the_notification_socket_accepts_the_session_cookie_from_the_same_origin_only() {
     let app = spawn_app().await;
-    let (cookie, _) = sign_in(&app, &app.admin_key).await;
+    let (cookie, _, _) = sign_in(&app, &app.admin_key).await;
     let ws_url = format!(
         "{}/api/v1/notifications/ws?types=test",
         app.address.replacen("http", "ws", 1)

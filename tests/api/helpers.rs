@@ -293,18 +293,7 @@ impl TestApp {
 
     /// Creates a key through the API and returns (id, key).
     pub async fn create_key(&self, name: &str, scope: &str) -> (String, String) {
-        let response = self
-            .post_as("/api/v1/keys", &self.admin_key)
-            .json(&serde_json::json!({"name": name, "scope": scope}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201, "creating a key");
-        let body: serde_json::Value = response.json().await.unwrap();
-        (
-            body["id"].as_str().unwrap().to_string(),
-            body["key"].as_str().unwrap().to_string(),
-        )
+        create_key_at(&self.address, &self.admin_key, name, scope).await
     }
 
     pub async fn stop(mut self) -> anyhow::Result<()> {
@@ -321,6 +310,29 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
     }
+}
+
+/// Creates a key through the API of the server at `address` (`http://…`) with `admin_key`, and
+/// returns (id, key).
+pub async fn create_key_at(
+    address: &str,
+    admin_key: &str,
+    name: &str,
+    scope: &str,
+) -> (String, String) {
+    let response = reqwest::Client::new()
+        .post(format!("{address}/api/v1/keys"))
+        .bearer_auth(admin_key)
+        .json(&serde_json::json!({"name": name, "scope": scope}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "creating a key");
+    let body: serde_json::Value = response.json().await.unwrap();
+    (
+        body["id"].as_str().unwrap().to_string(),
+        body["key"].as_str().unwrap().to_string(),
+    )
 }
 
 /// Asserts a problem+json error and returns its body.

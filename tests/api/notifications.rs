@@ -612,21 +612,35 @@ async fn notifications_health(address: &str) -> (String, String) {
     )
 }
 
-#[tokio::test]
-async fn through_redis_an_event_crosses_replicas_and_a_redis_restart_loses_nothing() {
-    use crate::ratelimit::{OwnRedis, redis_answers};
+/// A Redis server of the test's own (it may be stopped and started), and the key prefix the
+/// test's replicas share: replicas of one deployment share it, hence the channel.
+async fn redis_for_replicas() -> (u16, crate::ratelimit::OwnRedis, String) {
     let (port, redis) = with_free_port(|port| async move {
-        let mut redis = OwnRedis::start(port);
+        let mut redis = crate::ratelimit::OwnRedis::start(port);
         redis.is_ours(port).await.then_some((port, redis))
     })
     .await;
-    let db = create_migrated_database().await;
-    // Replicas of one deployment share the key prefix, hence the channel.
-    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
-    let with_redis = |env: &mut HashMap<String, String>| {
+    (
+        port,
+        redis,
+        format!("test:{}:", uuid::Uuid::new_v4().simple()),
+    )
+}
+
+/// The environment that points a replica at that Redis.
+fn pointed_at(port: u16, prefix: &str) -> impl Fn(&mut HashMap<String, String>) + Copy + '_ {
+    move |env| {
         env.insert("REDIS_URL".into(), format!("redis://127.0.0.1:{port}"));
-        env.insert("REDIS_KEY_PREFIX".into(), prefix.clone());
-    };
+        env.insert("REDIS_KEY_PREFIX".into(), prefix.to_owned());
+    }
+}
+
+#[tokio::test]
+async fn through_redis_an_event_crosses_replicas_and_a_redis_restart_loses_nothing() {
+    use crate::ratelimit::{OwnRedis, redis_answers};
+    let (port, redis, prefix) = redis_for_replicas().await;
+    let with_redis = pointed_at(port, &prefix);
+    let db = create_migrated_database().await;
     let a = replica(&db, with_redis).await;
     let b = replica(&db, with_redis).await;
     let ok = eventually(Duration::from_secs(10), || async {
@@ -774,18 +788,9 @@ async fn a_since_older_than_retention_is_refused_instead_of_skipping_events() {
 
 #[tokio::test]
 async fn when_the_redis_relay_replica_dies_another_takes_over_and_nothing_is_lost() {
-    use crate::ratelimit::OwnRedis;
-    let (port, _redis) = with_free_port(|port| async move {
-        let mut redis = OwnRedis::start(port);
-        redis.is_ours(port).await.then_some((port, redis))
-    })
-    .await;
+    let (port, _redis, prefix) = redis_for_replicas().await;
+    let with_redis = pointed_at(port, &prefix);
     let db = create_migrated_database().await;
-    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
-    let with_redis = |env: &mut HashMap<String, String>| {
-        env.insert("REDIS_URL".into(), format!("redis://127.0.0.1:{port}"));
-        env.insert("REDIS_KEY_PREFIX".into(), prefix.clone());
-    };
     let a = replica(&db, with_redis).await;
     let relaying = "relaying notification events to redis";
     assert!(
