@@ -8,6 +8,7 @@
 use std::sync::LazyLock;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -88,7 +89,7 @@ pub fn content_type(name: &str) -> &'static str {
 /// costs nothing), so a new binary's console is seen at once, never a mix of old and new files.
 fn serve(
     name: &str,
-    body: Vec<u8>,
+    body: Bytes,
     gzip: Option<&'static [u8]>,
     etag: HeaderValue,
     request: &HeaderMap,
@@ -133,7 +134,7 @@ fn file(name: &str, request: &HeaderMap) -> Result<Response, ApiError> {
                 && !name.starts_with('.'));
         if known && let Ok(body) = std::fs::read(std::path::Path::new(&dir).join(name)) {
             let tag = etag(&body);
-            return Ok(serve(name, body, None, tag, request));
+            return Ok(serve(name, Bytes::from(body), None, tag, request));
         }
     }
     let asset = ASSETS
@@ -142,7 +143,7 @@ fn file(name: &str, request: &HeaderMap) -> Result<Response, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no console file {name:?}")))?;
     Ok(serve(
         name,
-        asset.body.to_vec(),
+        Bytes::from_static(asset.body),
         Some(asset.gzip),
         asset.etag.clone(),
         request,
