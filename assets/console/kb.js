@@ -228,7 +228,7 @@ async function controlPage(view, ctx, id) {
       h('dt', null, 'Framework'), h('dd', null, fw ? `${fw.name} ${fw.version}` : c.framework),
       h('dt', null, 'Id'), h('dd', null, h('code', null, c.id)),
       h('dt', null, 'Kind'), h('dd', null, label(c.kind), c.technical ? ' · technical (AWS configuration can evidence it)' : ''),
-      attrs.map(([k, v]) => [h('dt', null, label(k)), h('dd', null, String(v))]),
+      attrs.map(([k, v]) => [h('dt', null, label(k)), h('dd', null, typeof v === 'string' ? v.replace(/_/g, ' ') : String(v))]),
       c.services && c.services.length ? [h('dt', null, 'AWS services'), h('dd', null, c.services.join(', '))] : null,
       c.url ? [h('dt', null, 'Official text'), h('dd', null, h('a', { href: c.url, rel: 'noopener noreferrer', target: '_blank' }, c.url))] : null),
     c.children && c.children.length ? h('section', null, h('h2', null, 'Sub-controls'),

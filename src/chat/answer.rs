@@ -399,6 +399,11 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
         *e = e.max(n);
     }
 
+    // "service providers", "multi-tenant providers": the question is about those entities.
+    let about_providers = qwords.windows(2).any(|w| {
+        w[1].starts_with("provider")
+            && matches!(w[0].as_str(), "service" | "tenant" | "multi-tenant")
+    });
     // Ranked text matches.
     let boost = |c: usize| -> f64 {
         let ctl = &s.controls[c];
@@ -424,8 +429,11 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
         if let Some(n) = evidenced.get(&c) {
             b *= 1.0 + 0.5 * n / most[&ctl.framework];
         }
-        // PCI appendices bind only some entities (service providers, designated entities).
-        if ctl.attributes.get("appendix").is_some_and(|v| v == true) {
+        // PCI appendices and the service-provider-only requirements bind only some entities
+        // (service providers, designated entities): lower unless the question is about them.
+        let narrow = ctl.attributes.get("appendix").is_some_and(|v| v == true)
+            || ctl.attributes.contains_key("applies_to");
+        if narrow && !about_providers {
             b *= 0.5;
         }
         b
@@ -696,11 +704,14 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
                 continue;
             };
             // Up to three when the topic has near-equal answers (internal and external pen
-            // tests; the transfer articles).
-            for &(c, sc) in best.iter().take(3) {
-                if sc < 0.85 * topic_top
-                    || !full.get(&c).is_some_and(|&x| x >= TOPIC_RATIO * fw_top)
-                {
+            // tests; the transfer articles). A sibling of the topic's best (both pen tests sit
+            // under one requirement) needs less support from the whole question than a stranger.
+            let first_parent = best.first().and_then(|&(c, _)| s.controls[c].parent);
+            for (i, &(c, sc)) in best.iter().take(3).enumerate() {
+                let sibling =
+                    i > 0 && first_parent.is_some() && s.controls[c].parent == first_parent;
+                let needed = if sibling { SIBLING_RATIO } else { TOPIC_RATIO };
+                if sc < 0.85 * topic_top || !full.get(&c).is_some_and(|&x| x >= needed * fw_top) {
                     break;
                 }
                 push(
@@ -740,12 +751,39 @@ pub fn ground(s: Arc<Snapshot>, question: &str, u: &Understanding) -> Grounding 
             }
         }
     }
+    // An implementation specification is part of its standard: the standard is cited too when
+    // the question as a whole supports it (a BAA is 164.308(b)(3) under 164.308(b)(1)).
+    let score: HashMap<usize, f64> = ranked.iter().copied().collect();
+    let standards: Vec<(usize, usize)> = picks
+        .iter()
+        .filter_map(|p| {
+            let parent = s.controls[p.control].parent?;
+            (s.controls[p.control].kind == "implementation_specification"
+                && s.controls[parent].kind == "standard")
+                .then_some((p.control, parent))
+        })
+        .collect();
+    for (spec, standard) in standards {
+        let fw_top = best_per_fw.get(&s.controls[standard].framework);
+        if let (Some(&x), Some(&top)) = (score.get(&standard), fw_top)
+            && x >= TOPIC_RATIO * top
+        {
+            push(
+                &mut picks,
+                standard,
+                format!("The standard {} implements.", s.citation_id(spec)),
+            );
+        }
+    }
     finish(g, picks)
 }
 
 /// A topic's best control is cited when the whole question scores it at least this share of
 /// the framework's best.
 const TOPIC_RATIO: f64 = 0.5;
+
+/// A topic's runner-up under the same parent as its best is cited at this share.
+const SIBLING_RATIO: f64 = 0.35;
 
 /// The control a named service's checks evidence most is cited when the question scores it at
 /// least this share of the framework's best (the graph alone does not make it relevant).

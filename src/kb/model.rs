@@ -338,7 +338,10 @@ fn attribute_rules(framework: &str) -> &'static [(&'static str, &'static [&'stat
                 "privacy",
             ],
         )],
-        "pci-dss" => &[("appendix", &["true"])],
+        "pci-dss" => &[
+            ("appendix", &["true"]),
+            ("applies_to", &["service_providers"]),
+        ],
         "gdpr" => &[(
             "chapter",
             &["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"],
