@@ -89,7 +89,9 @@ pub async fn follow_loop(state: ChatState) {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
-            if let Err(err) = store::sweep_abandoned(&state.db, state.config.timeout).await {
+            if let Err(err) =
+                store::sweep_abandoned(&state.db, &state.market, state.config.timeout).await
+            {
                 tracing::warn!(error = %err, "marking abandoned chat answers failed");
             }
         }

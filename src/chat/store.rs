@@ -15,6 +15,7 @@ use super::understand::{FrameworkRef, Intent, Understanding};
 use axum::http::StatusCode;
 
 use crate::error::{ApiError, Problem};
+use crate::marketplace::Marketplace;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Conversation {
@@ -352,24 +353,60 @@ pub async fn finish_message(
     tx.commit().await
 }
 
+/// The id of the final event the sweep adds to an abandoned message. A writer stores its events
+/// a few at a time, so the last ones its client saw may never have reached the table: the end
+/// must come after any id it could have sent, and still be a valid `Last-Event-ID` (9 digits).
+pub const ABANDONED_SEQ: i32 = 999_999_999;
+
 /// Messages still `streaming` long after any answer could have ended belong to a writer that
-/// vanished.
-pub async fn sweep_abandoned(db: &PgPool, timeout: Duration) -> Result<u64, sqlx::Error> {
+/// vanished (a replica killed mid-answer). Each is ended as `answer_abandoned` and, like any
+/// failure on our side, refunded in the same transaction, unless its usage was already reported
+/// to AWS (then it stays billed, as the report cannot be taken back).
+pub async fn sweep_abandoned(
+    db: &PgPool,
+    market: &Marketplace,
+    timeout: Duration,
+) -> Result<u64, ApiError> {
     let grace = timeout.as_secs_f64() + 60.0;
-    let ids = sqlx::query_scalar!(
+    let mut tx = db.begin().await?;
+    let ended = sqlx::query!(
         "UPDATE chat_messages SET status = 'incomplete', error_code = 'answer_abandoned', finished_at = now()
          WHERE status = 'streaming' AND created_at < now() - make_interval(secs => $1)
-         RETURNING id",
+         RETURNING id, billed, usage_event_id",
         grace
     )
-    .fetch_all(db)
+    .fetch_all(&mut *tx)
     .await?;
-    for id in &ids {
-        let _ = sqlx::query!("SELECT pg_notify($1, $2)", super::CHANNEL, id.to_string())
-            .execute(db)
-            .await;
+    for m in &ended {
+        let refunded = match (m.billed, m.usage_event_id) {
+            (true, Some(usage)) => market.refund_in(&mut tx, usage).await?,
+            _ => false,
+        };
+        if refunded {
+            sqlx::query!(
+                "UPDATE chat_messages SET billed = false WHERE id = $1",
+                m.id
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        // The final event its writer never sent, so readers following or resuming the
+        // message see it end like any other failure (appending notifies them).
+        let mut message = super::run::error_message("answer_abandoned").to_string();
+        if refunded {
+            message.push_str("; this question was not billed");
+        }
+        let end = StoredEvent {
+            seq: ABANDONED_SEQ,
+            event: "error".into(),
+            data: serde_json::json!({
+                "code": "answer_abandoned", "message": message, "message_id": m.id,
+            }),
+        };
+        append_events(&mut tx, m.id, std::slice::from_ref(&end)).await?;
     }
-    Ok(ids.len() as u64)
+    tx.commit().await?;
+    Ok(ended.len() as u64)
 }
 
 pub async fn message(db: &PgPool, key: Uuid, id: Uuid) -> Result<Message, ApiError> {

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::fake_llm::{Api, FakeLlm, Reply, Then};
 use crate::helpers::{
-    Process, TestApp, assert_problem, base_env, create_migrated_database, eventually, spawn_app,
-    spawn_app_with, spawn_replica,
+    BOOTSTRAP_KEY, Process, TestApp, assert_problem, base_env, create_migrated_database,
+    database_url, eventually, spawn_app, spawn_app_with, spawn_replica,
 };
 
 const HIPAA_EBS: &str = "Does HIPAA require us to encrypt the EBS volumes that hold patient data?";
@@ -556,8 +556,8 @@ async fn bad_questions_get_problems_that_say_what_to_fix() {
 
 /// The question set of `tests/chat/questions.json`, scored as `bench/chat_eval.py --chat` scores
 /// it: the built-in answerer must cite what a correct answer must cite, little else, and never a
-/// control that does not exist. The goal is recall ≥ 0.95; the bound here is what the answerer
-/// reaches today (0.912 pooled, see BENCHMARKS.md), so it cannot slip back while the goal is open.
+/// control that does not exist: the goal, recall ≥ 0.95 and precision ≥ 0.8 pooled over ids
+/// (0.956 and 0.845 today, see BENCHMARKS.md).
 #[tokio::test]
 async fn the_built_in_answerer_cites_the_right_controls_over_the_question_set() {
     let app = spawn_app_with(|env| {
@@ -606,7 +606,7 @@ async fn the_built_in_answerer_cites_the_right_controls_over_the_question_set() 
     let precision = relevant as f64 / cited.max(1) as f64;
     assert!(invented.is_empty(), "invented ids: {invented:?}");
     assert!(
-        recall >= 0.90 && precision >= 0.8,
+        recall >= 0.95 && precision >= 0.8,
         "recall {recall:.3} precision {precision:.3}; missed: {misses:?}"
     );
 }
@@ -870,6 +870,141 @@ async fn a_client_that_leaves_stops_the_answer_at_once_and_leaves_it_incomplete(
         .await
         .unwrap();
     assert_eq!(parse_sse(&events)[0].event, "start");
+}
+
+/// A replica killed mid-answer (SIGKILL: no shutdown, no final event) leaves its message
+/// `streaming`. Once that is older than any answer could take, another replica's sweep ends it
+/// as `answer_abandoned` with a final event readers can follow, and refunds it.
+#[tokio::test]
+async fn an_answer_whose_server_died_is_ended_and_refunded_by_another_replica() {
+    let fake = FakeLlm::start().await;
+    fake.set_reply(Reply::stall());
+    let db = create_migrated_database().await;
+    let mut env = base_env(&db);
+    env.extend(fake.env(Api::OpenAi));
+    env.insert("LLM_TIMEOUT_SECONDS".into(), "600".into());
+    env.insert("CHAT_TIMEOUT_SECONDS".into(), "30".into());
+    env.insert("METRICS_PORT".into(), "0".into());
+    let client = reqwest::Client::new();
+    let first = Process::serve(&env).await;
+    let mut response = client
+        .post(format!("http://{}/api/v1/chat", first.addr()))
+        .bearer_auth(BOOTSTRAP_KEY)
+        .header("Accept", "text/event-stream")
+        .json(&json!({ "question": HIPAA_EBS }))
+        .send()
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    while !seen.contains("\n\n") {
+        let chunk = response.chunk().await.unwrap().expect("the start event");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let start = parse_sse(&seen);
+    let id = start[0].data["message_id"].as_str().unwrap().to_string();
+    let seen_id = start[0].id.clone().unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            fake.open_streams() == 1
+        })
+        .await,
+        "the model was asked"
+    );
+    drop(first);
+    drop(response);
+
+    let pool = sqlx::PgPool::connect(&database_url(&db)).await.unwrap();
+    let (status, billed): (String, bool) =
+        sqlx::query_as("SELECT status, billed FROM chat_messages WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), billed),
+        ("streaming", true),
+        "left behind"
+    );
+    // The clock moves past CHAT_TIMEOUT_SECONDS and the sweep's grace.
+    sqlx::query("UPDATE chat_messages SET created_at = created_at - interval '1 hour'")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let second = Process::serve(&env).await;
+    let events = format!("http://{}/api/v1/chat/messages/{id}/events", second.addr());
+    let body = tokio::time::timeout(Duration::from_secs(90), async {
+        client
+            .get(&events)
+            .bearer_auth(BOOTSTRAP_KEY)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    })
+    .await
+    .expect("the follower's stream ends once the sweep ends the message");
+    let followed = parse_sse(&body);
+    let last = followed.last().unwrap();
+    assert_eq!(last.event, "error", "{followed:?}");
+    assert_eq!(last.data["code"], "answer_abandoned");
+    assert!(
+        last.data["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("this question was not billed"),
+        "{}",
+        last.data
+    );
+    let message: Value = client
+        .get(format!(
+            "http://{}/api/v1/chat/messages/{id}",
+            second.addr()
+        ))
+        .bearer_auth(BOOTSTRAP_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(message["status"], "incomplete", "{message}");
+    assert_eq!(message["error"], "answer_abandoned");
+    assert_eq!(message["billing"]["billed"], false, "{message}");
+    let usage: Value = client
+        .get(format!("http://{}/api/v1/usage", second.addr()))
+        .bearer_auth(BOOTSTRAP_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let chat = usage["dimensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["dimension"] == "ChatQuestions")
+        .unwrap();
+    assert_eq!(chat["used"], 0, "refunded: {usage}");
+    // The first client, resuming after the last event it saw (which its writer may never have
+    // stored), still gets the end.
+    let rest = client
+        .get(&events)
+        .bearer_auth(BOOTSTRAP_KEY)
+        .header("Last-Event-ID", seen_id)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rest = parse_sse(&rest);
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(rest[0].event, "error");
+    assert_eq!(rest[0].data["code"], "answer_abandoned");
 }
 
 #[tokio::test]
