@@ -20,7 +20,7 @@ use tower_http::request_id::{
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
@@ -83,6 +83,15 @@ impl Modify for BearerAuth {
                     ))
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "console_session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                auth::session::COOKIE,
+                "The web console's session cookie, set by `POST /api/v1/session` in exchange for \
+                 an API key. With it, POST, PUT, PATCH and DELETE also need the `X-CSRF-Token` \
+                 header that sign-in returned. A bearer key wins when both are sent.",
+            ))),
         );
     }
 }
@@ -203,8 +212,13 @@ fn complete_openapi(doc: &utoipa::openapi::OpenApi) -> serde_json::Value {
                 add("422", "UnprocessableContent");
             }
             add("default", "Error");
-            if api && operation.get("security").is_none() {
-                operation["security"] = json!([{"api_key": []}]);
+            // Either credential: a bearer key, or the console's session cookie (the auth layer
+            // takes both on every route that asks for a key).
+            let keyed = operation
+                .get("security")
+                .is_none_or(|s| *s == json!([{"api_key": []}]));
+            if api && keyed {
+                operation["security"] = json!([{"api_key": []}, {"console_session": []}]);
             }
         }
     }

@@ -121,6 +121,10 @@ async fn the_document_is_valid_openapi_3_1() {
     let scheme = &doc["components"]["securitySchemes"]["api_key"];
     assert_eq!(scheme["type"], "http");
     assert_eq!(scheme["scheme"], "bearer");
+    let cookie = &doc["components"]["securitySchemes"]["console_session"];
+    assert_eq!(cookie["type"], "apiKey");
+    assert_eq!(cookie["in"], "cookie");
+    assert_eq!(cookie["name"], "co_session");
 }
 
 #[tokio::test]
@@ -378,7 +382,7 @@ async fn every_api_route_documents_its_errors_and_rate_limit_headers() {
             let security = if (method.as_str(), path.as_str()) == ("post", "/api/v1/session") {
                 serde_json::json!([{}])
             } else {
-                serde_json::json!([{"api_key": []}])
+                serde_json::json!([{"api_key": []}, {"console_session": []}])
             };
             assert_eq!(operation["security"], security, "{method} {path}");
         }

@@ -90,6 +90,14 @@ async fn a_question_asked_in_the_console_streams_an_answer_with_citations() {
 }
 
 #[tokio::test]
+async fn an_answer_whose_connection_drops_resumes_where_it_stopped() {
+    let db = create_migrated_database().await;
+    let process = Process::serve(&env(&db, None)).await;
+    let key = create_key(&process, "console user", "user").await;
+    scenario(&process, "chat-resume", &key, &[]).await;
+}
+
+#[tokio::test]
 async fn a_scan_started_in_the_console_shows_live_progress_to_the_end() {
     let moto = Moto::start().await;
     let db = create_migrated_database().await;

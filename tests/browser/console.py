@@ -4,7 +4,7 @@
     python3 tests/browser/console.py SCENARIO --base-url http://127.0.0.1:PORT --api-key KEY \
         --artifacts DIR [--fixture PATH]
 
-SCENARIO is one of: pages, chat, scan, document, revoke. Exit status 0 on success; 1 with a
+SCENARIO is one of: pages, chat, chat-resume, scan, document, revoke. Exit status 0 on success; 1 with a
 line starting `FAIL` on stderr when the console misbehaves; 2 for a wrong invocation or a
 missing browser. Every scenario fails on any browser console error or uncaught page error and
 saves a full-page screenshot of each page it visits (and `failure.png` when it fails) into DIR.
@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - reported as a usage problem
           "(pip install --break-system-packages playwright)", file=sys.stderr)
     sys.exit(2)
 
-SCENARIOS = ("pages", "chat", "scan", "document", "revoke")
+SCENARIOS = ("pages", "chat", "chat-resume", "scan", "document", "revoke")
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 # Generous: a debug server on a busy two-core machine can be slow; nothing waits longer than it
@@ -254,6 +254,26 @@ def scenario_pages(s: Session):
         wait_hash(page, r"^#/kb/search\?")
         visit("search", f"kb-search-{suffix}",
               lambda: expect(page.locator(".results li").first).to_be_visible())
+        if viewport is DESKTOP:
+            # The framework filter: every control hit then belongs to the framework chosen
+            # (checks and remediations carry no framework of their own).
+            choice = page.get_by_label("Framework").locator("option[value^='pci-dss']")
+            expect(choice).to_have_count(1)
+            key = choice.get_attribute("value")
+            page.get_by_label("Framework").select_option(key)
+            page.get_by_role("button", name="Search", exact=True).click()
+            wait_hash(page, r"framework=pci-dss")
+            try:
+                page.wait_for_function(
+                    """(key) => {
+                        const shown = [...document.querySelectorAll('.results li span.muted')]
+                            .map((span) => span.textContent.trim());
+                        return shown.length > 0 && shown.every((fw) => fw === key);
+                    }""", arg=key)
+            except PlaywrightError:
+                shown = page.locator(".results li span.muted").all_inner_texts()
+                raise Failure(f"searching within {key} listed hits of {sorted(set(shown))}")
+            visit("search filtered", f"kb-search-filtered-{suffix}")
 
         if admin:
             open_nav(page, "Admin")
@@ -334,6 +354,100 @@ def scenario_chat(s: Session):
     expect(page.locator("#control-title")).to_contain_text(native)
     s.shot(page, "chat-citation-control")
     s.check_errors("citation")
+
+
+def scenario_chat_resume(s: Session):
+    """The answer's connection drops after a few events: the console resumes where it stopped.
+
+    The POST's event stream is cut short in the browser (Playwright serves the real response,
+    truncated after the third `delta`, as a proxy that drops the connection would), so the
+    console must follow the message's events with `Last-Event-ID` and end with exactly the
+    server's answer: nothing lost, nothing shown twice, no second question asked (billed).
+    """
+    page = s.page(DESKTOP)
+    sign_in(s, page)
+    open_nav(page, "Chat")
+    settle(page)
+    page.locator("#new-conversation").click()
+    wait_hash(page, r"^#/chat/[0-9a-f-]{36}$")
+    settle(page)
+
+    cut = {}
+    posts = []
+    resumes = []
+
+    def truncate(route):
+        request = route.request
+        if request.method != "POST":
+            route.continue_()
+            return
+        posts.append(request.url)
+        response = route.fetch()
+        events = response.text().split("\n\n")
+        kept, deltas = [], 0
+        for event in events:
+            kept.append(event)
+            if any(line.split(":", 1)[-1].strip() == "delta"
+                   for line in event.splitlines() if line.startswith("event:")):
+                deltas += 1
+            if deltas == 3:
+                break
+        if deltas < 3:
+            cut["error"] = f"the answer had only {deltas} delta events; nothing to cut"
+            route.fulfill(response=response)
+            return
+        ids = [line[3:].strip() for e in kept for line in e.splitlines() if line.startswith("id:")]
+        starts = [e for e in kept if "event: start" in e or "event:start" in e]
+        cut["last_id"] = ids[-1] if ids else None
+        cut["start"] = starts[0] if starts else ""
+        cut["events"] = len(kept)
+        cut["total"] = len([e for e in events if e.strip()])
+        route.fulfill(status=response.status, headers=response.headers, body="\n\n".join(kept) + "\n\n")
+
+    def on_request(request):
+        if re.search(r"/api/v1/chat/messages/[0-9a-f-]{36}/events$", request.url):
+            resumes.append(request.headers.get("last-event-id"))
+
+    page.route(re.compile(r".*/api/v1/chat/conversations/[0-9a-f-]{36}/messages$"), truncate)
+    page.on("request", on_request)
+    page.get_by_label("Your question").fill(QUESTION)
+    page.get_by_role("button", name="Ask", exact=True).click()
+    answer = page.locator(".message .answer").last
+    try:
+        expect(answer).to_have_attribute("data-state", "done", timeout=CHAT_TIMEOUT_MS)
+    except AssertionError:
+        s.shot(page, "chat-resume")
+        raise Failure(f"the answer did not finish after the dropped connection: state "
+                      f"{answer.get_attribute('data-state')!r}, text {answer.inner_text()[:300]!r}")
+    if "error" in cut:
+        raise Failure(cut["error"])
+    if not cut:
+        raise Failure("the question's stream never passed through the truncating route")
+    print(f"  stream cut after {cut['events']} of {cut['total']} events (last id {cut['last_id']}); "
+          f"resumed with Last-Event-ID {resumes}")
+    if len(posts) != 1:
+        raise Failure(f"the console asked the question {len(posts)} times instead of resuming")
+    if not resumes or resumes[0] != cut["last_id"]:
+        raise Failure(f"the console did not resume from event {cut['last_id']!r}: resume requests "
+                      f"carried Last-Event-ID {resumes}")
+    message_id = re.search(r'"message_id"\s*:\s*"([0-9a-f-]{36})"', cut["start"])
+    if not message_id:
+        raise Failure(f"the start event names no message: {cut['start']!r}")
+    stored = page.evaluate(
+        """async (id) => {
+            const r = await fetch(`/api/v1/chat/messages/${id}`, { credentials: 'same-origin' });
+            const m = await r.json();
+            return { status: r.status, length: (m.answer || '').length, citations: (m.citations || []).length };
+        }""", message_id.group(1))
+    shown = int(answer.get_attribute("data-length") or 0)
+    if stored["status"] != 200 or shown != stored["length"]:
+        raise Failure(f"the console shows {shown} characters of answer, the server stored "
+                      f"{stored['length']} (GET status {stored['status']})")
+    shown_citations = answer.locator("a.citation").count()
+    if shown_citations != stored["citations"]:
+        raise Failure(f"the console lists {shown_citations} sources, the answer has {stored['citations']}")
+    s.shot(page, "chat-resumed")
+    s.check_errors("resumed answer")
 
 
 def scenario_scan(s: Session):
@@ -521,6 +635,7 @@ def scenario_revoke(s: Session):
 RUNNERS = {
     "pages": scenario_pages,
     "chat": scenario_chat,
+    "chat-resume": scenario_chat_resume,
     "scan": scenario_scan,
     "document": scenario_document,
     "revoke": scenario_revoke,
