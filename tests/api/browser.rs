@@ -82,6 +82,13 @@ async fn every_console_page_renders_without_errors_on_a_desktop_and_a_phone() {
 }
 
 #[tokio::test]
+async fn the_console_modules_render_hostile_markdown_safely_and_parse_any_event_stream() {
+    let db = create_migrated_database().await;
+    let process = Process::serve(&env(&db, None)).await;
+    scenario(&process, "units", "unused", &[]).await;
+}
+
+#[tokio::test]
 async fn a_question_asked_in_the_console_streams_an_answer_with_citations() {
     let db = create_migrated_database().await;
     let process = Process::serve(&env(&db, None)).await;

@@ -4,7 +4,7 @@
     python3 tests/browser/console.py SCENARIO --base-url http://127.0.0.1:PORT --api-key KEY \
         --artifacts DIR [--fixture PATH]
 
-SCENARIO is one of: pages, chat, chat-resume, scan, document, revoke. Exit status 0 on success; 1 with a
+SCENARIO is one of: pages, chat, chat-resume, scan, document, revoke, units. Exit status 0 on success; 1 with a
 line starting `FAIL` on stderr when the console misbehaves; 2 for a wrong invocation or a
 missing browser. Every scenario fails on any browser console error or uncaught page error and
 saves a full-page screenshot of each page it visits (and `failure.png` when it fails) into DIR.
@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - reported as a usage problem
           "(pip install --break-system-packages playwright)", file=sys.stderr)
     sys.exit(2)
 
-SCENARIOS = ("pages", "chat", "chat-resume", "scan", "document", "revoke")
+SCENARIOS = ("pages", "chat", "chat-resume", "scan", "document", "revoke", "units")
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 # Generous: a debug server on a busy two-core machine can be slow; nothing waits longer than it
@@ -450,6 +450,26 @@ def scenario_chat_resume(s: Session):
     s.check_errors("resumed answer")
 
 
+def scenario_units(s: Session):
+    """The console's pure modules (Markdown, SSE parsing, DOM helpers) unit-tested in the page.
+
+    tests/browser/units.js imports the modules the binary serves and returns its failures:
+    hostile and generated Markdown must never yield an element, attribute or link the renderer
+    does not write itself, and the event-stream parser must give the same events however the
+    bytes are cut.
+    """
+    page = s.page(DESKTOP)
+    with s.expecting_401():
+        page.goto(f"{s.base}/")
+        expect(page.get_by_label("API key")).to_be_visible()
+    source = (Path(__file__).parent / "units.js").read_text(encoding="utf-8")
+    failures = page.evaluate(source)
+    if failures:
+        raise Failure("console unit checks failed:\n  " + "\n  ".join(failures))
+    print("  markdown, snippet, h(), escapeHtml and readEvents checks hold")
+    s.check_errors("unit checks")
+
+
 def scenario_scan(s: Session):
     """Start a scan of the server's own account, follow it to the end, read the results."""
     page = s.page(DESKTOP)
@@ -639,6 +659,7 @@ RUNNERS = {
     "scan": scenario_scan,
     "document": scenario_document,
     "revoke": scenario_revoke,
+    "units": scenario_units,
 }
 
 
