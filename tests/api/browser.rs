@@ -110,7 +110,8 @@ async fn a_scan_started_in_the_console_shows_live_progress_to_the_end() {
     let db = create_migrated_database().await;
     let process = Process::serve(&env(&db, Some(&moto))).await;
     let key = create_key(&process, "console admin", "admin").await;
-    scenario(&process, "scan", &key, &[]).await;
+    let endpoint = moto.endpoint();
+    scenario(&process, "scan", &key, &["--moto-endpoint", &endpoint]).await;
 }
 
 #[tokio::test]

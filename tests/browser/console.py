@@ -545,6 +545,51 @@ def scenario_scan(s: Session):
     print(f"  compliance: {page.locator('.compliance-summary').inner_text()}")
     s.shot(page, "scan-compliance")
     s.check_errors("scan")
+    if s.args.moto_endpoint:
+        scan_difference(s, page, scan_hash)
+
+
+def run_scan_to_end(s: Session, page: Page) -> str:
+    """Starts a scan of the deployment's own account in us-east-1; returns its hash once ended."""
+    open_nav(page, "Scans")
+    settle(page)
+    page.get_by_label("Regions").fill("us-east-1")
+    page.get_by_label("This deployment’s own account").check()
+    page.locator("#start-scan").click()
+    scan_hash = wait_hash(page, r"^#/scans/[0-9a-f-]{36}")
+    status = page.locator("#scan-status")
+    expect(status).to_have_attribute("data-status", "succeeded", timeout=SCAN_TIMEOUT_MS)
+    return scan_hash
+
+
+def scan_difference(s: Session, page: Page, first_hash: str):
+    """An SSH port opened to the world between two scans is a new failure in the difference."""
+    import boto3  # installed with moto by scripts/test
+
+    ec2 = boto3.client("ec2", endpoint_url=s.args.moto_endpoint, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    group = ec2.create_security_group(GroupName="console-diff-open-ssh", Description="opened between scans")
+    group_id = group["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    second = run_scan_to_end(s, page)
+    page.locator("#tab-diff").click()
+    wait_hash(page, r"/diff")
+    settle(page)
+    choose = page.get_by_label("Compare with")
+    expect(choose).to_be_visible()
+    first_id = first_hash.split("/")[2]
+    if choose.input_value() != first_id:
+        raise Failure(f"the difference is not against the earlier scan {first_id}: {choose.input_value()!r}")
+    new = page.locator(".tab-body section").filter(has=page.get_by_role("heading", name=re.compile(r"^New failures")))
+    expect(new.locator("tbody tr").first).to_be_visible()
+    rows = new.locator("tbody tr").all_inner_texts()
+    print(f"  {len(rows)} new failures against the first scan ({second})")
+    if not any(group_id in r for r in rows):
+        s.shot(page, "scan-diff")
+        raise Failure(f"the group opened between the scans ({group_id}) is not a new failure: {rows}")
+    s.shot(page, "scan-diff")
+    s.check_errors("scan difference")
 
 
 def scenario_document(s: Session):
@@ -679,6 +724,8 @@ def main(argv=None) -> int:
     parser.add_argument("--api-key", required=True)
     parser.add_argument("--artifacts", required=True, help="directory for screenshots and downloads")
     parser.add_argument("--fixture", help="the document to upload (document scenario)")
+    parser.add_argument("--moto-endpoint", help="the moto server the scan scenario's server scans: "
+                        "it then changes the account and checks the difference between two scans")
     args = parser.parse_args(argv)
     Path(args.artifacts).mkdir(parents=True, exist_ok=True)
     executable = chromium_path()
