@@ -166,6 +166,15 @@ async fn enriched(state: &DocumentsState, id: Uuid, analysed: Analysed) -> Outco
     )
     .await;
     let facts = &enrichment.facts;
+    let result = facts["error"]["code"].as_str().unwrap_or("ok").to_string();
+    metrics::counter!("cloud_optimizer_document_enrichments_total", "result" => result)
+        .increment(1);
+    let proposed = facts["proposed"].as_u64().unwrap_or(0);
+    let kept = facts["kept"].as_u64().unwrap_or(0);
+    metrics::counter!("cloud_optimizer_document_enrichment_findings_total", "fate" => "kept")
+        .increment(kept);
+    metrics::counter!("cloud_optimizer_document_enrichment_findings_total", "fate" => "dropped")
+        .increment(proposed.saturating_sub(kept));
     if facts["error"].is_null() {
         tracing::info!(document = %id, proposed = %facts["proposed"], kept = %facts["kept"], "document enriched by the LLM");
     } else {

@@ -156,4 +156,9 @@ pub fn export_initial_metrics() {
         let _ =
             metrics::histogram!("cloud_optimizer_document_analysis_seconds", "outcome" => outcome);
     }
+    metrics::counter!("cloud_optimizer_document_enrichments_total", "result" => "ok").increment(0);
+    for fate in ["kept", "dropped"] {
+        metrics::counter!("cloud_optimizer_document_enrichment_findings_total", "fate" => fate)
+            .increment(0);
+    }
 }
