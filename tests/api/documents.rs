@@ -831,7 +831,11 @@ Every engineer passes a background check and a manager approval before receiving
 
 /// A server whose documents are enriched by the fake LLM as an OpenAI-compatible provider.
 async fn llm_app(fake: &FakeLlm, extra: &[(&str, &str)]) -> TestApp {
-    let vars = fake.env(Api::OpenAi);
+    llm_app_for(fake, Api::OpenAi, extra).await
+}
+
+async fn llm_app_for(fake: &FakeLlm, api: Api, extra: &[(&str, &str)]) -> TestApp {
+    let vars = fake.env(api);
     let extra: Vec<(String, String)> = extra
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -925,6 +929,47 @@ async fn the_llm_can_add_findings_only_with_real_controls_and_real_quotes() {
     assert!(user.contains("Frameworks in scope: hipaa-sr"), "{user}");
     assert!(user.contains("## Access\nEvery engineer passes"), "{user}");
     assert!(requests[0].system().unwrap().contains("ONLY a JSON array"));
+}
+
+/// The same pass through Anthropic's Messages API (its named-event stream): the provider does
+/// not change what is sent or what is kept.
+#[tokio::test]
+async fn enrichment_through_the_anthropic_api_keeps_only_what_holds() {
+    let fake = FakeLlm::start().await;
+    fake.set_reply(Reply::text(&[
+        "[",
+        r#"{"control": "hipaa-sr:164.308(a)(3)(ii)(B)", "status": "addressed",
+            "quote": "Every engineer passes a background check and a manager approval before receiving access to production data.",
+            "reason": "Workforce members are vetted."},"#,
+        r#"{"control": "soc2:CC6.1", "status": "silent", "quote": null, "reason": "Already decided by the rules."}"#,
+        "]",
+    ]));
+    let app = llm_app_for(&fake, Api::Anthropic, &[]).await;
+    let (id, document) = analysed(&app, "claims.md", CLAIMS_DESIGN.as_bytes()).await;
+    let llm = &document["facts"]["llm"];
+    assert_eq!(llm["provider"], "anthropic", "{llm}");
+    assert_eq!(
+        (llm["proposed"].as_u64(), llm["kept"].as_u64()),
+        (Some(2), Some(1)),
+        "{llm}"
+    );
+    assert_eq!(llm["dropped_duplicates"], 1, "{llm}");
+    let all = findings(&app, &id, "").await;
+    let kept: Vec<&Value> = all
+        .iter()
+        .filter(|f| f["measure"] == "llm_enrichment")
+        .collect();
+    assert_eq!(kept.len(), 1, "{all:#?}");
+    assert_eq!(kept[0]["control"], "hipaa-sr:164.308(a)(3)(ii)(B)");
+    let request = fake.last_request();
+    assert!(request.path.ends_with("/v1/messages"), "{}", request.path);
+    assert!(request.system().unwrap().contains("ONLY a JSON array"));
+    assert!(
+        request
+            .user()
+            .unwrap()
+            .contains("Frameworks in scope: hipaa-sr")
+    );
 }
 
 #[tokio::test]
