@@ -474,7 +474,7 @@ fn no_session() -> ApiError {
 /// The console session of this request's cookie (a reloaded page learns its CSRF token here).
 #[utoipa::path(get, path = "/session", tag = "keys",
     responses((status = 200, body = SessionInfo),
-        (status = 404, description = "the request has no session cookie (`no_session`)", body = crate::error::Problem)),
+        (status = 404, description = "the request has no live session cookie, only an API key (`no_session`)", body = crate::error::Problem)),
     security(("api_key" = [])))]
 async fn current_session(
     State(state): State<AuthState>,
@@ -482,9 +482,11 @@ async fn current_session(
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let token = session::token(&headers).ok_or_else(no_session)?;
+    // A cookie alone was resolved by the auth layer, so a dead one here came beside a valid
+    // bearer key: the request is authenticated, it just has no session.
     let (_, expires_at) = session::resolve(&state.db, &token)
         .await?
-        .ok_or_else(session::ended)?;
+        .ok_or_else(no_session)?;
     Ok((
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
         Json(SessionInfo::new(principal, &token, expires_at)),

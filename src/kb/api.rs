@@ -410,6 +410,15 @@ async fn control_doc(db: &PgPool, raw: &str) -> Result<String, ApiError> {
 
 fn typed_control_id(raw: &str) -> Result<ids::TypedId, ApiError> {
     let typed = ids::parse(raw);
+    // A framework's own name is a well-formed id of no control: not found, with the way there.
+    if typed.key.is_empty()
+        && let Some(framework) = typed.framework
+    {
+        return Err(ApiError::not_found(format!(
+            "{raw:?} names the framework {framework}, not one of its controls: its controls are \
+             /api/v1/kb/frameworks/{{key}}/controls, one control is e.g. {framework}:<id>"
+        )));
+    }
     if typed.key.is_empty() {
         return Err(ApiError::invalid(
             "invalid_control_id",

@@ -220,6 +220,14 @@ async fn a_session_cookie_stands_for_its_key_and_unsafe_requests_need_its_csrf_t
         .await
         .unwrap();
     assert_problem(no_session, 404, "no_session").await;
+    // A valid key beside a cookie of no live session: authenticated, without a session.
+    let stale = app
+        .get_as("/api/v1/session", &app.admin_key)
+        .header("Cookie", "co_session=made-up")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(stale, 404, "no_session").await;
 }
 
 #[tokio::test]

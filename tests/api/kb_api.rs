@@ -166,6 +166,20 @@ async fn unknown_ids_are_404_problems() {
         .await
         .unwrap();
     assert_problem(response, 400, "invalid_control_id").await;
+    // A framework's name is a well-formed id that names no control.
+    let response = app
+        .get_as("/api/v1/kb/controls/aws-wa-security", &app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    let body = assert_problem(response, 404, "not_found").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("names the framework"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
