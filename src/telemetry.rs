@@ -319,4 +319,12 @@ fn describe_metrics() {
         "cloud_optimizer_documents_total",
         "Document analyses ended, by outcome (analyzed, failed)"
     );
+    describe_counter!(
+        "cloud_optimizer_document_enrichments_total",
+        "LLM enrichment passes over prose documents, by result (ok or the error code)"
+    );
+    describe_counter!(
+        "cloud_optimizer_document_enrichment_findings_total",
+        "Findings the LLM proposed for documents, by fate (kept, dropped)"
+    );
 }
