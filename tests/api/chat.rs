@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::fake_llm::{Api, FakeLlm, Reply, Then};
 use crate::helpers::{
     BOOTSTRAP_KEY, Process, TestApp, assert_problem, base_env, create_migrated_database,
-    database_url, eventually, spawn_app, spawn_app_with, spawn_replica,
+    database_url, eventually, spawn_app, spawn_app_with, spawn_replica, used_in,
 };
 
 const HIPAA_EBS: &str = "Does HIPAA require us to encrypt the EBS volumes that hold patient data?";
@@ -65,6 +65,16 @@ async fn ask_stream(
     let (status, headers) = (response.status().as_u16(), response.headers().clone());
     let text = response.text().await.unwrap();
     (status, headers, parse_sse(&text))
+}
+
+/// Reads a streamed answer until its first event (the `start`) and parses what arrived.
+async fn first_event(response: &mut reqwest::Response) -> Vec<Sse> {
+    let mut seen = String::new();
+    while !seen.contains("\n\n") {
+        let chunk = response.chunk().await.unwrap().expect("the start event");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    parse_sse(&seen)
 }
 
 async fn ask_json(app: &TestApp, key: &str, question: &str) -> Value {
@@ -825,12 +835,7 @@ async fn a_client_that_leaves_stops_the_answer_at_once_and_leaves_it_incomplete(
         .send()
         .await
         .unwrap();
-    let mut seen = String::new();
-    while !seen.contains("\n\n") {
-        let chunk = response.chunk().await.unwrap().expect("the start event");
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    let start = parse_sse(&seen);
+    let start = first_event(&mut response).await;
     assert_eq!(start[0].event, "start");
     let id = start[0].data["message_id"].as_str().unwrap().to_string();
     assert!(
@@ -895,12 +900,7 @@ async fn an_answer_whose_server_died_is_ended_and_refunded_by_another_replica() 
         .send()
         .await
         .unwrap();
-    let mut seen = String::new();
-    while !seen.contains("\n\n") {
-        let chunk = response.chunk().await.unwrap().expect("the start event");
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    let start = parse_sse(&seen);
+    let start = first_event(&mut response).await;
     let id = start[0].data["message_id"].as_str().unwrap().to_string();
     let seen_id = start[0].id.clone().unwrap();
     assert!(
@@ -958,37 +958,14 @@ async fn an_answer_whose_server_died_is_ended_and_refunded_by_another_replica() 
         "{}",
         last.data
     );
-    let message: Value = client
-        .get(format!(
-            "http://{}/api/v1/chat/messages/{id}",
-            second.addr()
-        ))
-        .bearer_auth(BOOTSTRAP_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let message = second
+        .bootstrap_json(&format!("/api/v1/chat/messages/{id}"))
+        .await;
     assert_eq!(message["status"], "incomplete", "{message}");
     assert_eq!(message["error"], "answer_abandoned");
     assert_eq!(message["billing"]["billed"], false, "{message}");
-    let usage: Value = client
-        .get(format!("http://{}/api/v1/usage", second.addr()))
-        .bearer_auth(BOOTSTRAP_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let chat = usage["dimensions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["dimension"] == "ChatQuestions")
-        .unwrap();
-    assert_eq!(chat["used"], 0, "refunded: {usage}");
+    let usage = second.bootstrap_json("/api/v1/usage").await;
+    assert_eq!(used_in(&usage, "ChatQuestions"), 0, "refunded: {usage}");
     // The first client, resuming after the last event it saw (which its writer may never have
     // stored), still gets the end.
     let rest = client

@@ -269,15 +269,7 @@ impl TestApp {
 
     /// Units of a billing dimension used so far (`GET /api/v1/usage`).
     pub async fn used(&self, dimension: &str) -> i64 {
-        let usage = self.admin_json("/api/v1/usage").await;
-        usage["dimensions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["dimension"] == dimension)
-            .unwrap_or_else(|| panic!("{dimension} in {usage}"))["used"]
-            .as_i64()
-            .unwrap()
+        used_in(&self.admin_json("/api/v1/usage").await, dimension)
     }
 
     /// `GET path` with the admin key; the response must be a success, its body JSON.
@@ -310,6 +302,18 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
     }
+}
+
+/// Units of `dimension` used, from a `GET /api/v1/usage` body.
+pub fn used_in(usage: &serde_json::Value, dimension: &str) -> i64 {
+    usage["dimensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["dimension"] == dimension)
+        .unwrap_or_else(|| panic!("{dimension} in {usage}"))["used"]
+        .as_i64()
+        .unwrap()
 }
 
 /// Creates a key through the API of the server at `address` (`http://…`) with `admin_key`, and
@@ -522,6 +526,19 @@ impl Process {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// `GET path` with the bootstrap admin key; the body as JSON.
+    pub async fn bootstrap_json(&self, path: &str) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("http://{}{path}", self.addr()))
+            .bearer_auth(BOOTSTRAP_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub fn signal(&self, signal: &str) {

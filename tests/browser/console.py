@@ -292,8 +292,8 @@ def scenario_pages(s: Session):
         s.check_errors(f"sign out ({suffix})")
 
 
-def scenario_chat(s: Session):
-    """Ask a question, watch the answer stream in, follow a citation."""
+def new_conversation(s: Session) -> Page:
+    """Signs in on a desktop page and opens a new, empty chat conversation."""
     page = s.page(DESKTOP)
     sign_in(s, page)
     open_nav(page, "Chat")
@@ -301,6 +301,12 @@ def scenario_chat(s: Session):
     page.locator("#new-conversation").click()
     wait_hash(page, r"^#/chat/[0-9a-f-]{36}$")
     settle(page)
+    return page
+
+
+def scenario_chat(s: Session):
+    """Ask a question, watch the answer stream in, follow a citation."""
+    page = new_conversation(s)
     # Records every value the answer's rendered length takes, one per render: each record's old
     # value is the length before that render (records are delivered in batches, so reading the
     # live attribute would only show the last one of a batch).
@@ -364,13 +370,7 @@ def scenario_chat_resume(s: Session):
     console must follow the message's events with `Last-Event-ID` and end with exactly the
     server's answer: nothing lost, nothing shown twice, no second question asked (billed).
     """
-    page = s.page(DESKTOP)
-    sign_in(s, page)
-    open_nav(page, "Chat")
-    settle(page)
-    page.locator("#new-conversation").click()
-    wait_hash(page, r"^#/chat/[0-9a-f-]{36}$")
-    settle(page)
+    page = new_conversation(s)
 
     cut = {}
     posts = []
