@@ -8,7 +8,8 @@ reuses chat_eval.py's id normalisation, scoring and tables (its search columns a
     bench/chat_builtin_eval.py /tmp/answers.jsonl [--only pci,cis-03] [--holdout 3] [--json]
 
 --holdout N scores separately every N-th question (by position) and the rest, to check that
-changes tuned on one part generalise to the other.
+changes tuned on one part generalise to the other. Each part ends with its figures pooled over
+ids (the API test's count) beside the means per question.
 """
 import argparse
 import json
@@ -74,6 +75,14 @@ def main():
             fmt = lambda v: "-" if v is None else f"{100 * v:.1f}%"
             print(f"{chat_eval.FAMILY_NAMES.get(fam, fam):<18}{row['n']:>5}{fmt(row['chat_recall']):>10}"
                   f"{fmt(row['chat_precision']):>11}{row['chat_invented']:>10}{fmt(row['chat_clean_no_must']):>8}")
+        # Pooled over ids, as the API test counts: every must-cite id and every cited id weigh alike.
+        must = sum(len(r["must_cite"]) for r in results)
+        found = sum(len(r["chat"].get("found", [])) for r in results)
+        cited = sum(len({kb.norm(i) for i in r["chat"].get("cited", []) if kb.norm(i)}) for r in results)
+        relevant = cited - sum(len(r["chat"].get("off_list", [])) for r in results)
+        if must and cited:
+            print(f"pooled over ids: recall {found}/{must} = {found / must:.3f}, "
+                  f"precision {relevant}/{cited} = {relevant / cited:.3f}")
         # `is not None`, not `or 1`: a question with recall 0 is the worst miss, not a pass.
         bad = [r for r in results if r["chat"].get("recall") not in (None, 1) or r["chat"].get("precision") not in (None, 1)
                or r["chat"].get("invented") or r["chat"].get("clean") is False]
