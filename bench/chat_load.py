@@ -96,9 +96,12 @@ async def latency(host, port, key, questions, concurrency, requests):
                 errors.append(str(e))
 
     started = time.perf_counter()
+    cpu = time.process_time()
     await asyncio.gather(*(client(n) for n in range(concurrency)))
     wall = time.perf_counter() - started
-    return firsts, dones, errors, wall
+    # This client shares the machine's cores with the server: its own CPU time is printed so a
+    # reader can see how much of the machine the measurement itself took.
+    return firsts, dones, errors, wall, time.process_time() - cpu
 
 
 def rss_kib(pid):
@@ -160,7 +163,7 @@ def main():
 
     for concurrency in (1, ARGS.concurrency):
         requests = ARGS.requests if concurrency > 1 else ARGS.requests * 5
-        firsts, dones, errors, wall = asyncio.run(
+        firsts, dones, errors, wall, cpu = asyncio.run(
             latency(host, port, ARGS.api_key, questions, concurrency, requests)
         )
         print(
@@ -168,6 +171,7 @@ def main():
             f"{len(errors)} errors | to start p50 {percentile(firsts, 50):.1f} p95 {percentile(firsts, 95):.1f} "
             f"p99 {percentile(firsts, 99):.1f} max {max(firsts or [0]):.1f} ms | to done p50 {percentile(dones, 50):.1f} "
             f"p95 {percentile(dones, 95):.1f} p99 {percentile(dones, 99):.1f} max {max(dones or [0]):.1f} ms"
+            f" | client CPU {cpu / wall * 100:.0f} % of one core"
         )
         if errors:
             print("  first error:", errors[0])

@@ -124,6 +124,11 @@ impl Grounding {
             .find(|p| s.citation_id(p.control) == id)
             .map(|p| citation(s, p.control, &p.reason))
     }
+
+    /// [`verify_on`] the KB version this grounding was made from.
+    pub fn verify(&self, text: &str) -> (Vec<Citation>, Vec<String>) {
+        verify_on(self.snapshot.as_deref(), text)
+    }
 }
 
 fn citation(s: &Snapshot, control: usize, reason: &str) -> Citation {
@@ -162,10 +167,16 @@ pub async fn retrieve(
     u: &Understanding,
 ) -> anyhow::Result<Grounding> {
     let snapshot = kb_retrieve::snapshot(&kb.db).await?;
-    Ok(match snapshot {
+    Ok(ground_on(snapshot, question, u))
+}
+
+/// [`retrieve`] on the snapshot the question was understood on: an answer stays on one KB
+/// version even if another is activated meanwhile, and costs no further database round trip.
+pub fn ground_on(snapshot: Option<Arc<Snapshot>>, question: &str, u: &Understanding) -> Grounding {
+    match snapshot {
         Some(s) => ground(s, question, u),
         None => Grounding::empty(None),
-    })
+    }
 }
 
 /// Framework ratio thresholds: a control is cited beside the best one when it scores at least
@@ -1100,17 +1111,24 @@ pub fn compose(question: &str, u: &Understanding, g: &Grounding) -> Answer {
 /// An id is recognised in its citation form, `<framework>[@<version>]:<native id>`, optionally
 /// after `control:` (`pci-dss:8.4.2`, `cis-aws@3.0.0:1.5`, `gdpr:Art. 32`).
 pub async fn verify(kb: &KbState, text: &str) -> anyhow::Result<(Vec<Citation>, Vec<String>)> {
-    let Some(s) = kb_retrieve::snapshot(&kb.db).await? else {
-        return Ok((Vec::new(), mention_pattern_unknown(text)));
+    let snapshot = kb_retrieve::snapshot(&kb.db).await?;
+    Ok(verify_on(snapshot.as_deref(), text))
+}
+
+/// [`verify`] on a snapshot already in hand (a model's text is checked against the KB version
+/// its answer was grounded on).
+pub fn verify_on(snapshot: Option<&Snapshot>, text: &str) -> (Vec<Citation>, Vec<String>) {
+    let Some(s) = snapshot else {
+        return (Vec::new(), mention_pattern_unknown(text));
     };
-    let (controls, unknown) = mentions(&s, text);
-    Ok((
+    let (controls, unknown) = mentions(s, text);
+    (
         controls
             .into_iter()
-            .map(|c| citation(&s, c, "Cited by the answer."))
+            .map(|c| citation(s, c, "Cited by the answer."))
             .collect(),
         unknown,
-    ))
+    )
 }
 
 /// Without a KB every id is unknown.

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -25,11 +26,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::run::{ChatAnswer, Question, Run};
+use super::run::{self, ChatAnswer, Question, Run};
 use super::store::{self, Conversation, ConversationDetail, Message, NewMessage, StoredEvent};
 use super::understand::{self, Intent};
 use super::{ChatState, understand::Understanding};
 use crate::error::{ApiError, Problem};
+use crate::kb::retrieve::{self as kb_retrieve, Snapshot};
 use crate::marketplace::Dimension;
 use crate::marketplace::ledger::{self, Idempotency};
 use crate::web::{ApiJson, Auth, Page, next_link, page_bounds};
@@ -281,9 +283,10 @@ async fn answer(
     let id = Uuid::new_v4();
     // The trace of one question: chat → understand → retrieve → answer.
     let span = tracing::info_span!("chat", message_id = %id);
-    let understanding = understand_in(state, conversation_id, question)
+    let (understanding, snapshot) = understand_in(state, conversation_id, question)
         .instrument(tracing::info_span!(parent: &span, "understand"))
         .await?;
+    let start = run::start_event(state, id, conversation_id, &understanding);
     let mut tx = state.db.begin().await?;
     if let Some(idem) = &idempotency_key {
         let scope = match conversation_id {
@@ -330,6 +333,7 @@ async fn answer(
             billed: usage.is_some(),
             usage_event_id: usage.as_ref().map(|u| u.id),
             created_at: chrono::Utc::now(),
+            start: &start.data,
         },
     )
     .await?;
@@ -352,6 +356,8 @@ async fn answer(
         conversation_id,
         text: question.to_string(),
         understanding,
+        snapshot,
+        start,
         usage,
         received,
         span,
@@ -393,14 +399,16 @@ async fn answer(
     })
 }
 
-/// Understands the question; a follow-up that names no framework, service or control borrows
-/// them from the conversation's earlier questions.
+/// Understands the question on the active KB version (returned: the answer is grounded on the
+/// same one); a follow-up that names no framework, service or control borrows them from the
+/// conversation's earlier questions.
 async fn understand_in(
     state: &ChatState,
     conversation_id: Option<Uuid>,
     question: &str,
-) -> Result<Understanding, ApiError> {
-    let mut understanding = understand::understand(&state.kb, question).await?;
+) -> Result<(Understanding, Option<Arc<Snapshot>>), ApiError> {
+    let snapshot = kb_retrieve::snapshot(&state.kb.db).await?;
+    let mut understanding = understand::understand_on(snapshot.as_deref(), question);
     if let Some(conversation) = conversation_id
         && understanding.intent != Intent::OutOfScope
         && understanding.frameworks.is_empty()
@@ -412,7 +420,7 @@ async fn understand_in(
             .iter()
             .rev()
         {
-            let before = understand::understand(&state.kb, earlier).await?;
+            let before = understand::understand_on(snapshot.as_deref(), earlier);
             if !before.frameworks.is_empty() || !before.services.is_empty() {
                 understanding.frameworks = before.frameworks;
                 understanding.services = before.services;
@@ -420,7 +428,7 @@ async fn understand_in(
             }
         }
     }
-    Ok(understanding)
+    Ok((understanding, snapshot))
 }
 
 /// The response of a retried request: the first request's message, as JSON or as its stream.

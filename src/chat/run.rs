@@ -4,6 +4,7 @@
 //! replica can resume the stream by id. The run lives inside the response: a client that goes
 //! away drops it, which stops generation at once and stores the message as `incomplete`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -19,6 +20,7 @@ use super::answer::{self, Citation};
 use super::prompt;
 use super::store::{self, Billing, Ending, StoredEvent};
 use super::understand::{FrameworkRef, Intent, Understanding};
+use crate::kb::retrieve::Snapshot;
 use crate::llm::{Llm, LlmError};
 use crate::marketplace::ledger::UsageEvent;
 
@@ -56,12 +58,17 @@ impl Status {
     }
 }
 
-/// An accepted question: its message row exists and its unit (if billable) is charged.
+/// An accepted question: its message row and its `start` event exist and its unit (if
+/// billable) is charged.
 pub struct Question {
     pub id: Uuid,
     pub conversation_id: Option<Uuid>,
     pub text: String,
     pub understanding: Understanding,
+    /// The KB version the question was understood on; the answer is grounded on the same one.
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// The `start` event, stored with the message row (see [`start_event`]).
+    pub start: StoredEvent,
     pub usage: Option<UsageEvent>,
     /// When the request arrived: time to the first event and the response time count from here.
     pub received: Instant,
@@ -106,6 +113,39 @@ enum End {
     Shutdown,
 }
 
+/// Who answers a question: the configured model, or the built-in answerer (always for
+/// out-of-scope questions: a polite refusal needs no model and costs nothing).
+pub fn answerer_for(state: &ChatState, intent: Intent) -> &'static str {
+    match &state.llm {
+        Some(llm) if intent != Intent::OutOfScope => llm.provider_name(),
+        _ => "builtin",
+    }
+}
+
+/// A message's first event. It is known before any answering starts, so it is stored in the
+/// transaction that creates the message: a reader resuming on another replica sees it as soon
+/// as the message exists, however long the answer then takes.
+pub fn start_event(
+    state: &ChatState,
+    id: Uuid,
+    conversation_id: Option<Uuid>,
+    u: &Understanding,
+) -> StoredEvent {
+    StoredEvent {
+        seq: 1,
+        event: "start".into(),
+        data: json!({
+            "message_id": id,
+            "conversation_id": conversation_id,
+            "intent": u.intent,
+            "frameworks": u.frameworks,
+            "services": u.services,
+            "control_ids": u.control_ids,
+            "answerer": answerer_for(state, u.intent),
+        }),
+    }
+}
+
 /// A question being answered. Dropped before its end (the client went away), it stores what it
 /// has as `incomplete`.
 pub struct Run {
@@ -129,17 +169,19 @@ impl Run {
     /// `sink` receives every event as it is made (a stream); `None` for a JSON answer.
     pub fn new(state: ChatState, q: Question, sink: Option<mpsc::Sender<StoredEvent>>) -> Self {
         let billed = q.usage.is_some();
+        let answerer = answerer_for(&state, q.understanding.intent);
         Self {
+            events: vec![q.start.clone()],
+            // The start event was stored with the message.
+            flushed: 1,
             state,
             q,
-            events: Vec::new(),
-            flushed: 0,
             last_flush: Instant::now(),
             sink,
             answer: String::new(),
             citations: Vec::new(),
             removed: Vec::new(),
-            answerer: "builtin",
+            answerer,
             billed,
             status: None,
             error: None,
@@ -167,32 +209,15 @@ impl Run {
 
     async fn generate(&mut self) -> anyhow::Result<()> {
         let u = self.q.understanding.clone();
-        // Out-of-scope questions get the built-in polite answer: no model call, no cost.
         let llm = self
             .state
             .llm
             .clone()
-            .filter(|_| u.intent != Intent::OutOfScope);
-        if let Some(llm) = &llm {
-            self.answerer = llm.provider_name();
-        }
-        self.emit(
-            "start",
-            json!({
-                "message_id": self.q.id,
-                "conversation_id": self.q.conversation_id,
-                "intent": u.intent,
-                "frameworks": u.frameworks,
-                "services": u.services,
-                "control_ids": u.control_ids,
-                "answerer": self.answerer,
-            }),
-        )
-        .await;
-        let kb = self.state.kb.clone();
-        let grounding = answer::retrieve(&kb, &self.q.text, &u)
-            .instrument(tracing::info_span!(parent: &self.q.span, "retrieve"))
-            .await?;
+            .filter(|_| self.answerer != "builtin");
+        let start = self.events[0].clone();
+        self.deliver(&start).await;
+        let grounding = tracing::info_span!(parent: &self.q.span, "retrieve")
+            .in_scope(|| answer::ground_on(self.q.snapshot.clone(), &self.q.text, &u));
         if let Some(llm) = llm {
             let span =
                 tracing::info_span!(parent: &self.q.span, "answer", answerer = llm.provider_name());
@@ -278,7 +303,7 @@ impl Run {
         mut text: String,
         grounding: &answer::Grounding,
     ) -> anyhow::Result<()> {
-        let (citations, unknown) = answer::verify(&self.state.kb, &text).await?;
+        let (citations, unknown) = grounding.verify(&text);
         for id in unknown {
             text = remove_id(&text, &id);
             if !self.removed.contains(&id) {
@@ -302,22 +327,27 @@ impl Run {
     }
 
     async fn emit(&mut self, event: &str, data: Value) {
-        if self.events.is_empty() {
-            metrics::histogram!("cloud_optimizer_chat_first_event_seconds")
-                .record(self.q.received.elapsed().as_secs_f64());
-        }
         let event = StoredEvent {
             seq: self.events.len() as i32 + 1,
             event: event.to_string(),
             data,
         };
-        if let Some(sink) = &self.sink {
-            // A closed sink means the client left; the run is about to be dropped.
-            let _ = sink.send(event.clone()).await;
-        }
+        self.deliver(&event).await;
         self.events.push(event);
         if self.last_flush.elapsed() >= FLUSH_EVERY {
             self.flush().await;
+        }
+    }
+
+    /// Sends an event to the client, if one is listening.
+    async fn deliver(&self, event: &StoredEvent) {
+        if event.seq == 1 {
+            metrics::histogram!("cloud_optimizer_chat_first_event_seconds")
+                .record(self.q.received.elapsed().as_secs_f64());
+        }
+        if let Some(sink) = &self.sink {
+            // A closed sink means the client left; the run is about to be dropped.
+            let _ = sink.send(event.clone()).await;
         }
     }
 

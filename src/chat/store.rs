@@ -231,6 +231,8 @@ pub struct NewMessage<'a> {
     pub billed: bool,
     pub usage_event_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
+    /// The data of the message's `start` event (seq 1), stored with it.
+    pub start: &'a Value,
 }
 
 pub async fn insert_message(tx: &mut PgConnection, m: &NewMessage<'_>) -> Result<(), ApiError> {
@@ -251,9 +253,14 @@ pub async fn insert_message(tx: &mut PgConnection, m: &NewMessage<'_>) -> Result
     }
     let understanding = serde_json::to_value(m.understanding).map_err(anyhow::Error::from)?;
     let intent = intent_name(m.understanding.intent);
+    // One statement for the row and its first event: no extra round trip in the transaction
+    // that precedes the client's first byte.
     sqlx::query!(
-        "INSERT INTO chat_messages (id, conversation_id, api_key_id, question, status, intent, understanding, billed, usage_event_id, created_at)
-         VALUES ($1, $2, $3, $4, 'streaming', $5, $6, $7, $8, $9)",
+        "WITH message AS (
+             INSERT INTO chat_messages (id, conversation_id, api_key_id, question, status, intent, understanding, billed, usage_event_id, created_at)
+             VALUES ($1, $2, $3, $4, 'streaming', $5, $6, $7, $8, $9) RETURNING id)
+         INSERT INTO chat_message_events (message_id, seq, event, data)
+         SELECT id, 1, 'start', $10 FROM message",
         m.id,
         m.conversation_id,
         m.key,
@@ -262,7 +269,8 @@ pub async fn insert_message(tx: &mut PgConnection, m: &NewMessage<'_>) -> Result
         understanding,
         m.billed,
         m.usage_event_id,
-        m.created_at
+        m.created_at,
+        m.start
     )
     .execute(&mut *tx)
     .await?;

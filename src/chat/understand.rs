@@ -50,15 +50,20 @@ pub struct Understanding {
 /// Reads a question against the active KB.
 pub async fn understand(kb: &KbState, question: &str) -> anyhow::Result<Understanding> {
     let snapshot = retrieve::snapshot(&kb.db).await?;
-    Ok(match snapshot {
-        Some(s) => read(&s, question),
+    Ok(understand_on(snapshot.as_deref(), question))
+}
+
+/// [`understand`] on a snapshot already in hand; without a KB nothing is in scope.
+pub fn understand_on(snapshot: Option<&Snapshot>, question: &str) -> Understanding {
+    match snapshot {
+        Some(s) => read(s, question),
         None => Understanding {
             intent: Intent::OutOfScope,
             frameworks: Vec::new(),
             services: Vec::new(),
             control_ids: Vec::new(),
         },
-    })
+    }
 }
 
 /// A framework the question names, where it names it (byte offset) and the versions it pins.

@@ -183,12 +183,27 @@ pub async fn refresh_loop(state: KbState, interval: Option<Duration>, stop: Canc
     let mut graph_tick = tokio::time::interval(Duration::from_secs(60));
     kb_tick.tick().await;
     graph_tick.tick().await;
+    warm_snapshot(&state).await;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = kb_tick.tick(), if interval.is_some() => refresh(&state).await,
+            _ = kb_tick.tick(), if interval.is_some() => {
+                refresh(&state).await;
+                warm_snapshot(&state).await;
+            }
             _ = graph_tick.tick(), if state.graph.is_some() => sync_graph(&state, None).await,
         }
+    }
+}
+
+/// Reads the active version into the chat's in-memory snapshot now, so that the first question
+/// after start-up (or after a new version) does not wait for it.
+async fn warm_snapshot(state: &KbState) {
+    if let Err(err) = retrieve::snapshot(&state.db).await {
+        tracing::warn!(
+            error = format!("{err:#}"),
+            "reading the KB into memory failed; the first chat question will try again"
+        );
     }
 }
 

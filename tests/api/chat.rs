@@ -845,6 +845,24 @@ async fn a_client_that_leaves_stops_the_answer_at_once_and_leaves_it_incomplete(
         .await,
         "the model was asked"
     );
+    // The start event is stored with the message: a reader on another replica gets it while
+    // the model has not said a word.
+    let replica = spawn_replica(&app).await;
+    let mut follower = replica
+        .get_as(
+            &format!("/api/v1/chat/messages/{id}/events"),
+            &app.admin_key,
+        )
+        .send()
+        .await
+        .unwrap();
+    let followed = tokio::time::timeout(Duration::from_secs(10), first_event(&mut follower))
+        .await
+        .expect("the start event of a stalled answer reaches another replica");
+    assert_eq!(followed[0].event, "start");
+    assert_eq!(followed[0].id.as_deref(), Some("1"));
+    assert_eq!(followed[0].data, start[0].data);
+    drop(follower);
     drop(response);
     // The model's stream is closed: nothing keeps generating for a client that left.
     tokio::time::timeout(Duration::from_secs(10), fake.streams_closed())
