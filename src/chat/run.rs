@@ -216,8 +216,15 @@ impl Run {
             .filter(|_| self.answerer != "builtin");
         let start = self.events[0].clone();
         self.deliver(&start).await;
-        let grounding = tracing::info_span!(parent: &self.q.span, "retrieve")
-            .in_scope(|| answer::ground_on(self.q.snapshot.clone(), &self.q.text, &u));
+        // Ranking is milliseconds of CPU: off the async workers, which also lets the response
+        // send `start` while it runs instead of with everything else.
+        let span = tracing::info_span!(parent: &self.q.span, "retrieve");
+        let (snapshot, text, understood) =
+            (self.q.snapshot.clone(), self.q.text.clone(), u.clone());
+        let grounding = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| answer::ground_on(snapshot, &text, &understood))
+        })
+        .await?;
         if let Some(llm) = llm {
             let span =
                 tracing::info_span!(parent: &self.q.span, "answer", answerer = llm.provider_name());

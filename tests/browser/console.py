@@ -657,14 +657,62 @@ def scenario_document(s: Session):
     s.check_errors("document")
 
 
+def create_and_copy_key(s: Session, page: Page) -> str:
+    """Admin: create a user key with the form, copy it with the Copy button (the clipboard must
+    hold exactly the key shown), close it (it must leave the page), find it listed."""
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=s.base)
+    create = page.get_by_role("button", name="Create key")
+    # An empty name is refused in the page, saying what to do, before any request.
+    page.locator("#key-name").fill("   ")
+    create.click()
+    expect(page.get_by_role("alert").filter(has_text="Give the key a name")).to_be_visible()
+    page.locator("#key-name").fill("console copy test")
+    page.locator("#key-scope").select_option("user")
+    create.click()
+    shown = page.locator("#new-key")
+    expect(shown).to_be_visible()
+    key = shown.input_value()
+    if not key.startswith("co_"):
+        raise Failure(f"the new key shown is not an API key: {key!r}")
+    page.get_by_role("button", name="Copy", exact=True).click()
+    expect(page.locator(".toast").last).to_contain_text("copied")
+    copied = page.evaluate("() => navigator.clipboard.readText()")
+    if copied != key:
+        raise Failure(f"Copy put {copied!r} on the clipboard, not the key shown ({key[:8]}…)")
+    s.shot(page, "admin-key-created")
+    page.get_by_role("button", name="Done", exact=True).click()
+    expect(page.locator("#new-key")).to_have_count(0)
+    if key in page.content():
+        raise Failure("the new key is still somewhere in the page after Done")
+    row = page.locator("tr", has_text="console copy test")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("active")
+    return key
+
+
 def scenario_revoke(s: Session):
-    """Revoke the very key the session uses: the console must return to sign-in, saying why."""
+    """Create a key (and copy it), revoke it, then revoke the very key the session uses: the
+    console must return to sign-in, saying why."""
     page = s.page(DESKTOP)
     sign_in(s, page)
     if not is_admin(page):
         raise Failure("the revoke scenario needs an admin key: the Admin page is not offered")
     open_nav(page, "Admin")
     settle(page)
+    new_key = create_and_copy_key(s, page)
+    # The copied key signs in (a second browser context: its own cookie), as a user.
+    other = s.page(DESKTOP)
+    sign_in(s, other, new_key)
+    if is_admin(other):
+        raise Failure("a user key created in the console is offered the Admin page")
+    # Revoking it from the admin's list ends it at once (the other page's next request is
+    # refused: a 401 is expected from here on).
+    with s.expecting_401():
+        page.get_by_role("button", name="Revoke key console copy test").click()
+        page.get_by_role("dialog").get_by_role("button", name="Revoke").click()
+        expect(page.locator("tr", has_text="console copy test")).to_contain_text("revoked")
+        other.reload()
+        expect(other.get_by_label("API key")).to_be_visible()
     button = page.locator("button.revoke[data-current=true]")
     expect(button).to_have_count(1)
     s.shot(page, "admin")
