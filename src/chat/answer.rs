@@ -166,7 +166,7 @@ pub async fn retrieve(
     question: &str,
     u: &Understanding,
 ) -> anyhow::Result<Grounding> {
-    let snapshot = kb_retrieve::snapshot(&kb.db).await?;
+    let snapshot = kb_retrieve::active(kb).await?;
     Ok(ground_on(snapshot, question, u))
 }
 
@@ -1111,7 +1111,7 @@ pub fn compose(question: &str, u: &Understanding, g: &Grounding) -> Answer {
 /// An id is recognised in its citation form, `<framework>[@<version>]:<native id>`, optionally
 /// after `control:` (`pci-dss:8.4.2`, `cis-aws@3.0.0:1.5`, `gdpr:Art. 32`).
 pub async fn verify(kb: &KbState, text: &str) -> anyhow::Result<(Vec<Citation>, Vec<String>)> {
-    let snapshot = kb_retrieve::snapshot(&kb.db).await?;
+    let snapshot = kb_retrieve::active(kb).await?;
     Ok(verify_on(snapshot.as_deref(), text))
 }
 

@@ -407,7 +407,7 @@ async fn understand_in(
     conversation_id: Option<Uuid>,
     question: &str,
 ) -> Result<(Understanding, Option<Arc<Snapshot>>), ApiError> {
-    let snapshot = kb_retrieve::snapshot(&state.kb.db).await?;
+    let snapshot = kb_retrieve::active(&state.kb).await?;
     let mut understanding = understand::understand_on(snapshot.as_deref(), question);
     if let Some(conversation) = conversation_id
         && understanding.intent != Intent::OutOfScope

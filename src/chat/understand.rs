@@ -49,7 +49,7 @@ pub struct Understanding {
 
 /// Reads a question against the active KB.
 pub async fn understand(kb: &KbState, question: &str) -> anyhow::Result<Understanding> {
-    let snapshot = retrieve::snapshot(&kb.db).await?;
+    let snapshot = retrieve::active(kb).await?;
     Ok(understand_on(snapshot.as_deref(), question))
 }
 

@@ -3,14 +3,19 @@
 //! A KB version never changes once loaded, so a response stays right until another version
 //! becomes active. Every load sends `kb.updated` on `co_events`; a listener flushes the cache on
 //! it, and while that listener is not connected the cache is not used at all, so no replica
-//! serves an answer from a replaced version.
+//! serves an answer from a replaced version. The same signal spares the chat a query per
+//! question: the in-memory KB snapshot, once checked against the active version, stays the
+//! answer until the next `kb.updated` (or a lost connection).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+
+use super::retrieve::Snapshot;
 
 /// An answer nobody asked for in this long is dropped: the cache keeps the hot part of the KB,
 /// not everything ever asked.
@@ -20,6 +25,11 @@ pub struct KbCache {
     /// Bounded (`KB_CACHE_ENTRIES`, TinyLFU eviction); `None` when the cache is off.
     entries: Option<moka::sync::Cache<String, Bytes>>,
     enabled: AtomicBool,
+    /// Moves on every flush: what was read before it may belong to a replaced version.
+    generation: AtomicU64,
+    /// The snapshot of the active version (`None`: no active version) and the generation it
+    /// was checked at.
+    snapshot: Mutex<Option<(u64, Option<Arc<Snapshot>>)>>,
 }
 
 impl KbCache {
@@ -33,6 +43,8 @@ impl KbCache {
         Self {
             entries,
             enabled: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            snapshot: Mutex::new(None),
         }
     }
 
@@ -53,9 +65,33 @@ impl KbCache {
     }
 
     pub async fn flush(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         if let Some(entries) = &self.entries {
             entries.invalidate_all();
         }
+    }
+
+    /// The snapshot checked since the last flush, if any and while notifications are followed
+    /// (`Some(None)`: no version was active).
+    pub fn checked_snapshot(&self) -> Option<Option<Arc<Snapshot>>> {
+        if !self.enabled.load(Ordering::Acquire) {
+            return None;
+        }
+        let now = self.generation.load(Ordering::Acquire);
+        match &*self.snapshot.lock().expect("snapshot lock") {
+            Some((at, snapshot)) if *at == now => Some(snapshot.clone()),
+            _ => None,
+        }
+    }
+
+    /// The generation to pass to [`remember_snapshot`](Self::remember_snapshot), read before
+    /// the active version is: a flush in between makes the remembered snapshot stale at once.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn remember_snapshot(&self, at: u64, snapshot: Option<Arc<Snapshot>>) {
+        *self.snapshot.lock().expect("snapshot lock") = Some((at, snapshot));
     }
 
     /// Listens for `kb.updated` and keeps the cache consistent with the active version.
@@ -108,5 +144,27 @@ mod tests {
         cache.connected(false).await;
         assert_eq!(cache.get("a").await, None);
         assert!(KbCache::new(0).entries.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_checked_snapshot_holds_until_the_next_flush_and_only_while_following() {
+        let cache = KbCache::new(0);
+        cache.remember_snapshot(cache.generation(), None);
+        assert!(cache.checked_snapshot().is_none(), "not following yet");
+        cache.connected(true).await;
+        assert!(cache.checked_snapshot().is_none(), "connecting flushed it");
+        cache.remember_snapshot(cache.generation(), None);
+        assert!(matches!(cache.checked_snapshot(), Some(None)));
+        // Checked before a kb.updated that arrived while the version was being read: stale.
+        let at = cache.generation();
+        cache.notified(r#"{"type":"kb.updated"}"#).await;
+        cache.remember_snapshot(at, None);
+        assert!(cache.checked_snapshot().is_none());
+        cache.remember_snapshot(cache.generation(), None);
+        cache.connected(false).await;
+        assert!(
+            cache.checked_snapshot().is_none(),
+            "not while notifications may be missed"
+        );
     }
 }

@@ -199,7 +199,7 @@ pub async fn refresh_loop(state: KbState, interval: Option<Duration>, stop: Canc
 /// Reads the active version into the chat's in-memory snapshot now, so that the first question
 /// after start-up (or after a new version) does not wait for it.
 async fn warm_snapshot(state: &KbState) {
-    if let Err(err) = retrieve::snapshot(&state.db).await {
+    if let Err(err) = retrieve::active(state).await {
         tracing::warn!(
             error = format!("{err:#}"),
             "reading the KB into memory failed; the first chat question will try again"

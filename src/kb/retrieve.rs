@@ -14,7 +14,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use sqlx::PgPool;
 
-use super::{ids, vocabulary};
+use super::{KbState, ids, vocabulary};
 
 #[derive(Debug)]
 pub struct Framework {
@@ -106,6 +106,19 @@ pub struct Snapshot {
     avg_len: f64,
     /// stem → number of controls holding it.
     df: HashMap<String, usize>,
+}
+
+/// The snapshot of the active version, like [`snapshot`], without asking the database while
+/// this replica follows `kb.updated` and nothing changed since it last asked (the KB cache's
+/// rule: see `kb::cache`).
+pub async fn active(kb: &KbState) -> anyhow::Result<Option<Arc<Snapshot>>> {
+    if let Some(checked) = kb.cache.checked_snapshot() {
+        return Ok(checked);
+    }
+    let at = kb.cache.generation();
+    let current = snapshot(&kb.db).await?;
+    kb.cache.remember_snapshot(at, current.clone());
+    Ok(current)
 }
 
 /// The snapshot of the active version, or `None` when no version is loaded.

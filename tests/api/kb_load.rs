@@ -336,10 +336,30 @@ async fn neo4j_mirror_answers_like_postgres_when_configured() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn cached_answers_follow_a_new_version_loaded_by_another_process() {
+async fn cached_answers_and_the_chat_follow_a_new_version_loaded_by_another_process() {
     let app = spawn_app().await;
     let path = "/api/v1/kb/controls/pci-dss:8.4.2";
     let before: serde_json::Value = app.admin_json(path).await;
+    // The chat's in-memory copy of the KB is read here, and must be replaced too.
+    let cited_title = || async {
+        let answer: serde_json::Value = app
+            .post_as("/api/v1/chat", &app.admin_key)
+            .json(&serde_json::json!({ "question": "What does PCI DSS 8.4.2 require?" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["citations"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .iter()
+            .find(|c| c["id"] == "pci-dss:8.4.2")
+            .unwrap_or_else(|| panic!("8.4.2 is cited: {answer}"))["title"]
+            .clone()
+    };
+    assert_eq!(cited_title().await, before["title"]);
     let search_path = "/api/v1/kb/search?q=Retitled%20reload";
     let _ = app
         .get_as(search_path, &app.admin_key)
@@ -370,6 +390,11 @@ async fn cached_answers_follow_a_new_version_loaded_by_another_process() {
         updated,
         "the cached control answer must follow the new version"
     );
+    let followed = eventually(Duration::from_secs(5), || async {
+        cited_title().await == "Retitled for the reload test"
+    })
+    .await;
+    assert!(followed, "the chat must answer from the new version");
     let hits: serde_json::Value = app.admin_json(search_path).await;
     assert_eq!(
         hits["items"][0]["id"], "control:pci-dss@4.0.1:8.4.2",
