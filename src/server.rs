@@ -244,6 +244,11 @@ impl Server {
             }
         });
         let kb = self.state.kb.clone();
+        self.tasks.spawn(async move {
+            crate::chat::warm_up(kb).await;
+            "chat warm-up"
+        });
+        let kb = self.state.kb.clone();
         let kb_interval = self.state.config.kb_refresh_interval;
         self.tasks.spawn({
             let stop = stop.clone();

@@ -196,15 +196,28 @@ pub async fn refresh_loop(state: KbState, interval: Option<Duration>, stop: Canc
     }
 }
 
-/// Reads the active version into the chat's in-memory snapshot now, so that the first question
-/// after start-up (or after a new version) does not wait for it.
+/// Reads the active version into memory now (the chat's snapshot, the search index), so that
+/// the first question or search after start-up, or after a new version, does not wait for it.
 async fn warm_snapshot(state: &KbState) {
+    let started = std::time::Instant::now();
     if let Err(err) = retrieve::active(state).await {
         tracing::warn!(
             error = format!("{err:#}"),
             "reading the KB into memory failed; the first chat question will try again"
         );
     }
+    // A real search: the index is loaded the way any search loads it.
+    if let Err(err) = state
+        .search
+        .search(&state.db, "encryption", None, None, 1, 0)
+        .await
+    {
+        tracing::warn!(error = %err, "reading the KB search index failed; the first search will try again");
+    }
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "KB read into memory"
+    );
 }
 
 pub type SharedGraph = Option<Arc<graph::KbGraph>>;
