@@ -2,7 +2,8 @@
 # KB read latency at 50 clients: control detail and search, with the per-replica answer cache off
 # (KB_CACHE_ENTRIES=0, every request goes to PostgreSQL) and on, in one run. Also control detail
 # over every control of the shipped KB in turn (no two consecutive requests alike).
-# Needs: target/release/cloud-optimizer (bench/build.sh or cargo build --release), wrk, PostgreSQL.
+# Needs: target/release/cloud-optimizer (bench/build.sh or cargo build --release; BIN picks another,
+# e.g. the binary copied out of the image), wrk, PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-10s}; CONN=${CONN:-50}; THREADS=${THREADS:-2}
@@ -18,7 +19,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -f "$lua
 wait_ready() { for _ in $(seq 1 500); do curl -fs "http://127.0.0.1:$1/health/ready" >/dev/null && return 0; sleep 0.02; done; echo "not ready: $1" >&2; exit 1; }
 serve() { # port extra-env...
   env DATABASE_URL="$PG/$db?sslmode=disable" PORT="$1" METRICS_PORT=0 LOG_LEVEL=error DATABASE_MAX_CONNECTIONS=20 BOOTSTRAP_ADMIN_API_KEY=$KEY \
-      RATE_LIMIT_PER_MINUTE=100000000 RATE_LIMIT_IP_PER_MINUTE=100000000 "${@:2}" target/release/cloud-optimizer serve &
+      RATE_LIMIT_PER_MINUTE=100000000 RATE_LIMIT_IP_PER_MINUTE=100000000 "${@:2}" ${BIN:-target/release/cloud-optimizer} serve &
   wait_ready "$1"
 }
 serve $COLD KB_CACHE_ENTRIES=0

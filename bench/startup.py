@@ -2,11 +2,12 @@
 """Start-up time to /health/ready = 200 (migrated and empty database) and idle resident memory.
 
 Loopback PostgreSQL without TLS, so sslmode=disable (compose's setting); the default sslmode=prefer
-is measured too. Usage: bench/startup.py [runs]   (needs target/release/cloud-optimizer and PostgreSQL on 127.0.0.1)
+is measured too. Usage: [BIN=path] bench/startup.py [runs]   (needs target/release/cloud-optimizer, or
+the binary BIN names, and PostgreSQL on 127.0.0.1)
 """
 import os, socket, statistics, subprocess, sys, time, urllib.request
 
-BIN = os.path.join(os.path.dirname(__file__), "..", "target", "release", "cloud-optimizer")
+BIN = os.environ.get("BIN") or os.path.join(os.path.dirname(__file__), "..", "target", "release", "cloud-optimizer")
 PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 
@@ -54,7 +55,7 @@ def main():
         proc, t = start(db, "?sslmode=disable"); empty.append(t); proc.terminate(); proc.wait()
         proc, t = start(db); prefer.append(t); proc.terminate(); proc.wait()
         proc, t = start(db, "?sslmode=disable"); migrated.append(t)
-        time.sleep(2)  # idle, then measure
+        time.sleep(2)  # idle (the KB read into memory after start-up included), then measure
         rss.append(rss_mb(proc.pid)); proc.terminate(); proc.wait()
         psql(f"DROP DATABASE {db}")
     f = lambda xs: f"median {statistics.median(xs)*1000:.0f} ms (min {min(xs)*1000:.0f}, max {max(xs)*1000:.0f})"

@@ -69,6 +69,8 @@ class Session:
         # API requests the console made: the per-key rate limit (100 a minute by default) must
         # leave room for a scenario.
         self.api_requests = 0
+        # Pages checked with axe-core.
+        self.accessibility_checks = 0
 
     @contextlib.contextmanager
     def expecting_401(self):
@@ -160,6 +162,27 @@ def sign_in(s: Session, page: Page, key: str | None = None):
     settle(page)
 
 
+# WCAG 2.1 levels A and AA, as axe-core (bundled by the axe-playwright-python wheel) checks them:
+# contrast, names and labels, ARIA use, landmarks, language, and so on.
+WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+
+
+def check_accessibility(s: Session, page: Page, name: str):
+    """axe-core over the page as it is shown: any WCAG A/AA violation fails the scenario."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page, options={"runOnly": {"type": "tag", "values": WCAG_TAGS},
+                                       "resultTypes": ["violations"]})
+    violations = results.response["violations"]
+    s.accessibility_checks += 1
+    if violations:
+        lines = []
+        for v in violations:
+            targets = "; ".join(", ".join(n["target"]) for n in v["nodes"][:5])
+            lines.append(f"{v['id']} ({v['impact']}): {v['help']} — {targets}")
+        raise Failure(f"{name}: WCAG 2.1 AA violations (axe-core):\n  " + "\n  ".join(lines))
+
+
 def open_nav(page: Page, name: str):
     """Follows a main navigation link, opening the phone menu first when it is collapsed."""
     menu = page.locator("#menu-button")
@@ -218,6 +241,7 @@ def scenario_pages(s: Session):
             if viewport is PHONE:
                 assert_fits(s, page, shot)
             s.shot(page, shot)
+            check_accessibility(s, page, shot)
             s.check_errors(shot)
 
         expect(page.locator("#license-status")).to_be_visible()
@@ -285,6 +309,7 @@ def scenario_pages(s: Session):
         expect(page.get_by_label("API key")).to_be_visible()
         expect(page.locator("#nav")).to_be_hidden()
         s.shot(page, f"signed-out-{suffix}")
+        check_accessibility(s, page, f"signed-out-{suffix}")
         # The cookie is gone: a reload stays signed out.
         with s.expecting_401():
             page.reload()
@@ -342,6 +367,7 @@ def scenario_chat(s: Session):
     if citations.count() < 1:
         raise Failure("the answer has no citation link to a KB control page")
     s.shot(page, "chat")
+    check_accessibility(s, page, "chat answer")
     s.check_errors("chat answer")
 
     # The conversation appears in the list with its question.
@@ -527,6 +553,7 @@ def scenario_scan(s: Session):
         if not href or f"format={fmt}" not in href:
             raise Failure(f"no {fmt} export link")
     s.shot(page, "scan")
+    check_accessibility(s, page, "scan results")
 
     # A filter: only failures.
     page.get_by_role("form", name="Filter findings").get_by_label("Status").select_option("fail")
@@ -544,6 +571,7 @@ def scenario_scan(s: Session):
     expect(page.locator("#compliance table")).to_be_visible()
     print(f"  compliance: {page.locator('.compliance-summary').inner_text()}")
     s.shot(page, "scan-compliance")
+    check_accessibility(s, page, "scan compliance")
     s.check_errors("scan")
     if s.args.moto_endpoint:
         scan_difference(s, page, scan_hash)
@@ -589,6 +617,7 @@ def scan_difference(s: Session, page: Page, first_hash: str):
         s.shot(page, "scan-diff")
         raise Failure(f"the group opened between the scans ({group_id}) is not a new failure: {rows}")
     s.shot(page, "scan-diff")
+    check_accessibility(s, page, "scan difference")
     s.check_errors("scan difference")
 
 
@@ -644,6 +673,7 @@ def scenario_document(s: Session):
     if gaps < 1:
         raise Failure("the report shows no gaps for the fixture")
     s.shot(page, "document")
+    check_accessibility(s, page, "document report")
 
     with page.expect_download(timeout=TIMEOUT_MS) as info:
         page.locator("#export-markdown").click()
@@ -680,6 +710,7 @@ def create_and_copy_key(s: Session, page: Page) -> str:
     if copied != key:
         raise Failure(f"Copy put {copied!r} on the clipboard, not the key shown ({key[:8]}…)")
     s.shot(page, "admin-key-created")
+    check_accessibility(s, page, "new key shown")
     page.get_by_role("button", name="Done", exact=True).click()
     expect(page.locator("#new-key")).to_have_count(0)
     if key in page.content():
@@ -721,6 +752,7 @@ def scenario_revoke(s: Session):
     expect(dialog).to_be_visible()
     expect(dialog).to_contain_text("signs you out")
     s.shot(page, "admin-revoke-confirm")
+    check_accessibility(s, page, "revoke dialog")
     with s.expecting_401():
         dialog.get_by_role("button", name="Revoke").click()
         expect(page.get_by_label("API key")).to_be_visible()
@@ -805,7 +837,8 @@ def main(argv=None) -> int:
         finally:
             s.close()
             browser.close()
-    print(f"ok {args.scenario} in {time.monotonic() - started:.1f} s ({s.api_requests} API requests)")
+    print(f"ok {args.scenario} in {time.monotonic() - started:.1f} s ({s.api_requests} API requests, "
+          f"{s.accessibility_checks} pages checked with axe-core)")
     return 0
 
 
