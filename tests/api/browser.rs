@@ -115,6 +115,30 @@ async fn a_scan_started_in_the_console_shows_live_progress_to_the_end() {
 }
 
 #[tokio::test]
+async fn a_scan_cancelled_in_the_console_ends_cancelled_and_can_be_deleted() {
+    // AWS never answers: the scan stays running until it is cancelled.
+    let hole = BlackHole::start().await;
+    let db = create_migrated_database().await;
+    let mut env = env(&db, None);
+    for (k, v) in [
+        ("AWS_ENDPOINT_URL", hole.endpoint().as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ] {
+        env.insert(k.into(), v.into());
+    }
+    let process = Process::serve(&env).await;
+    let key = create_key(&process, "console admin", "admin").await;
+    scenario(&process, "scan-cancel", &key, &[]).await;
+    assert!(
+        hole.accepted.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the scan never called AWS, so nothing proved it was cancelled mid-call"
+    );
+}
+
+#[tokio::test]
 async fn a_template_uploaded_in_the_console_gets_its_report() {
     let db = create_migrated_database().await;
     let process = Process::serve(&env(&db, None)).await;

@@ -2,12 +2,10 @@
 //! with the standard endpoint override a customer would use (`AWS_ENDPOINT_URL`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt;
 
 use crate::helpers::*;
 
@@ -151,49 +149,6 @@ fn seed(moto: &Moto, groups: &str) -> Vec<(String, String, String)> {
             )
         })
         .collect()
-}
-
-/// A listener that accepts connections and never answers: an AWS endpoint whose calls hang
-/// until the caller gives up. Counts connections accepted and connections the caller closed.
-struct BlackHole {
-    port: u16,
-    accepted: Arc<AtomicUsize>,
-    closed: Arc<AtomicUsize>,
-}
-
-impl BlackHole {
-    async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let closed = Arc::new(AtomicUsize::new(0));
-        let (a, c) = (accepted.clone(), closed.clone());
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                a.fetch_add(1, Ordering::SeqCst);
-                let c = c.clone();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    // Read the request and beyond; 0 bytes means the client closed.
-                    while let Ok(n) = socket.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                    }
-                    c.fetch_add(1, Ordering::SeqCst);
-                });
-            }
-        });
-        Self {
-            port,
-            accepted,
-            closed,
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
 }
 
 /// The IAM action of an SDK call (`S3:GetBucketEncryption` → `s3:GetEncryptionConfiguration`).

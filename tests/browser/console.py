@@ -4,10 +4,10 @@
     python3 tests/browser/console.py SCENARIO --base-url http://127.0.0.1:PORT --api-key KEY \
         --artifacts DIR [--fixture PATH]
 
-SCENARIO is one of: pages, chat, chat-resume, scan, document, revoke, units. Exit status 0 on success; 1 with a
-line starting `FAIL` on stderr when the console misbehaves; 2 for a wrong invocation or a
-missing browser. Every scenario fails on any browser console error or uncaught page error and
-saves a full-page screenshot of each page it visits (and `failure.png` when it fails) into DIR.
+SCENARIO is one of: pages, chat, chat-resume, scan, scan-cancel, document, revoke, units. Exit
+status 0 on success; 1 with a line starting `FAIL` on stderr when the console misbehaves; 2 for a
+wrong invocation or a missing browser. Every scenario fails on any browser console error, uncaught
+page error or WCAG 2.1 A/AA violation (axe-core) on the pages it checks, and saves a full-page screenshot of each page it visits (and `failure.png` when it fails) into DIR.
 
 It drives Debian's Chromium (/usr/bin/chromium, or $CHROMIUM) through Playwright for Python;
 no browser is downloaded. There is no fixed sleep anywhere: every step waits on a condition.
@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - reported as a usage problem
           "(pip install --break-system-packages playwright)", file=sys.stderr)
     sys.exit(2)
 
-SCENARIOS = ("pages", "chat", "chat-resume", "scan", "document", "revoke", "units")
+SCENARIOS = ("pages", "chat", "chat-resume", "scan", "scan-cancel", "document", "revoke", "units")
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 # Generous: a debug server on a busy two-core machine can be slow; nothing waits longer than it
@@ -577,6 +577,47 @@ def scenario_scan(s: Session):
         scan_difference(s, page, scan_hash)
 
 
+def scenario_scan_cancel(s: Session):
+    """A scan whose AWS calls hang (the server's AWS Config endpoint never answers): cancel it
+    from the keyboard, see it end `cancelled`, then delete it."""
+    page = s.page(DESKTOP)
+    sign_in(s, page)
+    open_nav(page, "Scans")
+    settle(page)
+    page.get_by_label("Regions").fill("us-east-1")
+    page.get_by_label("This deployment’s own account").check()
+    page.locator("#start-scan").click()
+    wait_hash(page, r"^#/scans/[0-9a-f-]{36}")
+    status = page.locator("#scan-status")
+    expect(status).to_have_attribute("data-status", "running")
+    cancel = page.locator("#cancel-scan")
+    expect(cancel).to_have_text("Cancel scan")
+    # From the keyboard: the summary is redrawn on every progress event and must keep the focus.
+    cancel.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator(".toast").last).to_contain_text("Cancelling")
+    try:
+        expect(status).to_have_attribute("data-status", "cancelled", timeout=SCAN_TIMEOUT_MS)
+    except AssertionError:
+        s.shot(page, "scan-cancel")
+        raise Failure(f"the cancelled scan did not end cancelled: {status.get_attribute('data-status')!r}")
+    expect(cancel).to_have_count(0)
+    settle(page)
+    # Nothing in the summary may still speak of a scan about to start.
+    summary = page.locator("#scan-summary-h").locator("xpath=..").inner_text()
+    if "starting" in summary or "when the scan starts" in summary:
+        raise Failure(f"the cancelled scan's summary still reads as starting: {summary!r}")
+    s.shot(page, "scan-cancelled")
+    check_accessibility(s, page, "cancelled scan")
+    page.locator("#delete-scan").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Delete this scan?")
+    dialog.get_by_role("button", name="Delete").click()
+    wait_hash(page, r"^#/scans$")
+    expect(page.locator(".toast").last).to_contain_text("Scan deleted")
+    s.check_errors("scan cancel")
+
+
 def run_scan_to_end(s: Session, page: Page) -> str:
     """Starts a scan of the deployment's own account in us-east-1; returns its hash once ended."""
     open_nav(page, "Scans")
@@ -782,6 +823,7 @@ RUNNERS = {
     "chat": scenario_chat,
     "chat-resume": scenario_chat_resume,
     "scan": scenario_scan,
+    "scan-cancel": scenario_scan_cancel,
     "document": scenario_document,
     "revoke": scenario_revoke,
     "units": scenario_units,
