@@ -334,16 +334,22 @@ impl Run {
     }
 
     async fn emit(&mut self, event: &str, data: Value) {
+        let event = self.push(event, data);
+        self.deliver(&event).await;
+        if self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.flush().await;
+        }
+    }
+
+    /// Numbers an event and keeps it for storage (not yet sent).
+    fn push(&mut self, event: &str, data: Value) -> StoredEvent {
         let event = StoredEvent {
             seq: self.events.len() as i32 + 1,
             event: event.to_string(),
             data,
         };
-        self.deliver(&event).await;
-        self.events.push(event);
-        if self.last_flush.elapsed() >= FLUSH_EVERY {
-            self.flush().await;
-        }
+        self.events.push(event.clone());
+        event
     }
 
     /// Sends an event to the client, if one is listening.
@@ -416,7 +422,7 @@ impl Run {
             self.refund().await;
         }
         self.duration_ms = self.q.received.elapsed().as_millis() as i64;
-        match &error {
+        let last = match &error {
             None => {
                 let done = json!({
                     "message_id": self.q.id,
@@ -427,7 +433,7 @@ impl Run {
                     "billing": self.billing(),
                     "duration_ms": self.duration_ms,
                 });
-                self.emit("done", done).await;
+                self.push("done", done)
             }
             Some((code, message)) => {
                 let message = if self.q.usage.is_some() && !self.billed {
@@ -440,32 +446,53 @@ impl Run {
                     message: message.clone(),
                 });
                 let body = json!({ "code": code, "message": message, "message_id": self.q.id });
-                self.emit("error", body).await;
+                self.push("error", body)
             }
-        }
-        self.status = Some(status);
-        let ending = Ending {
-            status: status.as_str(),
-            answer: &self.answer,
-            citations: &self.citations,
-            removed_ids: &self.removed,
-            answerer: self.answerer,
-            billed: self.billed,
-            error_code: self.error.as_ref().map(|e| e.code.as_str()),
-            duration_ms: self.duration_ms.min(i32::MAX as i64) as i32,
         };
-        if let Err(err) = store::finish_message(
-            &self.state.db,
-            self.q.id,
-            &self.events[self.flushed..],
-            &ending,
-        )
-        .await
-        {
-            tracing::error!(error = %err, message_id = %self.q.id, "storing a chat answer failed");
-        }
-        self.flushed = self.events.len();
+        // The answer is over: from here the run stores nothing when dropped, and the end is
+        // written by a task of its own, which a client leaving (dropping this run) cannot cancel.
+        // The client gets the last event only once it is stored, so `done` means "kept".
+        self.status = Some(status);
         self.record(status);
+        let code = self.error.as_ref().map(|e| e.code.clone());
+        if let Some(stored) = self.store_end(status, code) {
+            let _ = stored.await;
+        }
+        self.deliver(&last).await;
+    }
+
+    /// Writes the message's end and its events not yet stored, on a task of its own.
+    fn store_end(
+        &mut self,
+        status: Status,
+        error_code: Option<String>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let db = self.state.db.clone();
+        let id = self.q.id;
+        let events = self.events[self.flushed..].to_vec();
+        self.flushed = self.events.len();
+        let answer = self.answer.clone();
+        let citations = self.citations.clone();
+        let removed = self.removed.clone();
+        let answerer = self.answerer;
+        let billed = self.billed;
+        let duration_ms = self.duration_ms.min(i32::MAX as i64) as i32;
+        Some(runtime.spawn(async move {
+            let ending = Ending {
+                status: status.as_str(),
+                answer: &answer,
+                citations: &citations,
+                removed_ids: &removed,
+                answerer,
+                billed,
+                error_code: error_code.as_deref(),
+                duration_ms,
+            };
+            if let Err(err) = store::finish_message(&db, id, &events, &ending).await {
+                tracing::error!(error = %err, message_id = %id, "storing a chat answer failed");
+            }
+        }))
     }
 
     async fn refund(&mut self) {
@@ -537,34 +564,9 @@ impl Drop for Run {
         }
         // The client went away mid-answer: keep what it was sent, marked incomplete. The write
         // is one short statement; generation itself has already stopped.
-        let db = self.state.db.clone();
-        let id = self.q.id;
-        let events = self.events[self.flushed..].to_vec();
-        let answer = std::mem::take(&mut self.answer);
-        let citations = std::mem::take(&mut self.citations);
-        let removed = std::mem::take(&mut self.removed);
-        let answerer = self.answerer;
-        let billed = self.billed;
-        let duration_ms = self.q.received.elapsed().as_millis().min(i32::MAX as u128) as i32;
-        self.duration_ms = duration_ms as i64;
+        self.duration_ms = self.q.received.elapsed().as_millis() as i64;
         self.record(Status::Incomplete);
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let ending = Ending {
-                    status: "incomplete",
-                    answer: &answer,
-                    citations: &citations,
-                    removed_ids: &removed,
-                    answerer,
-                    billed,
-                    error_code: Some("client_disconnected"),
-                    duration_ms,
-                };
-                if let Err(err) = store::finish_message(&db, id, &events, &ending).await {
-                    tracing::warn!(error = %err, message_id = %id, "storing an interrupted chat answer failed");
-                }
-            });
-        }
+        self.store_end(Status::Incomplete, Some("client_disconnected".into()));
     }
 }
 

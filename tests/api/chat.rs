@@ -190,6 +190,62 @@ fn urlencode(raw: &str) -> String {
         .replace('+', "%20")
 }
 
+/// Many SSE clients close the connection as soon as they read `done` (an `EventSource` closed in
+/// its `done` handler, a script that has what it wants). `done` must mean the answer is stored,
+/// complete and billed once: nothing a client does after it may undo that.
+#[tokio::test]
+async fn a_client_that_hangs_up_on_done_finds_the_answer_stored_complete() {
+    let app = spawn_app().await;
+    for n in 1..=5 {
+        let mut response = app
+            .post_as("/api/v1/chat", &app.admin_key)
+            .header("Accept", "text/event-stream")
+            .json(&json!({ "question": HIPAA_EBS }))
+            .send()
+            .await
+            .unwrap();
+        let mut seen = String::new();
+        // Up to the blank line that ends the done event, and not a byte further.
+        while !seen
+            .find("event: done")
+            .is_some_and(|at| seen[at..].contains("\n\n"))
+        {
+            let chunk = response
+                .chunk()
+                .await
+                .unwrap()
+                .expect("the stream reaches done");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        drop(response);
+        let events = parse_sse(&seen);
+        let done = events.iter().find(|e| e.event == "done").unwrap();
+        let id = done.data["message_id"].as_str().unwrap();
+        // At once, not eventually: the event is sent after the answer is stored.
+        let message = stored(&app, id).await;
+        assert_eq!(message["status"], "complete", "{message}");
+        assert!(!message["answer"].as_str().unwrap().is_empty());
+        assert_eq!(message["billing"]["billed"], true);
+        let replay = app
+            .get_as(
+                &format!("/api/v1/chat/messages/{id}/events"),
+                &app.admin_key,
+            )
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            parse_sse(&replay).last().unwrap().event,
+            "done",
+            "the stored events end with done"
+        );
+        assert_eq!(app.used("ChatQuestions").await, n);
+    }
+}
+
 #[tokio::test]
 async fn json_answers_by_default_and_when_streaming_is_off() {
     let app = spawn_app().await;
