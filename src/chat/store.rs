@@ -336,24 +336,13 @@ pub async fn finish_message(
     events: &[StoredEvent],
     end: &Ending<'_>,
 ) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
     let citations = serde_json::to_value(end.citations).unwrap_or_default();
     let removed = serde_json::to_value(end.removed_ids).unwrap_or_default();
-    let seqs: Vec<i32> = events.iter().map(|e| e.seq).collect();
-    let names: Vec<String> = events.iter().map(|e| e.event.clone()).collect();
-    let data: Vec<Value> = events.iter().map(|e| e.data.clone()).collect();
-    // One statement, so one round trip and its own transaction: the end, the events not yet
-    // stored and the notification all happen, or none does (the message already ended).
-    sqlx::query!(
-        r#"WITH ended AS (
-               UPDATE chat_messages SET status = $2, answer = $3, citations = $4, removed_ids = $5,
-                   answerer = $6, billed = $7, error_code = $8, duration_ms = $9, finished_at = now()
-               WHERE id = $1 AND status = 'streaming'
-               RETURNING id),
-           stored AS (
-               INSERT INTO chat_message_events (message_id, seq, event, data)
-               SELECT ended.id, e.seq, e.event, e.data
-               FROM ended, unnest($10::int[], $11::text[], $12::jsonb[]) AS e(seq, event, data))
-           SELECT pg_notify($13, $1::text) AS "notified" FROM ended"#,
+    let updated = sqlx::query!(
+        "UPDATE chat_messages SET status = $2, answer = $3, citations = $4, removed_ids = $5, answerer = $6,
+             billed = $7, error_code = $8, duration_ms = $9, finished_at = now()
+         WHERE id = $1 AND status = 'streaming'",
         message,
         end.status,
         end.answer,
@@ -362,15 +351,14 @@ pub async fn finish_message(
         end.answerer,
         end.billed,
         end.error_code,
-        end.duration_ms,
-        &seqs,
-        &names,
-        &data,
-        super::CHANNEL
+        end.duration_ms
     )
-    .fetch_optional(db)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    if updated.rows_affected() == 1 {
+        append_events(&mut tx, message, events).await?;
+    }
+    tx.commit().await
 }
 
 /// The id of the final event the sweep adds to an abandoned message. A writer stores its events
