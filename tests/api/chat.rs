@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::fake_llm::{Api, FakeLlm, Reply, Then};
 use crate::helpers::{
-    BOOTSTRAP_KEY, Process, TestApp, assert_problem, base_env, create_migrated_database,
+    BOOTSTRAP_KEY, Process, TestApp, ask_json, assert_problem, base_env, create_migrated_database,
     database_url, eventually, spawn_app, spawn_app_with, spawn_replica, used_in,
 };
 
@@ -77,15 +77,20 @@ async fn first_event(response: &mut reqwest::Response) -> Vec<Sse> {
     parse_sse(&seen)
 }
 
-async fn ask_json(app: &TestApp, key: &str, question: &str) -> Value {
-    let response = app
-        .post_as("/api/v1/chat", key)
-        .json(&json!({ "question": question }))
+/// The stored events of a message, as `GET /api/v1/chat/messages/{id}/events` replays them.
+async fn stored_events(app: &TestApp, id: &str) -> Vec<Sse> {
+    let body = app
+        .get_as(
+            &format!("/api/v1/chat/messages/{id}/events"),
+            &app.admin_key,
+        )
         .send()
         .await
+        .unwrap()
+        .text()
+        .await
         .unwrap();
-    assert_eq!(response.status(), 200, "{question}");
-    response.json().await.unwrap()
+    parse_sse(&body)
 }
 
 #[tokio::test]
@@ -226,19 +231,8 @@ async fn a_client_that_hangs_up_on_done_finds_the_answer_stored_complete() {
         assert_eq!(message["status"], "complete", "{message}");
         assert!(!message["answer"].as_str().unwrap().is_empty());
         assert_eq!(message["billing"]["billed"], true);
-        let replay = app
-            .get_as(
-                &format!("/api/v1/chat/messages/{id}/events"),
-                &app.admin_key,
-            )
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
         assert_eq!(
-            parse_sse(&replay).last().unwrap().event,
+            stored_events(&app, id).await.last().unwrap().event,
             "done",
             "the stored events end with done"
         );
@@ -937,18 +931,7 @@ async fn a_client_that_leaves_stops_the_answer_at_once_and_leaves_it_incomplete(
         "the client's choice, not our failure"
     );
     // What was sent is kept and can be read again.
-    let events = app
-        .get_as(
-            &format!("/api/v1/chat/messages/{id}/events"),
-            &app.admin_key,
-        )
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(parse_sse(&events)[0].event, "start");
+    assert_eq!(stored_events(&app, &id).await[0].event, "start");
 }
 
 /// A replica killed mid-answer (SIGKILL: no shutdown, no final event) leaves its message

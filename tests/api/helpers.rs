@@ -749,3 +749,15 @@ impl BlackHole {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
+
+/// Asks the chat one question as JSON with `key` and returns the answer (the request must succeed).
+pub async fn ask_json(app: &TestApp, key: &str, question: &str) -> serde_json::Value {
+    let response = app
+        .post_as("/api/v1/chat", key)
+        .json(&serde_json::json!({ "question": question }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{question}");
+    response.json().await.unwrap()
+}

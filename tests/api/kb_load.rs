@@ -342,15 +342,7 @@ async fn cached_answers_and_the_chat_follow_a_new_version_loaded_by_another_proc
     let before: serde_json::Value = app.admin_json(path).await;
     // The chat's in-memory copy of the KB is read here, and must be replaced too.
     let cited_title = || async {
-        let answer: serde_json::Value = app
-            .post_as("/api/v1/chat", &app.admin_key)
-            .json(&serde_json::json!({ "question": "What does PCI DSS 8.4.2 require?" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = ask_json(&app, &app.admin_key, "What does PCI DSS 8.4.2 require?").await;
         answer["citations"]
             .as_array()
             .unwrap_or_else(|| panic!("{answer}"))
