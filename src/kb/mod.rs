@@ -183,13 +183,13 @@ pub async fn refresh_loop(state: KbState, interval: Option<Duration>, stop: Canc
     let mut graph_tick = tokio::time::interval(Duration::from_secs(60));
     kb_tick.tick().await;
     graph_tick.tick().await;
-    warm_snapshot(&state).await;
+    read_into_memory(&state).await;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = kb_tick.tick(), if interval.is_some() => {
                 refresh(&state).await;
-                warm_snapshot(&state).await;
+                read_into_memory(&state).await;
             }
             _ = graph_tick.tick(), if state.graph.is_some() => sync_graph(&state, None).await,
         }
@@ -198,7 +198,7 @@ pub async fn refresh_loop(state: KbState, interval: Option<Duration>, stop: Canc
 
 /// Reads the active version into memory now (the chat's snapshot, the search index), so that
 /// the first question or search after start-up, or after a new version, does not wait for it.
-async fn warm_snapshot(state: &KbState) {
+async fn read_into_memory(state: &KbState) {
     let started = std::time::Instant::now();
     if let Err(err) = retrieve::active(state).await {
         tracing::warn!(
