@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use regex::Regex;
 use serde_yaml_ng::Value as Y;
 
-use super::value::{Value, json_depth, truncate};
+use super::value::{Cond, Value, json_depth, truncate};
 use super::{Format, Model, Resource, find_line, key_lines};
 use crate::documents::analysis::{AnalysisError, Limits};
 
@@ -54,15 +54,22 @@ pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> Result<Model, AnalysisErro
         ));
     };
     let mut params = HashMap::new();
+    let mut allowed = HashMap::new();
     if let Some(Y::Mapping(p)) = section("Parameters") {
         for (k, v) in p {
             if let Some(name) = k.as_str() {
                 params.insert(name.to_string(), v.get("Default").cloned());
+                if let Some(Y::Sequence(values)) = v.get("AllowedValues") {
+                    let values: Vec<String> = values.iter().filter_map(scalar_text).collect();
+                    allowed.insert(name.to_string(), values);
+                }
             }
         }
     }
     let ctx = Ctx {
         params,
+        allowed,
+        conditions: section("Conditions").cloned(),
         resources: resources
             .keys()
             .filter_map(|k| k.as_str().map(str::to_string))
@@ -199,6 +206,9 @@ fn json_to_yaml(v: &serde_json::Value) -> Y {
 struct Ctx {
     /// Parameter name → its Default, if any.
     params: HashMap<String, Option<Y>>,
+    /// Parameter name → its AllowedValues, when the template lists them.
+    allowed: HashMap<String, Vec<String>>,
+    conditions: Option<Y>,
     resources: Vec<String>,
     mappings: Option<Y>,
 }
@@ -262,6 +272,7 @@ impl Ctx {
                     return Some(Value::Unknown {
                         expr: format!("{expr} (parameter {name}, set at deploy time)"),
                         present: !empty_default,
+                        choice: None,
                     });
                 }
                 if self.resources.iter().any(|r| r == name) {
@@ -308,16 +319,21 @@ impl Ctx {
                 let Y::Sequence(parts) = arg else {
                     return Some(Value::unknown(expr));
                 };
-                let (Some(a), Some(b)) = (parts.get(1), parts.get(2)) else {
+                let (Some(name), Some(a), Some(b)) = (
+                    parts.first().and_then(Y::as_str),
+                    parts.get(1),
+                    parts.get(2),
+                ) else {
                     return Some(Value::unknown(expr));
                 };
-                let (a, b) = (self.convert(a), self.convert(b));
-                if a == b {
-                    return a;
-                }
-                let present = a.as_ref().is_some_and(|x| x != &Value::Null)
-                    && b.as_ref().is_some_and(|x| x != &Value::Null);
-                Some(Value::Unknown { expr, present })
+                let cond = self.condition(name, 0);
+                Value::choose(
+                    expr,
+                    name.to_string(),
+                    cond,
+                    self.convert(a),
+                    self.convert(b),
+                )
             }
             "Fn::FindInMap" => {
                 let Y::Sequence(keys) = arg else {
@@ -374,6 +390,103 @@ impl Ctx {
             }
             _ => Some(Value::opaque(expr)),
         }
+    }
+}
+
+/// How deep conditions may refer to conditions before the rest is left to deploy time (a
+/// template that loops is refused by CloudFormation; here it only stops being read).
+const MAX_CONDITION_DEPTH: usize = 32;
+
+impl Ctx {
+    /// The template's condition `name` as a formula over the comparisons it is made of.
+    fn condition(&self, name: &str, depth: usize) -> Cond {
+        let found = self.conditions.as_ref().and_then(|c| c.get(name));
+        match found {
+            Some(expr) if depth < MAX_CONDITION_DEPTH => self.cond_expr(expr, depth + 1),
+            _ => Cond::Atom(format!("condition {name}")),
+        }
+    }
+
+    fn cond_expr(&self, v: &Y, depth: usize) -> Cond {
+        if depth > MAX_CONDITION_DEPTH {
+            return Cond::Atom(render(v));
+        }
+        // `{"Condition": "Name"}` is how JSON templates nest a condition in another.
+        if let Y::Mapping(m) = v
+            && m.len() == 1
+            && let Some(Y::String(name)) = m.get(Y::String("Condition".into()))
+        {
+            return self.condition(name, depth + 1);
+        }
+        let parts = |arg: &Y| match arg {
+            Y::Sequence(items) => items.iter().map(|c| self.cond_expr(c, depth + 1)).collect(),
+            other => vec![self.cond_expr(other, depth + 1)],
+        };
+        match intrinsic(v) {
+            Some((f, Y::String(name))) if f == "Condition" => self.condition(name, depth + 1),
+            Some((f, arg)) if f == "Fn::Not" => match parts(arg).pop() {
+                Some(c) => Cond::Not(Box::new(c)),
+                None => Cond::Atom(render(v)),
+            },
+            Some((f, arg)) if f == "Fn::And" => Cond::And(parts(arg)),
+            Some((f, arg)) if f == "Fn::Or" => Cond::Or(parts(arg)),
+            Some((f, Y::Sequence(sides))) if f == "Fn::Equals" && sides.len() == 2 => {
+                self.equals(&sides[0], &sides[1])
+            }
+            _ => match self
+                .convert(v)
+                .as_ref()
+                .and_then(Value::scalar_text)
+                .as_deref()
+            {
+                Some("true") => Cond::Const(true),
+                Some("false") => Cond::Const(false),
+                _ => Cond::Atom(render(v)),
+            },
+        }
+    }
+
+    /// `!Equals [a, b]`: decided when both sides are literals, or when a parameter's
+    /// AllowedValues leave one answer; otherwise one comparison, the same whichever side is
+    /// written first.
+    fn equals(&self, a: &Y, b: &Y) -> Cond {
+        let known = |y: &Y| {
+            self.convert(y)
+                .filter(|v| !v.is_unresolved())
+                .and_then(|v| v.scalar_text())
+        };
+        let (ka, kb) = (known(a), known(b));
+        if let (Some(x), Some(y)) = (&ka, &kb) {
+            return Cond::Const(x == y);
+        }
+        let param = |y: &Y| match intrinsic(y) {
+            Some((f, Y::String(name))) if f == "Ref" => self.allowed.get(name.as_str()),
+            _ => None,
+        };
+        for (side, other) in [(a, &kb), (b, &ka)] {
+            if let (Some(values), Some(literal)) = (param(side), other) {
+                if !values.contains(literal) {
+                    return Cond::Const(false);
+                }
+                if values.len() == 1 {
+                    return Cond::Const(true);
+                }
+            }
+        }
+        let (mut x, mut y) = (render(a), render(b));
+        if y < x {
+            std::mem::swap(&mut x, &mut y);
+        }
+        Cond::Atom(format!("{x} == {y}"))
+    }
+}
+
+fn scalar_text(y: &Y) -> Option<String> {
+    match y {
+        Y::String(s) => Some(s.clone()),
+        Y::Number(n) => Some(n.to_string()),
+        Y::Bool(b) => Some(b.to_string()),
+        _ => None,
     }
 }
 

@@ -3,7 +3,7 @@
 //! time gives `Unknown` with its expression; a property left out takes the service's documented
 //! default.
 
-use super::value::{Read, Value, fmt_num};
+use super::value::{Cond, Read, Value, fmt_num};
 use super::{Format, Model, Resource};
 use crate::aws_facts;
 use crate::documents::analysis::{AnalysisError, Limits, Status, TemplateFinding};
@@ -139,6 +139,8 @@ const IDS: &[&str] = &[
     "ecs-service-no-public-ip",
     // API Gateway, Secrets Manager, IAM, CodeBuild
     "apigateway-xray-tracing",
+    "apigateway-execution-logging",
+    "apigateway-cache-encrypted",
     "apigateway-v2-access-logging",
     "secretsmanager-rotation-enabled",
     "iam-policy-no-full-admin-privileges",
@@ -160,6 +162,7 @@ pub(crate) fn evaluate(m: &Model, limits: &Limits) -> Result<Vec<TemplateFinding
             out: Vec::new(),
         };
         e.dispatch();
+        by_case(m, r, &mut e.out);
         for (check, v) in e.out {
             let (status, reason) = match v {
                 V::Pass(s) => (Status::Pass, s),
@@ -177,6 +180,233 @@ pub(crate) fn evaluate(m: &Model, limits: &Limits) -> Result<Vec<TemplateFinding
         }
     }
     Ok(out)
+}
+
+/// How many distinct comparisons a resource's conditions may rest on before its verdicts are
+/// left unknown instead of tried case by case (2^n cases).
+const MAX_CASE_ATOMS: usize = 5;
+
+/// The value of each of a resource's conditions in one case (`None`: not decided by it).
+type Values = Vec<Option<bool>>;
+type Verdicts = Vec<(&'static str, V)>;
+
+/// Verdicts left unknown by a condition the template spells out (`!If`, `cond ? a : b`) are
+/// tried in every case of the resource's conditions: one verdict in every case is that verdict;
+/// different ones stay unknown, saying what each case gives. Conditions are read as formulas
+/// over their comparisons, so cases that cannot happen together (`IsProd` and `IsNotProd` both
+/// true) are not tried; a comparison is otherwise free, which can only leave a verdict
+/// unknown, never decide one wrongly.
+fn by_case(m: &Model, r: &Resource, out: &mut [(&'static str, V)]) {
+    if !out.iter().any(|(_, v)| matches!(v, V::Unknown(_))) {
+        return;
+    }
+    let mut choices = Vec::new();
+    r.props.choices(&mut choices);
+    let mut atoms = Vec::new();
+    let mut labels: Vec<(&str, &Cond)> = Vec::new();
+    for c in &choices {
+        c.cond.atoms(&mut atoms);
+        if !labels.iter().any(|(l, _)| *l == c.label) {
+            labels.push((&c.label, &c.cond));
+        }
+    }
+    if atoms.is_empty() || atoms.len() > MAX_CASE_ATOMS {
+        return;
+    }
+    // The same values of the conditions pick the same branches: one case per combination.
+    let mut cases: Vec<(Values, Verdicts)> = Vec::new();
+    for bits in 0..1u32 << atoms.len() {
+        let world: Vec<(&str, bool)> = atoms
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (*a, bits & (1 << i) != 0))
+            .collect();
+        let values: Vec<Option<bool>> = labels.iter().map(|(_, c)| c.eval(&world)).collect();
+        if cases.iter().any(|(v, _)| *v == values) {
+            continue;
+        }
+        let case = Resource {
+            props: r.props.in_world(&world).unwrap_or(Value::Null),
+            ..r.clone()
+        };
+        let mut e = E {
+            m,
+            r: &case,
+            out: Vec::new(),
+        };
+        e.dispatch();
+        cases.push((values, e.out));
+    }
+    for (check, v) in out.iter_mut() {
+        if !matches!(v, V::Unknown(_)) {
+            continue;
+        }
+        let per: Option<Vec<(&Values, &V)>> = cases
+            .iter()
+            .map(|(values, vs)| {
+                vs.iter()
+                    .find(|(c, _)| c == check)
+                    .map(|(_, v)| (values, v))
+            })
+            .collect();
+        let Some(per) = per else {
+            continue;
+        };
+        if per.iter().all(|(_, v)| matches!(v, V::Unknown(_))) {
+            continue;
+        }
+        // The conditions this verdict turns on: changing one alone changes the outcome.
+        let relevant: Vec<usize> = (0..labels.len())
+            .filter(|&i| {
+                per.iter().any(|(a, va)| {
+                    per.iter().any(|(b, vb)| {
+                        va != vb && (0..labels.len()).all(|j| j == i || a[j] == b[j])
+                    })
+                })
+            })
+            .collect();
+        let describe = |values: &Values| {
+            relevant
+                .iter()
+                .map(|&i| match values[i] {
+                    Some(b) => format!("{} is {b}", labels[i].0),
+                    None => format!("{} is undecided", labels[i].0),
+                })
+                .collect::<Vec<_>>()
+                .join(" and ")
+        };
+        // "true" cases first, as a reader says them.
+        let mut lines: Vec<(Vec<u8>, String)> = Vec::new();
+        for (values, v) in &per {
+            let order = relevant
+                .iter()
+                .map(|&i| match values[i] {
+                    Some(true) => 0,
+                    Some(false) => 1,
+                    None => 2,
+                })
+                .collect();
+            let line = format!("when {}, {}", describe(values), v.reason());
+            if !lines.iter().any(|(_, l)| *l == line) {
+                lines.push((order, line));
+            }
+        }
+        lines.sort();
+        let each: Vec<String> = lines.into_iter().map(|(_, l)| l).collect();
+        let names = relevant
+            .iter()
+            .map(|&i| labels[i].0)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let first = per[0].1.reason();
+        let agreed = || {
+            if relevant.is_empty() {
+                format!("{first}, in every case of the conditions it depends on")
+            } else {
+                format!("in every case of {names}: {}", each.join("; "))
+            }
+        };
+        *v = if per.iter().all(|(_, v)| matches!(v, V::Pass(_))) {
+            V::Pass(agreed())
+        } else if per.iter().all(|(_, v)| matches!(v, V::Fail(_))) {
+            V::Fail(agreed())
+        } else {
+            V::Unknown(format!("depends on {names}: {}", each.join("; ")))
+        };
+    }
+}
+
+impl V {
+    fn reason(&self) -> &str {
+        match self {
+            V::Pass(s) | V::Fail(s) | V::Unknown(s) => s,
+        }
+    }
+}
+
+/// One method setting of a REST API stage.
+struct MethodSetting<'a> {
+    /// Whether it covers every resource and method (`/*` `*`, Terraform `*/*`).
+    every: bool,
+    label: String,
+    level: Option<&'a Value>,
+    caching: Option<&'a Value>,
+    encrypted: Option<&'a Value>,
+}
+
+/// Execution logs at ERROR or INFO for every method: a setting covering all methods at one of
+/// those levels, and no narrower setting turning logging off.
+fn execution_logging(settings: &[MethodSetting]) -> V {
+    let level = |m: &MethodSetting| match m.level.map(Value::text).unwrap_or(Read::Absent) {
+        Read::Known(l) => Ok(Some(l.to_ascii_uppercase())),
+        Read::Absent => Ok(None),
+        Read::Unknown(expr) => Err(expr),
+    };
+    let mut logged = None;
+    for m in settings {
+        match level(m) {
+            Err(expr) => {
+                return V::Unknown(unknown_reason(&format!("{} logging level", m.label), &expr));
+            }
+            Ok(Some(l)) if l == "ERROR" || l == "INFO" => {
+                if m.every {
+                    logged = Some(format!("{} logs at {l}", m.label));
+                }
+            }
+            Ok(l) if !m.every => {
+                return V::Fail(format!(
+                    "{} turns execution logging off ({}); set it to ERROR or INFO",
+                    m.label,
+                    l.as_deref().unwrap_or("not set")
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+    match logged {
+        Some(why) => V::Pass(why),
+        None => V::Fail(
+            "no method setting covering every method (/* and *) logs at ERROR or INFO; \
+             execution logging is off by default"
+                .into(),
+        ),
+    }
+}
+
+/// With the stage's cache on, every method set to cache encrypts its cache data (off by
+/// default), as Security Hub's APIGateway.5 reads it.
+fn cache_encryption(settings: &[MethodSetting]) -> V {
+    let mut cached = 0;
+    for m in settings {
+        match m.caching.map(Value::bool).unwrap_or(Read::Absent) {
+            Read::Known(true) => {}
+            Read::Known(false) | Read::Absent => continue,
+            Read::Unknown(expr) => {
+                return V::Unknown(unknown_reason(&format!("{} caching", m.label), &expr));
+            }
+        }
+        cached += 1;
+        match m.encrypted.map(Value::bool).unwrap_or(Read::Absent) {
+            Read::Known(true) => {}
+            Read::Known(false) | Read::Absent => {
+                return V::Fail(format!(
+                    "{} caches responses without encrypting them; set CacheDataEncrypted",
+                    m.label
+                ));
+            }
+            Read::Unknown(expr) => {
+                return V::Unknown(unknown_reason(
+                    &format!("{} cache encryption", m.label),
+                    &expr,
+                ));
+            }
+        }
+    }
+    if cached == 0 {
+        V::Pass("the stage has a cache cluster but no method setting turns caching on".into())
+    } else {
+        V::Pass("every method setting that caches encrypts its cache data".into())
+    }
 }
 
 /// What a missing property means.
@@ -530,13 +760,7 @@ impl<'a> E<'a> {
             "AWS::EKS::Cluster" | "aws_eks_cluster" => self.eks(),
             "AWS::ECS::TaskDefinition" | "aws_ecs_task_definition" => self.task_definition(),
             "AWS::ECS::Service" | "aws_ecs_service" => self.ecs_service(),
-            "AWS::ApiGateway::Stage" | "aws_api_gateway_stage" => self.bool(
-                "apigateway-xray-tracing",
-                "TracingEnabled",
-                "xray_tracing_enabled",
-                true,
-                Absent::Default(false),
-            ),
+            "AWS::ApiGateway::Stage" | "aws_api_gateway_stage" => self.rest_stage(),
             "AWS::ApiGatewayV2::Stage" | "aws_apigatewayv2_stage" => {
                 let name = self.k("AccessLogSettings.DestinationArn", "access_log_settings.destination_arn");
                 let v = present(self.p(name), name, "send access logs to a CloudWatch Logs group");
@@ -2563,6 +2787,99 @@ impl<'a> E<'a> {
         {
             self.put("ecs-service-no-public-ip", v);
         }
+    }
+
+    // ---- API Gateway REST stages ---------------------------------------------------------
+
+    fn rest_stage(&mut self) {
+        self.bool(
+            "apigateway-xray-tracing",
+            "TracingEnabled",
+            "xray_tracing_enabled",
+            true,
+            Absent::Default(false),
+        );
+        let settings = match self.method_settings() {
+            Ok(s) => s,
+            Err(expr) => {
+                let why = unknown_reason("the stage's method settings", &expr);
+                self.put("apigateway-execution-logging", V::Unknown(why.clone()));
+                self.put("apigateway-cache-encrypted", V::Unknown(why));
+                return;
+            }
+        };
+        let v = execution_logging(&settings);
+        self.put("apigateway-execution-logging", v);
+        // Without a cache cluster nothing is cached, and the live check reads only stages that
+        // cache.
+        let cluster = self.k("CacheClusterEnabled", "cache_cluster_enabled");
+        match self.p(cluster).map(Value::bool).unwrap_or(Read::Absent) {
+            Read::Known(true) => {
+                let v = cache_encryption(&settings);
+                self.put("apigateway-cache-encrypted", v);
+            }
+            Read::Unknown(expr) => {
+                self.put(
+                    "apigateway-cache-encrypted",
+                    V::Unknown(unknown_reason(cluster, &expr)),
+                );
+            }
+            Read::Known(false) | Read::Absent => {}
+        }
+    }
+
+    /// The stage's method settings, each as (methods it covers, whether it covers every
+    /// method, the setting block): inline in CloudFormation, `aws_api_gateway_method_settings`
+    /// resources naming the stage in Terraform. `Err` with the expression when the list is left
+    /// to deploy time.
+    fn method_settings(&self) -> Result<Vec<MethodSetting<'a>>, String> {
+        if self.cfn() {
+            let Some(list) = self.p("MethodSettings") else {
+                return Ok(Vec::new());
+            };
+            if list.is_unresolved() {
+                return Err(list.short());
+            }
+            let mut out = Vec::new();
+            for m in list.items() {
+                if m.is_unresolved() {
+                    return Err(m.short());
+                }
+                let path = m.get("ResourcePath").map_or(Ok("/*".to_string()), |v| {
+                    v.scalar_text().ok_or_else(|| v.short())
+                })?;
+                let method = m.get("HttpMethod").map_or(Ok("*".to_string()), |v| {
+                    v.scalar_text().ok_or_else(|| v.short())
+                })?;
+                out.push(MethodSetting {
+                    every: path == "/*" && method == "*",
+                    label: format!("MethodSettings {method} {path}"),
+                    level: m.get("LoggingLevel"),
+                    caching: m.get("CachingEnabled"),
+                    encrypted: m.get("CacheDataEncrypted"),
+                });
+            }
+            return Ok(out);
+        }
+        let mut out = Vec::new();
+        for o in self.attached(&["aws_api_gateway_method_settings"], "stage_name") {
+            let path = match o.props.get("method_path") {
+                Some(v) => v.scalar_text().ok_or_else(|| v.short())?,
+                None => String::new(),
+            };
+            let block = o.props.get("settings");
+            if let Some(b) = block.filter(|b| b.is_unresolved()) {
+                return Err(b.short());
+            }
+            out.push(MethodSetting {
+                every: path == "*/*",
+                label: format!("{} ({path})", o.name),
+                level: block.and_then(|b| b.get("logging_level")),
+                caching: block.and_then(|b| b.get("caching_enabled")),
+                encrypted: block.and_then(|b| b.get("cache_data_encrypted")),
+            });
+        }
+        Ok(out)
     }
 
     fn secret(&mut self) {

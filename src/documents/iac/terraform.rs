@@ -4,10 +4,13 @@
 
 use std::collections::HashMap;
 
-use hcl::expr::{Expression, ObjectKey, TemplateExpr, TraversalOperator};
+use hcl::expr::{
+    BinaryOperator, Expression, ObjectKey, Operation, TemplateExpr, TraversalOperator,
+    UnaryOperator,
+};
 use regex::Regex;
 
-use super::value::{Value, from_json, json_depth, truncate};
+use super::value::{Cond, Value, from_json, json_depth, truncate};
 use super::{Format, Model, Resource, resource_lines};
 use crate::documents::analysis::{AnalysisError, Limits};
 
@@ -238,16 +241,64 @@ fn expr_value(e: &Expression) -> Value {
         }
         Expression::Conditional(c) => {
             let (a, b) = (expr_value(&c.true_expr), expr_value(&c.false_expr));
-            if a == b {
-                return a;
-            }
-            let present = a != Value::Null && b != Value::Null;
-            Value::Unknown {
-                expr: expr_text(e),
-                present,
-            }
+            // `null` in a resource argument means "not set", as AWS::NoValue does.
+            let branch = |v: Value| (v != Value::Null).then_some(v);
+            Value::choose(
+                expr_text(e),
+                expr_text(&c.cond_expr),
+                condition(&c.cond_expr),
+                branch(a),
+                branch(b),
+            )
+            .unwrap_or(Value::Null)
         }
         _ => Value::opaque(expr_text(e)),
+    }
+}
+
+/// A predicate as a formula over its comparisons: `!`, `&&`, `||` and literals are read, so
+/// `var.env != "prod"` is the negation of `var.env == "prod"`, not an unrelated question.
+fn condition(e: &Expression) -> Cond {
+    match e {
+        Expression::Bool(b) => Cond::Const(*b),
+        Expression::Parenthesis(inner) => condition(inner),
+        Expression::Operation(op) => match op.as_ref() {
+            Operation::Unary(u) if u.operator == UnaryOperator::Not => {
+                Cond::Not(Box::new(condition(&u.expr)))
+            }
+            Operation::Binary(b) => {
+                let (l, r) = (&b.lhs_expr, &b.rhs_expr);
+                match b.operator {
+                    BinaryOperator::And => Cond::And(vec![condition(l), condition(r)]),
+                    BinaryOperator::Or => Cond::Or(vec![condition(l), condition(r)]),
+                    BinaryOperator::Eq => equals(l, r),
+                    BinaryOperator::NotEq => Cond::Not(Box::new(equals(l, r))),
+                    _ => Cond::Atom(expr_text(e)),
+                }
+            }
+            Operation::Unary(_) => Cond::Atom(expr_text(e)),
+        },
+        _ => Cond::Atom(expr_text(e)),
+    }
+}
+
+/// `a == b`: decided when both sides are literals, else one atom whatever the order of sides.
+fn equals(l: &Expression, r: &Expression) -> Cond {
+    let (lv, rv) = (expr_value(l), expr_value(r));
+    if let (Some(a), Some(b)) = (literal(&lv), literal(&rv)) {
+        return Cond::Const(a == b);
+    }
+    let (mut a, mut b) = (expr_text(l), expr_text(r));
+    if b < a {
+        std::mem::swap(&mut a, &mut b);
+    }
+    Cond::Atom(format!("{a} == {b}"))
+}
+
+fn literal(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => Some("null".into()),
+        other => other.scalar_text(),
     }
 }
 
@@ -482,10 +533,7 @@ fn set_ref(props: &mut Value, attr: &str, target: &str, _addr: &str) {
 fn overlay_unknown(v: &mut Value, au: &serde_json::Value, path: &str) {
     match au {
         serde_json::Value::Bool(true) => {
-            *v = Value::Unknown {
-                expr: format!("{path} (known after apply)"),
-                present: true,
-            };
+            *v = Value::opaque(format!("{path} (known after apply)"));
         }
         serde_json::Value::Object(o) => {
             if !matches!(v, Value::Map(_)) {
@@ -500,13 +548,8 @@ fn overlay_unknown(v: &mut Value, au: &serde_json::Value, path: &str) {
                     };
                     match entries.iter_mut().find(|(ek, _)| ek == k) {
                         Some((_, ev)) => overlay_unknown(ev, sub, &p),
-                        None if sub == &serde_json::Value::Bool(true) => entries.push((
-                            k.clone(),
-                            Value::Unknown {
-                                expr: format!("{p} (known after apply)"),
-                                present: true,
-                            },
-                        )),
+                        None if sub == &serde_json::Value::Bool(true) => entries
+                            .push((k.clone(), Value::opaque(format!("{p} (known after apply)")))),
                         None => {}
                     }
                 }

@@ -352,3 +352,121 @@ fn an_expired_deadline_stops_the_analysis() {
     l.deadline = Instant::now() - Duration::from_secs(1);
     assert!(is_too_complex(analyse(Kind::Terraform, &bytes, &l)));
 }
+
+fn finding<'a>(
+    report: &'a super::IacReport,
+    resource: &str,
+    check: &str,
+) -> &'a super::super::analysis::TemplateFinding {
+    report
+        .findings
+        .iter()
+        .find(|f| f.resource == resource && f.check == check)
+        .unwrap_or_else(|| panic!("no {check} on {resource}"))
+}
+
+/// A condition's two branches are tried in turn: agreeing branches decide the verdict, different
+/// ones leave it unknown saying what each case gives.
+#[test]
+fn a_condition_is_decided_when_every_case_agrees_and_explained_when_not() {
+    let yaml = br#"
+Parameters:
+  Env: {Type: String, AllowedValues: [dev, prod]}
+  KeyArn: {Type: String, Default: ""}
+Conditions:
+  IsProd: !Equals [!Ref Env, prod]
+  IsNotProd: !Not [!Condition IsProd]
+  IsStaging: !Equals [!Ref Env, staging]
+  HasKey: !Not [!Equals ["", !Ref KeyArn]]
+Resources:
+  Bucket:
+    Type: AWS::S3::Bucket
+    Properties:
+      BucketEncryption:
+        ServerSideEncryptionConfiguration:
+          - ServerSideEncryptionByDefault:
+              SSEAlgorithm: !If [HasKey, "aws:kms", AES256]
+      VersioningConfiguration:
+        Status: !If [IsProd, Enabled, !If [IsNotProd, Enabled, Suspended]]
+  Logs:
+    Type: AWS::Logs::LogGroup
+    Properties:
+      RetentionInDays: !If [IsProd, 400, 30]
+  Volume:
+    Type: AWS::EC2::Volume
+    Properties:
+      Encrypted: !If [IsStaging, false, true]
+"#;
+    let report = analyse(Kind::Cloudformation, yaml, &limits()).expect("analyse");
+
+    // Both algorithms encrypt.
+    let f = finding(&report, "Bucket", "s3-bucket-default-encryption");
+    assert_eq!(f.status.as_str(), "pass", "{}", f.reason);
+    assert!(f.reason.contains("HasKey"), "{}", f.reason);
+    // Only a customer managed key passes, which needs HasKey.
+    let f = finding(&report, "Bucket", "s3-bucket-kms-encryption");
+    assert_eq!(f.status.as_str(), "unknown", "{}", f.reason);
+    assert!(
+        f.reason.starts_with("depends on HasKey: when HasKey is "),
+        "{}",
+        f.reason
+    );
+    // IsNotProd is the negation of IsProd: "Suspended" needs both false, which cannot happen.
+    let f = finding(&report, "Bucket", "s3-bucket-versioning-enabled");
+    assert_eq!(f.status.as_str(), "pass", "{}", f.reason);
+
+    let f = finding(&report, "Logs", "cloudwatch-log-group-retention-set");
+    assert_eq!(f.status.as_str(), "unknown", "{}", f.reason);
+    assert!(
+        f.reason
+            .contains("when IsProd is true, RetentionInDays is 400")
+            && f.reason
+                .contains("when IsProd is false, RetentionInDays is 30"),
+        "{}",
+        f.reason
+    );
+
+    // Env allows only dev and prod, so IsStaging is false and the volume is encrypted.
+    let f = finding(&report, "Volume", "ebs-volume-encrypted");
+    assert_eq!(f.status.as_str(), "pass", "{}", f.reason);
+    assert_eq!(f.reason, "Encrypted is true");
+}
+
+#[test]
+fn a_terraform_conditional_is_tried_both_ways() {
+    let tf = br#"
+resource "aws_db_instance" "main" {
+  engine                  = "postgres"
+  instance_class          = "db.t4g.micro"
+  storage_encrypted       = var.env != "prod" ? true : (var.env == "prod" ? true : false)
+  backup_retention_period = var.env == "prod" ? 35 : 0
+  deletion_protection     = local.locked ? true : null
+}
+"#;
+    let report = analyse(Kind::Terraform, tf, &limits()).expect("analyse");
+    let f = finding(
+        &report,
+        "aws_db_instance.main",
+        "rds-instance-storage-encrypted",
+    );
+    assert_eq!(f.status.as_str(), "pass", "{}", f.reason);
+    let f = finding(
+        &report,
+        "aws_db_instance.main",
+        "rds-instance-backup-enabled",
+    );
+    assert_eq!(f.status.as_str(), "unknown", "{}", f.reason);
+    assert!(
+        f.reason.contains("is 35") && f.reason.contains("is 0"),
+        "{}",
+        f.reason
+    );
+    // `null` leaves the default (false): the verdict depends on local.locked.
+    let f = finding(
+        &report,
+        "aws_db_instance.main",
+        "rds-instance-deletion-protection",
+    );
+    assert_eq!(f.status.as_str(), "unknown", "{}", f.reason);
+    assert!(f.reason.contains("local.locked is false"), "{}", f.reason);
+}

@@ -24,7 +24,118 @@ pub enum Value {
     Unknown {
         expr: String,
         present: bool,
+        /// When the value is one of two the document spells out (`!If`, `cond ? a : b`), the
+        /// two and what decides between them: rules can then be run once per case.
+        choice: Option<Box<Choice>>,
     },
+}
+
+/// A value chosen by a condition the document names but cannot decide alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    /// How a reader names the condition: the CloudFormation condition's name, the Terraform
+    /// predicate as written.
+    pub label: String,
+    pub cond: Cond,
+    /// `None`: no value at all in that case (`AWS::NoValue`).
+    pub then: Option<Value>,
+    pub otherwise: Option<Value>,
+}
+
+/// A condition as a formula over the comparisons it is made of, so that two conditions built
+/// on the same comparison (`IsProd`, `IsNotProd`) are never assumed to differ independently.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cond {
+    Const(bool),
+    /// A comparison left to deploy time, keyed by its rendering.
+    Atom(String),
+    Not(Box<Cond>),
+    And(Vec<Cond>),
+    Or(Vec<Cond>),
+}
+
+impl Cond {
+    /// The atoms of the formula, each once, in first-seen order.
+    pub fn atoms<'a>(&'a self, out: &mut Vec<&'a str>) {
+        match self {
+            Cond::Const(_) => {}
+            Cond::Atom(a) => {
+                if !out.contains(&a.as_str()) {
+                    out.push(a);
+                }
+            }
+            Cond::Not(c) => c.atoms(out),
+            Cond::And(cs) | Cond::Or(cs) => cs.iter().for_each(|c| c.atoms(out)),
+        }
+    }
+
+    /// The formula's value when each atom in `world` has the value given; `None` when it
+    /// depends on an atom the world does not fix.
+    pub fn eval(&self, world: &[(&str, bool)]) -> Option<bool> {
+        match self {
+            Cond::Const(b) => Some(*b),
+            Cond::Atom(a) => world.iter().find(|(k, _)| k == a).map(|(_, v)| *v),
+            Cond::Not(c) => c.eval(world).map(|b| !b),
+            Cond::And(cs) => {
+                let mut all = Some(true);
+                for c in cs {
+                    match c.eval(world) {
+                        Some(false) => return Some(false),
+                        None => all = None,
+                        Some(true) => {}
+                    }
+                }
+                all
+            }
+            Cond::Or(cs) => {
+                let mut any = Some(false);
+                for c in cs {
+                    match c.eval(world) {
+                        Some(true) => return Some(true),
+                        None => any = None,
+                        Some(false) => {}
+                    }
+                }
+                any
+            }
+        }
+    }
+
+    /// Folds constants, so a condition the document decides alone reads as one.
+    pub fn simplify(self) -> Cond {
+        match self {
+            Cond::Not(c) => match c.simplify() {
+                Cond::Const(b) => Cond::Const(!b),
+                other => Cond::Not(Box::new(other)),
+            },
+            Cond::And(cs) => {
+                let cs: Vec<Cond> = cs.into_iter().map(Cond::simplify).collect();
+                if cs.contains(&Cond::Const(false)) {
+                    return Cond::Const(false);
+                }
+                let rest: Vec<Cond> = cs.into_iter().filter(|c| *c != Cond::Const(true)).collect();
+                match rest.len() {
+                    0 => Cond::Const(true),
+                    _ => Cond::And(rest),
+                }
+            }
+            Cond::Or(cs) => {
+                let cs: Vec<Cond> = cs.into_iter().map(Cond::simplify).collect();
+                if cs.contains(&Cond::Const(true)) {
+                    return Cond::Const(true);
+                }
+                let rest: Vec<Cond> = cs
+                    .into_iter()
+                    .filter(|c| *c != Cond::Const(false))
+                    .collect();
+                match rest.len() {
+                    0 => Cond::Const(false),
+                    _ => Cond::Or(rest),
+                }
+            }
+            other => other,
+        }
+    }
 }
 
 /// What a rule can read from a value: known, undecidable (with the expression), or missing.
@@ -40,6 +151,7 @@ impl Value {
         Value::Unknown {
             expr: expr.into(),
             present: false,
+            choice: None,
         }
     }
 
@@ -47,6 +159,79 @@ impl Value {
         Value::Unknown {
             expr: expr.into(),
             present: true,
+            choice: None,
+        }
+    }
+
+    /// One of two values, by a condition the document cannot decide: unresolved for every
+    /// rule, with both values kept for [`Value::in_world`]. Equal values need no condition.
+    pub fn choose(
+        expr: String,
+        label: String,
+        cond: Cond,
+        then: Option<Value>,
+        otherwise: Option<Value>,
+    ) -> Option<Value> {
+        match cond.simplify() {
+            Cond::Const(true) => then,
+            Cond::Const(false) => otherwise,
+            _ if then == otherwise => then,
+            cond => {
+                let present = then.as_ref().is_some_and(|v| v != &Value::Null)
+                    && otherwise.as_ref().is_some_and(|v| v != &Value::Null);
+                Some(Value::Unknown {
+                    expr,
+                    present,
+                    choice: Some(Box::new(Choice {
+                        label,
+                        cond,
+                        then,
+                        otherwise,
+                    })),
+                })
+            }
+        }
+    }
+
+    /// Every choice in the value (nested ones included), in document order.
+    pub fn choices<'a>(&'a self, out: &mut Vec<&'a Choice>) {
+        match self {
+            Value::List(items) => items.iter().for_each(|v| v.choices(out)),
+            Value::Map(entries) => entries.iter().for_each(|(_, v)| v.choices(out)),
+            Value::Unknown {
+                choice: Some(c), ..
+            } => {
+                out.push(c);
+                for v in [&c.then, &c.otherwise].into_iter().flatten() {
+                    v.choices(out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The value in one case of its conditions: each choice whose condition `world` decides
+    /// replaced by the value it picks (`None`: the value is removed). Choices the world does
+    /// not decide stay unresolved.
+    pub fn in_world(&self, world: &[(&str, bool)]) -> Option<Value> {
+        match self {
+            Value::List(items) => Some(Value::List(
+                items.iter().filter_map(|v| v.in_world(world)).collect(),
+            )),
+            Value::Map(entries) => Some(Value::Map(
+                entries
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.in_world(world)?)))
+                    .collect(),
+            )),
+            Value::Unknown {
+                choice: Some(c), ..
+            } => match c.cond.eval(world) {
+                Some(true) => c.then.as_ref().and_then(|v| v.in_world(world)),
+                Some(false) => c.otherwise.as_ref().and_then(|v| v.in_world(world)),
+                None => Some(self.clone()),
+            },
+            other => Some(other.clone()),
         }
     }
 
@@ -162,7 +347,7 @@ impl Value {
             Value::Str(s) => Read::Known(!s.trim().is_empty()),
             Value::List(l) => Read::Known(!l.is_empty()),
             Value::Map(m) => Read::Known(!m.is_empty()),
-            Value::Unknown { expr, present } => {
+            Value::Unknown { expr, present, .. } => {
                 if *present {
                     Read::Known(true)
                 } else {
