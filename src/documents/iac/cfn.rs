@@ -2,6 +2,7 @@
 //! `Value::Tagged`) or JSON (long forms `{"Ref": …}`, `{"Fn::If": …}`), resolved into the shared
 //! value model as far as the template alone allows.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 
 use regex::Regex;
@@ -70,6 +71,7 @@ pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> Result<Model, AnalysisErro
         params,
         allowed,
         conditions: section("Conditions").cloned(),
+        condition_budget: Cell::new(CONDITION_BUDGET),
         resources: resources
             .keys()
             .filter_map(|k| k.as_str().map(str::to_string))
@@ -100,6 +102,7 @@ pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> Result<Model, AnalysisErro
                 "resource {name} has no Type"
             )));
         };
+        ctx.condition_budget.set(CONDITION_BUDGET);
         let props = match v.get("Properties") {
             Some(p) => ctx.convert(p).unwrap_or(Value::Null),
             None => Value::Null,
@@ -209,6 +212,8 @@ struct Ctx {
     /// Parameter name → its AllowedValues, when the template lists them.
     allowed: HashMap<String, Vec<String>>,
     conditions: Option<Y>,
+    /// Condition nodes still to be read for the current resource (see [`CONDITION_BUDGET`]).
+    condition_budget: Cell<u32>,
     resources: Vec<String>,
     mappings: Option<Y>,
 }
@@ -397,6 +402,11 @@ impl Ctx {
 /// template that loops is refused by CloudFormation; here it only stops being read).
 const MAX_CONDITION_DEPTH: usize = 32;
 
+/// Condition nodes read per resource. Conditions that name each other several times over
+/// (`A: !And [!Condition B, !Condition B]`, `B: …`) would otherwise be read an exponential
+/// number of times; past the budget the rest is left to deploy time.
+const CONDITION_BUDGET: u32 = 10_000;
+
 impl Ctx {
     /// The template's condition `name` as a formula over the comparisons it is made of.
     fn condition(&self, name: &str, depth: usize) -> Cond {
@@ -408,9 +418,11 @@ impl Ctx {
     }
 
     fn cond_expr(&self, v: &Y, depth: usize) -> Cond {
-        if depth > MAX_CONDITION_DEPTH {
+        let budget = self.condition_budget.get();
+        if depth > MAX_CONDITION_DEPTH || budget == 0 {
             return Cond::Atom(render(v));
         }
+        self.condition_budget.set(budget - 1);
         // `{"Condition": "Name"}` is how JSON templates nest a condition in another.
         if let Y::Mapping(m) = v
             && m.len() == 1

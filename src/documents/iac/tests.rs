@@ -470,3 +470,26 @@ resource "aws_db_instance" "main" {
     assert_eq!(f.status.as_str(), "unknown", "{}", f.reason);
     assert!(f.reason.contains("local.locked is false"), "{}", f.reason);
 }
+
+/// Conditions that name each other eight times at every level would be read 8^n times without
+/// a bound; the verdict is left unknown instead, at once.
+#[test]
+fn conditions_that_multiply_are_read_within_a_budget() {
+    let mut yaml = String::from("Parameters:\n  P: {Type: String}\nConditions:\n");
+    for i in 0..40 {
+        yaml.push_str(&format!(
+            "  C{i}: !And [{}]\n",
+            vec![format!("!Condition C{}", i + 1); 8].join(", ")
+        ));
+    }
+    yaml.push_str("  C40: !Equals [!Ref P, x]\nResources:\n  V:\n    Type: AWS::EC2::Volume\n    Properties:\n      Encrypted: !If [C0, true, false]\n");
+    let started = Instant::now();
+    let report = analyse(Kind::Cloudformation, yaml.as_bytes(), &limits()).expect("analyse");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    let f = finding(&report, "V", "ebs-volume-encrypted");
+    assert_eq!(f.status.as_str(), "unknown", "{}", f.reason);
+}
