@@ -2,7 +2,7 @@
 //! `Value::Tagged`) or JSON (long forms `{"Ref": …}`, `{"Fn::If": …}`), resolved into the shared
 //! value model as far as the template alone allows.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use regex::Regex;
@@ -60,9 +60,23 @@ pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> Result<Model, AnalysisErro
         for (k, v) in p {
             if let Some(name) = k.as_str() {
                 params.insert(name.to_string(), v.get("Default").cloned());
-                if let Some(Y::Sequence(values)) = v.get("AllowedValues") {
-                    let values: Vec<String> = values.iter().filter_map(scalar_text).collect();
-                    allowed.insert(name.to_string(), values);
+                // AllowedValues of an SSM parameter constrain the parameter's name, not the
+                // value `Ref` returns; numbers are compared as written text by CloudFormation,
+                // which YAML does not keep, so only lists of strings are used.
+                let ssm = v
+                    .get("Type")
+                    .and_then(Y::as_str)
+                    .is_some_and(|t| t.starts_with("AWS::SSM::"));
+                if let Some(Y::Sequence(values)) = v.get("AllowedValues")
+                    && !ssm
+                {
+                    let strings: Option<Vec<String>> = values
+                        .iter()
+                        .map(|x| x.as_str().map(str::to_string))
+                        .collect();
+                    if let Some(strings) = strings {
+                        allowed.insert(name.to_string(), strings);
+                    }
                 }
             }
         }
@@ -72,6 +86,8 @@ pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> Result<Model, AnalysisErro
         allowed,
         conditions: section("Conditions").cloned(),
         condition_budget: Cell::new(CONDITION_BUDGET),
+        read_conditions: RefCell::new(HashMap::new()),
+        in_condition: Cell::new(false),
         resources: resources
             .keys()
             .filter_map(|k| k.as_str().map(str::to_string))
@@ -102,7 +118,6 @@ pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> Result<Model, AnalysisErro
                 "resource {name} has no Type"
             )));
         };
-        ctx.condition_budget.set(CONDITION_BUDGET);
         let props = match v.get("Properties") {
             Some(p) => ctx.convert(p).unwrap_or(Value::Null),
             None => Value::Null,
@@ -212,8 +227,15 @@ struct Ctx {
     /// Parameter name → its AllowedValues, when the template lists them.
     allowed: HashMap<String, Vec<String>>,
     conditions: Option<Y>,
-    /// Condition nodes still to be read for the current resource (see [`CONDITION_BUDGET`]).
+    /// Condition nodes still to be read in this template (see [`CONDITION_BUDGET`]).
     condition_budget: Cell<u32>,
+    /// Each condition as read the first time (`None` while it is being read: a condition that
+    /// names itself is left to deploy time), so every `!If` on one condition gets the same
+    /// formula and each is read once however often it is named.
+    read_conditions: RefCell<HashMap<String, Option<Cond>>>,
+    /// Set while a condition is read: an `!If` inside one (which CloudFormation refuses) is not
+    /// followed into another condition.
+    in_condition: Cell<bool>,
     resources: Vec<String>,
     mappings: Option<Y>,
 }
@@ -331,7 +353,12 @@ impl Ctx {
                 ) else {
                     return Some(Value::unknown(expr));
                 };
+                if self.in_condition.get() {
+                    return Some(Value::unknown(expr));
+                }
+                self.in_condition.set(true);
                 let cond = self.condition(name, 0);
+                self.in_condition.set(false);
                 Value::choose(
                     expr,
                     name.to_string(),
@@ -402,25 +429,45 @@ impl Ctx {
 /// template that loops is refused by CloudFormation; here it only stops being read).
 const MAX_CONDITION_DEPTH: usize = 32;
 
-/// Condition nodes read per resource. Conditions that name each other several times over
-/// (`A: !And [!Condition B, !Condition B]`, `B: …`) would otherwise be read an exponential
-/// number of times; past the budget the rest is left to deploy time.
+/// Nodes one condition's formula may have once read (see [`Ctx::condition`]).
+const MAX_CONDITION_NODES: usize = 1_000;
+
+/// Condition nodes read per template. Each condition is read once, so this only bounds a
+/// template with very many or very large conditions; past it the rest is left to deploy time.
 const CONDITION_BUDGET: u32 = 10_000;
 
 impl Ctx {
     /// The template's condition `name` as a formula over the comparisons it is made of.
     fn condition(&self, name: &str, depth: usize) -> Cond {
-        let found = self.conditions.as_ref().and_then(|c| c.get(name));
-        match found {
-            Some(expr) if depth < MAX_CONDITION_DEPTH => self.cond_expr(expr, depth + 1),
-            _ => Cond::Atom(format!("condition {name}")),
+        let atom = || Cond::Atom(format!("condition {name}"));
+        match self.read_conditions.borrow().get(name) {
+            Some(Some(read)) => return read.clone(),
+            Some(None) => return atom(),
+            None => {}
         }
+        let found = self.conditions.as_ref().and_then(|c| c.get(name));
+        let Some(expr) = found.filter(|_| depth < MAX_CONDITION_DEPTH) else {
+            return atom();
+        };
+        self.read_conditions
+            .borrow_mut()
+            .insert(name.to_string(), None);
+        let mut read = self.cond_expr(expr, depth + 1).simplify();
+        // Conditions that each name the next several times grow as a tree; past the cap the
+        // condition is one unknown of its own, which can only leave verdicts unknown.
+        if read.size(MAX_CONDITION_NODES) > MAX_CONDITION_NODES {
+            read = atom();
+        }
+        self.read_conditions
+            .borrow_mut()
+            .insert(name.to_string(), Some(read.clone()));
+        read
     }
 
     fn cond_expr(&self, v: &Y, depth: usize) -> Cond {
         let budget = self.condition_budget.get();
         if depth > MAX_CONDITION_DEPTH || budget == 0 {
-            return Cond::Atom(render(v));
+            return Cond::Atom(atom_key(v));
         }
         self.condition_budget.set(budget - 1);
         // `{"Condition": "Name"}` is how JSON templates nest a condition in another.
@@ -438,7 +485,7 @@ impl Ctx {
             Some((f, Y::String(name))) if f == "Condition" => self.condition(name, depth + 1),
             Some((f, arg)) if f == "Fn::Not" => match parts(arg).pop() {
                 Some(c) => Cond::Not(Box::new(c)),
-                None => Cond::Atom(render(v)),
+                None => Cond::Atom(atom_key(v)),
             },
             Some((f, arg)) if f == "Fn::And" => Cond::And(parts(arg)),
             Some((f, arg)) if f == "Fn::Or" => Cond::Or(parts(arg)),
@@ -453,19 +500,20 @@ impl Ctx {
             {
                 Some("true") => Cond::Const(true),
                 Some("false") => Cond::Const(false),
-                _ => Cond::Atom(render(v)),
+                _ => Cond::Atom(atom_key(v)),
             },
         }
     }
 
-    /// `!Equals [a, b]`: decided when both sides are literals, or when a parameter's
-    /// AllowedValues leave one answer; otherwise one comparison, the same whichever side is
-    /// written first.
+    /// `!Equals [a, b]`: decided when both sides are literal strings (or booleans), or when a
+    /// parameter's AllowedValues leave one answer; otherwise one comparison, the same
+    /// whichever side is written first. Numbers are left to deploy time: CloudFormation
+    /// compares them as the text the template spells, which a YAML parser does not keep.
     fn equals(&self, a: &Y, b: &Y) -> Cond {
-        let known = |y: &Y| {
-            self.convert(y)
-                .filter(|v| !v.is_unresolved())
-                .and_then(|v| v.scalar_text())
+        let known = |y: &Y| match self.convert(y) {
+            Some(Value::Str(s)) => Some(s),
+            Some(Value::Bool(b)) => Some(b.to_string()),
+            _ => None,
         };
         let (ka, kb) = (known(a), known(b));
         if let (Some(x), Some(y)) = (&ka, &kb) {
@@ -485,7 +533,7 @@ impl Ctx {
                 }
             }
         }
-        let (mut x, mut y) = (render(a), render(b));
+        let (mut x, mut y) = (atom_key(a), atom_key(b));
         if y < x {
             std::mem::swap(&mut x, &mut y);
         }
@@ -493,13 +541,10 @@ impl Ctx {
     }
 }
 
-fn scalar_text(y: &Y) -> Option<String> {
-    match y {
-        Y::String(s) => Some(s.clone()),
-        Y::Number(n) => Some(n.to_string()),
-        Y::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
+/// A comparison's identity: the whole node, never a shortened rendering (two long
+/// comparisons that start alike are different questions).
+fn atom_key(v: &Y) -> String {
+    serde_yaml_ng::to_string(v).unwrap_or_else(|_| render(v))
 }
 
 fn key_text(k: &Y) -> String {

@@ -206,7 +206,12 @@ fn by_case(m: &Model, r: &Resource, out: &mut [(&'static str, V)]) {
     let mut labels: Vec<(&str, &Cond)> = Vec::new();
     for c in &choices {
         c.cond.atoms(&mut atoms);
-        if !labels.iter().any(|(l, _)| *l == c.label) {
+        // A label is how a reader names a condition; two different conditions may read alike
+        // (Terraform predicates are shortened), so both the name and the formula must match.
+        if !labels
+            .iter()
+            .any(|(l, cond)| *l == c.label && **cond == c.cond)
+        {
             labels.push((&c.label, &c.cond));
         }
     }
@@ -255,8 +260,9 @@ fn by_case(m: &Model, r: &Resource, out: &mut [(&'static str, V)]) {
         if per.iter().all(|(_, v)| matches!(v, V::Unknown(_))) {
             continue;
         }
-        // The conditions this verdict turns on: changing one alone changes the outcome.
-        let relevant: Vec<usize> = (0..labels.len())
+        // The conditions this verdict turns on: changing one alone changes the outcome. When
+        // none does alone (conditions that always move together), all of them are named.
+        let mut relevant: Vec<usize> = (0..labels.len())
             .filter(|&i| {
                 per.iter().any(|(a, va)| {
                     per.iter().any(|(b, vb)| {
@@ -265,6 +271,9 @@ fn by_case(m: &Model, r: &Resource, out: &mut [(&'static str, V)]) {
                 })
             })
             .collect();
+        if relevant.is_empty() && per.iter().any(|(_, v)| *v != per[0].1) {
+            relevant = (0..labels.len()).collect();
+        }
         let describe = |values: &Values| {
             relevant
                 .iter()
@@ -326,8 +335,9 @@ impl V {
 
 /// One method setting of a REST API stage.
 struct MethodSetting<'a> {
-    /// Whether it covers every resource and method (`/*` `*`, Terraform `*/*`).
-    every: bool,
+    /// Whether it covers every resource and method (`/*` `*`, Terraform `*/*`); `None` when
+    /// the setting does not say which methods it covers.
+    every: Option<bool>,
     label: String,
     level: Option<&'a Value>,
     caching: Option<&'a Value>,
@@ -335,47 +345,73 @@ struct MethodSetting<'a> {
 }
 
 /// Execution logs at ERROR or INFO for every method: a setting covering all methods at one of
-/// those levels, and no narrower setting turning logging off.
-fn execution_logging(settings: &[MethodSetting]) -> V {
-    let level = |m: &MethodSetting| match m.level.map(Value::text).unwrap_or(Read::Absent) {
-        Read::Known(l) => Ok(Some(l.to_ascii_uppercase())),
-        Read::Absent => Ok(None),
-        Read::Unknown(expr) => Err(expr),
+/// those levels (the last such setting wins), and no narrower setting turning logging off.
+fn execution_logging(settings: &[MethodSetting], tf: bool) -> V {
+    let (field, all) = if tf {
+        ("logging_level", "*/*")
+    } else {
+        ("LoggingLevel", "/* and *")
     };
     let mut logged = None;
+    let mut unsure = None;
     for m in settings {
-        match level(m) {
-            Err(expr) => {
-                return V::Unknown(unknown_reason(&format!("{} logging level", m.label), &expr));
+        let level = match m.level.map(Value::text).unwrap_or(Read::Absent) {
+            Read::Known(l) => Some(l),
+            Read::Absent => None,
+            Read::Unknown(expr) => {
+                return V::Unknown(unknown_reason(&format!("{} {field}", m.label), &expr));
             }
-            Ok(Some(l)) if l == "ERROR" || l == "INFO" => {
-                if m.every {
-                    logged = Some(format!("{} logs at {l}", m.label));
-                }
+        };
+        let logs = matches!(level.as_deref(), Some("ERROR" | "INFO"));
+        match m.every {
+            Some(true) => {
+                logged = logs.then(|| {
+                    format!(
+                        "{} logs at {}",
+                        m.label,
+                        level.as_deref().unwrap_or_default()
+                    )
+                });
             }
-            Ok(l) if !m.every => {
+            Some(false) if level.is_some() && !logs => {
                 return V::Fail(format!(
-                    "{} turns execution logging off ({}); set it to ERROR or INFO",
+                    "{} sets {field} {}, which turns execution logging off for those methods; set ERROR or INFO",
                     m.label,
-                    l.as_deref().unwrap_or("not set")
+                    level.as_deref().unwrap_or_default()
                 ));
             }
-            Ok(_) => {}
+            // A narrower setting without a level may or may not keep the stage's.
+            Some(false) if level.is_none() => {
+                unsure.get_or_insert_with(|| format!("{} sets no {field}", m.label));
+            }
+            Some(false) => {}
+            None => {
+                unsure.get_or_insert_with(|| {
+                    format!("{} does not say which methods it applies to", m.label)
+                });
+            }
         }
     }
-    match logged {
-        Some(why) => V::Pass(why),
-        None => V::Fail(
-            "no method setting covering every method (/* and *) logs at ERROR or INFO; \
+    match (logged, unsure) {
+        (Some(_), Some(why)) => V::Unknown(format!(
+            "{why}; whether those methods are logged is decided by API Gateway, not the template"
+        )),
+        (Some(why), None) => V::Pass(why),
+        (None, _) => V::Fail(format!(
+            "no method setting covering every method ({all}) sets {field} to ERROR or INFO; \
              execution logging is off by default"
-                .into(),
-        ),
+        )),
     }
 }
 
 /// With the stage's cache on, every method set to cache encrypts its cache data (off by
 /// default), as Security Hub's APIGateway.5 reads it.
-fn cache_encryption(settings: &[MethodSetting]) -> V {
+fn cache_encryption(settings: &[MethodSetting], tf: bool) -> V {
+    let field = if tf {
+        "cache_data_encrypted"
+    } else {
+        "CacheDataEncrypted"
+    };
     let mut cached = 0;
     for m in settings {
         match m.caching.map(Value::bool).unwrap_or(Read::Absent) {
@@ -390,7 +426,7 @@ fn cache_encryption(settings: &[MethodSetting]) -> V {
             Read::Known(true) => {}
             Read::Known(false) | Read::Absent => {
                 return V::Fail(format!(
-                    "{} caches responses without encrypting them; set CacheDataEncrypted",
+                    "{} caches responses without encrypting them; set {field} to true",
                     m.label
                 ));
             }
@@ -2808,14 +2844,15 @@ impl<'a> E<'a> {
                 return;
             }
         };
-        let v = execution_logging(&settings);
+        let tf = !self.cfn();
+        let v = execution_logging(&settings, tf);
         self.put("apigateway-execution-logging", v);
         // Without a cache cluster nothing is cached, and the live check reads only stages that
         // cache.
         let cluster = self.k("CacheClusterEnabled", "cache_cluster_enabled");
         match self.p(cluster).map(Value::bool).unwrap_or(Read::Absent) {
             Read::Known(true) => {
-                let v = cache_encryption(&settings);
+                let v = cache_encryption(&settings, tf);
                 self.put("apigateway-cache-encrypted", v);
             }
             Read::Unknown(expr) => {
@@ -2845,15 +2882,22 @@ impl<'a> E<'a> {
                 if m.is_unresolved() {
                     return Err(m.short());
                 }
-                let path = m.get("ResourcePath").map_or(Ok("/*".to_string()), |v| {
-                    v.scalar_text().ok_or_else(|| v.short())
-                })?;
-                let method = m.get("HttpMethod").map_or(Ok("*".to_string()), |v| {
-                    v.scalar_text().ok_or_else(|| v.short())
-                })?;
+                let text = |key: &str| match m.get(key) {
+                    Some(v) => v.scalar_text().map(Some).ok_or_else(|| v.short()),
+                    None => Ok(None),
+                };
+                let (path, method) = (text("ResourcePath")?, text("HttpMethod")?);
                 out.push(MethodSetting {
-                    every: path == "/*" && method == "*",
-                    label: format!("MethodSettings {method} {path}"),
+                    // Which methods a setting without both is applied to is not documented.
+                    every: match (path.as_deref(), method.as_deref()) {
+                        (Some(p), Some(m)) => Some(p == "/*" && m == "*"),
+                        _ => None,
+                    },
+                    label: format!(
+                        "MethodSettings {} {}",
+                        method.as_deref().unwrap_or("(no HttpMethod)"),
+                        path.as_deref().unwrap_or("(no ResourcePath)")
+                    ),
                     level: m.get("LoggingLevel"),
                     caching: m.get("CachingEnabled"),
                     encrypted: m.get("CacheDataEncrypted"),
@@ -2861,19 +2905,43 @@ impl<'a> E<'a> {
             }
             return Ok(out);
         }
+        // Terraform: settings resources naming this stage, by reference or by its literal
+        // name; one whose stage is left to deploy time may be this stage's.
+        let own = self.p("stage_name").and_then(Value::as_str);
         let mut out = Vec::new();
-        for o in self.attached(&["aws_api_gateway_method_settings"], "stage_name") {
+        for o in self
+            .m
+            .resources
+            .iter()
+            .filter(|o| o.ty == "aws_api_gateway_method_settings")
+        {
+            let stage = o.props.get("stage_name");
+            let ours = match stage {
+                Some(Value::Ref { target, .. }) => target == &self.r.name,
+                Some(Value::Str(name)) => own == Some(name.as_str()),
+                Some(v) if v.is_unresolved() => {
+                    return Err(format!("{} stage_name {}", o.name, v.short()));
+                }
+                _ => false,
+            };
+            if !ours {
+                continue;
+            }
             let path = match o.props.get("method_path") {
-                Some(v) => v.scalar_text().ok_or_else(|| v.short())?,
-                None => String::new(),
+                Some(v) => Some(v.scalar_text().ok_or_else(|| v.short())?),
+                None => None,
             };
             let block = o.props.get("settings");
             if let Some(b) = block.filter(|b| b.is_unresolved()) {
                 return Err(b.short());
             }
             out.push(MethodSetting {
-                every: path == "*/*",
-                label: format!("{} ({path})", o.name),
+                every: path.as_deref().map(|p| p == "*/*"),
+                label: format!(
+                    "{} ({})",
+                    o.name,
+                    path.as_deref().unwrap_or("no method_path")
+                ),
                 level: block.and_then(|b| b.get("logging_level")),
                 caching: block.and_then(|b| b.get("caching_enabled")),
                 encrypted: block.and_then(|b| b.get("cache_data_encrypted")),

@@ -273,33 +273,38 @@ fn condition(e: &Expression) -> Cond {
                     BinaryOperator::Or => Cond::Or(vec![condition(l), condition(r)]),
                     BinaryOperator::Eq => equals(l, r),
                     BinaryOperator::NotEq => Cond::Not(Box::new(equals(l, r))),
-                    _ => Cond::Atom(expr_text(e)),
+                    _ => Cond::Atom(atom_key(e)),
                 }
             }
-            Operation::Unary(_) => Cond::Atom(expr_text(e)),
+            Operation::Unary(_) => Cond::Atom(atom_key(e)),
         },
-        _ => Cond::Atom(expr_text(e)),
+        _ => Cond::Atom(atom_key(e)),
     }
 }
 
-/// `a == b`: decided when both sides are literals, else one atom whatever the order of sides.
+/// `a == b`: decided when both sides are literals (of the same type: Terraform's `1 == "1"`
+/// is false), else one atom whatever the order of sides.
 fn equals(l: &Expression, r: &Expression) -> Cond {
     let (lv, rv) = (expr_value(l), expr_value(r));
-    if let (Some(a), Some(b)) = (literal(&lv), literal(&rv)) {
-        return Cond::Const(a == b);
+    let literal = |v: &Value| {
+        matches!(
+            v,
+            Value::Null | Value::Bool(_) | Value::Num(_) | Value::Str(_)
+        )
+    };
+    if literal(&lv) && literal(&rv) {
+        return Cond::Const(lv == rv);
     }
-    let (mut a, mut b) = (expr_text(l), expr_text(r));
+    let (mut a, mut b) = (atom_key(l), atom_key(r));
     if b < a {
         std::mem::swap(&mut a, &mut b);
     }
     Cond::Atom(format!("{a} == {b}"))
 }
 
-fn literal(v: &Value) -> Option<String> {
-    match v {
-        Value::Null => Some("null".into()),
-        other => other.scalar_text(),
-    }
+/// A comparison's identity: the whole expression, never the shortened text of reasons.
+fn atom_key(e: &Expression) -> String {
+    e.to_string()
 }
 
 /// `aws_kms_key.main.arn` is a reference to a declared resource (present); `var.x`, `local.x`,

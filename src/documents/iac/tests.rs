@@ -493,3 +493,133 @@ fn conditions_that_multiply_are_read_within_a_budget() {
     let f = finding(&report, "V", "ebs-volume-encrypted");
     assert_eq!(f.status.as_str(), "unknown", "{}", f.reason);
 }
+
+/// Found in review: each used to decide a verdict the template does not decide, or to crash.
+#[test]
+fn conditions_never_decide_what_the_template_leaves_open() {
+    let long = "a".repeat(100);
+    let yaml = format!(
+        r#"
+Parameters:
+  Size: {{Type: String, AllowedValues: [1.0, 2.0]}}
+  Env: {{Type: String}}
+  Key: {{Type: String, Default: ""}}
+Conditions:
+  # An !If inside a condition that names the condition itself.
+  Loop: !Equals [!If [Loop, x, y], x]
+  # AllowedValues of numbers: CloudFormation compares the text as written.
+  Small: !Equals [!Ref Size, 1.0]
+  IsProd: !Equals [!Ref Env, prod]
+  IsNotProd: !Not [!Condition IsProd]
+  HasKey: !Not [!Equals [!Ref Key, ""]]
+  Long1: !Equals [!Ref Env, "{long}1"]
+  Long2: !Equals [!Ref Env, "{long}2"]
+Resources:
+  LoopVolume:
+    Type: AWS::EC2::Volume
+    Properties:
+      Encrypted: !If [Loop, true, false]
+  SmallVolume:
+    Type: AWS::EC2::Volume
+    Properties:
+      Encrypted: !If [Small, false, true]
+  LongVolume:
+    Type: AWS::EC2::Volume
+    Properties:
+      Encrypted: !If [Long1, true, !If [Long2, false, true]]
+  Logs:
+    Type: AWS::Logs::LogGroup
+    Properties:
+      RetentionInDays: !If [IsProd, 400, !If [IsNotProd, 30, 1]]
+  Topic:
+    Type: AWS::SNS::Topic
+    Properties:
+      KmsMasterKeyId: !If [HasKey, alias/topics, ""]
+"#
+    );
+    let report = analyse(Kind::Cloudformation, yaml.as_bytes(), &limits()).expect("analyse");
+    for resource in ["LoopVolume", "SmallVolume", "LongVolume"] {
+        let f = finding(&report, resource, "ebs-volume-encrypted");
+        assert_eq!(f.status.as_str(), "unknown", "{resource}: {}", f.reason);
+    }
+    // IsProd and IsNotProd always move together: the reason names them, with both cases.
+    let f = finding(&report, "Logs", "cloudwatch-log-group-retention-set");
+    assert_eq!(f.status.as_str(), "unknown", "{}", f.reason);
+    assert!(f.reason.starts_with("depends on IsProd"), "{}", f.reason);
+    assert!(!f.reason.contains("when ,"), "{}", f.reason);
+    // An empty key is no key: unknown, not "set".
+    let f = finding(&report, "Topic", "sns-topic-encrypted-kms");
+    assert_eq!(f.status.as_str(), "unknown", "{}", f.reason);
+    assert!(f.reason.contains("when HasKey is false"), "{}", f.reason);
+
+    let tf = format!(
+        r#"
+resource "aws_ebs_volume" "typed" {{
+  availability_zone = "eu-west-1a"
+  encrypted         = 1 == "1" ? false : true
+}}
+resource "aws_ebs_volume" "long" {{
+  availability_zone = "eu-west-1a"
+  encrypted         = var.x == "{long}1" ? true : (var.x == "{long}2" ? false : true)
+}}
+"#
+    );
+    let report = analyse(Kind::Terraform, tf.as_bytes(), &limits()).expect("analyse");
+    // Terraform's 1 == "1" is false (different types).
+    let f = finding(&report, "aws_ebs_volume.typed", "ebs-volume-encrypted");
+    assert_eq!(f.status.as_str(), "pass", "{}", f.reason);
+    let f = finding(&report, "aws_ebs_volume.long", "ebs-volume-encrypted");
+    assert_eq!(f.status.as_str(), "unknown", "{}", f.reason);
+}
+
+#[test]
+fn rest_stage_settings_the_template_leaves_open_are_unknown() {
+    let yaml = br#"
+Resources:
+  Stage:
+    Type: AWS::ApiGateway::Stage
+    Properties:
+      RestApiId: api
+      DeploymentId: d
+      MethodSettings:
+        - LoggingLevel: INFO
+"#;
+    let report = analyse(Kind::Cloudformation, yaml, &limits()).expect("analyse");
+    let f = finding(&report, "Stage", "apigateway-execution-logging");
+    assert_eq!(f.status.as_str(), "fail", "{}", f.reason);
+
+    let tf = br#"
+resource "aws_api_gateway_stage" "named" {
+  rest_api_id   = "api"
+  deployment_id = "d"
+  stage_name    = "prod"
+}
+resource "aws_api_gateway_method_settings" "by_name" {
+  rest_api_id = "api"
+  stage_name  = "prod"
+  method_path = "*/*"
+  settings {
+    logging_level = "ERROR"
+  }
+}
+resource "aws_api_gateway_stage" "other" {
+  rest_api_id   = "api"
+  deployment_id = "d"
+  stage_name    = "dev"
+}
+resource "aws_api_gateway_method_settings" "by_variable" {
+  rest_api_id = "api"
+  stage_name  = var.stage
+  method_path = "*/*"
+  settings {
+    logging_level = "OFF"
+  }
+}
+"#;
+    let report = analyse(Kind::Terraform, tf, &limits()).expect("analyse");
+    // Settings whose stage is a variable may be either stage's.
+    for stage in ["aws_api_gateway_stage.named", "aws_api_gateway_stage.other"] {
+        let f = finding(&report, stage, "apigateway-execution-logging");
+        assert_eq!(f.status.as_str(), "unknown", "{stage}: {}", f.reason);
+    }
+}

@@ -101,6 +101,25 @@ impl Cond {
         }
     }
 
+    /// Nodes in the formula, counted up to `cap` (a formula is a tree: a condition that names
+    /// another several times holds as many copies of it).
+    pub fn size(&self, cap: usize) -> usize {
+        let mut count = 0;
+        let mut stack = vec![self];
+        while let Some(c) = stack.pop() {
+            count += 1;
+            if count > cap {
+                break;
+            }
+            match c {
+                Cond::Not(inner) => stack.push(inner),
+                Cond::And(cs) | Cond::Or(cs) => stack.extend(cs.iter()),
+                Cond::Const(_) | Cond::Atom(_) => {}
+            }
+        }
+        count
+    }
+
     /// Folds constants, so a condition the document decides alone reads as one.
     pub fn simplify(self) -> Cond {
         match self {
@@ -177,8 +196,13 @@ impl Value {
             Cond::Const(false) => otherwise,
             _ if then == otherwise => then,
             cond => {
-                let present = then.as_ref().is_some_and(|v| v != &Value::Null)
-                    && otherwise.as_ref().is_some_and(|v| v != &Value::Null);
+                // Surely set only when both values are (an empty string or an empty-default
+                // parameter is not), so a presence check is tried case by case.
+                let set = |v: &Option<Value>| {
+                    v.as_ref()
+                        .is_some_and(|v| v.presence() == Read::Known(true))
+                };
+                let present = set(&then) && set(&otherwise);
                 Some(Value::Unknown {
                     expr,
                     present,
