@@ -85,7 +85,6 @@ pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> Result<Model, AnalysisErro
         params,
         allowed,
         conditions: section("Conditions").cloned(),
-        condition_budget: Cell::new(CONDITION_BUDGET),
         read_conditions: RefCell::new(HashMap::new()),
         in_condition: Cell::new(false),
         resources: resources
@@ -227,8 +226,6 @@ struct Ctx {
     /// Parameter name → its AllowedValues, when the template lists them.
     allowed: HashMap<String, Vec<String>>,
     conditions: Option<Y>,
-    /// Condition nodes still to be read in this template (see [`CONDITION_BUDGET`]).
-    condition_budget: Cell<u32>,
     /// Each condition as read the first time (`None` while it is being read: a condition that
     /// names itself is left to deploy time), so every `!If` on one condition gets the same
     /// formula and each is read once however often it is named.
@@ -425,16 +422,12 @@ impl Ctx {
     }
 }
 
-/// How deep conditions may refer to conditions before the rest is left to deploy time (a
-/// template that loops is refused by CloudFormation; here it only stops being read).
+/// How deep conditions may refer to conditions before the rest is left to deploy time (bounds
+/// the recursion; each condition is read once, see [`Ctx::condition`]).
 const MAX_CONDITION_DEPTH: usize = 32;
 
 /// Nodes one condition's formula may have once read (see [`Ctx::condition`]).
 const MAX_CONDITION_NODES: usize = 1_000;
-
-/// Condition nodes read per template. Each condition is read once, so this only bounds a
-/// template with very many or very large conditions; past it the rest is left to deploy time.
-const CONDITION_BUDGET: u32 = 10_000;
 
 impl Ctx {
     /// The template's condition `name` as a formula over the comparisons it is made of.
@@ -465,11 +458,9 @@ impl Ctx {
     }
 
     fn cond_expr(&self, v: &Y, depth: usize) -> Cond {
-        let budget = self.condition_budget.get();
-        if depth > MAX_CONDITION_DEPTH || budget == 0 {
+        if depth > MAX_CONDITION_DEPTH {
             return Cond::Atom(atom_key(v));
         }
-        self.condition_budget.set(budget - 1);
         // `{"Condition": "Name"}` is how JSON templates nest a condition in another.
         if let Y::Mapping(m) = v
             && m.len() == 1
@@ -533,16 +524,11 @@ impl Ctx {
                 }
             }
         }
-        let (mut x, mut y) = (atom_key(a), atom_key(b));
-        if y < x {
-            std::mem::swap(&mut x, &mut y);
-        }
-        Cond::Atom(format!("{x} == {y}"))
+        Cond::equality(atom_key(a), atom_key(b))
     }
 }
 
-/// A comparison's identity: the whole node, never a shortened rendering (two long
-/// comparisons that start alike are different questions).
+/// A comparison's identity: the whole node, never a shortened rendering.
 fn atom_key(v: &Y) -> String {
     serde_yaml_ng::to_string(v).unwrap_or_else(|_| render(v))
 }

@@ -295,11 +295,7 @@ fn equals(l: &Expression, r: &Expression) -> Cond {
     if literal(&lv) && literal(&rv) {
         return Cond::Const(lv == rv);
     }
-    let (mut a, mut b) = (atom_key(l), atom_key(r));
-    if b < a {
-        std::mem::swap(&mut a, &mut b);
-    }
-    Cond::Atom(format!("{a} == {b}"))
+    Cond::equality(atom_key(l), atom_key(r))
 }
 
 /// A comparison's identity: the whole expression, never the shortened text of reasons.

@@ -47,7 +47,7 @@ pub struct Choice {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cond {
     Const(bool),
-    /// A comparison left to deploy time, keyed by its rendering.
+    /// A comparison left to deploy time, keyed by its full text.
     Atom(String),
     Not(Box<Cond>),
     And(Vec<Cond>),
@@ -76,29 +76,23 @@ impl Cond {
             Cond::Const(b) => Some(*b),
             Cond::Atom(a) => world.iter().find(|(k, _)| k == a).map(|(_, v)| *v),
             Cond::Not(c) => c.eval(world).map(|b| !b),
-            Cond::And(cs) => {
-                let mut all = Some(true);
-                for c in cs {
-                    match c.eval(world) {
-                        Some(false) => return Some(false),
-                        None => all = None,
-                        Some(true) => {}
-                    }
-                }
-                all
-            }
-            Cond::Or(cs) => {
-                let mut any = Some(false);
-                for c in cs {
-                    match c.eval(world) {
-                        Some(true) => return Some(true),
-                        None => any = None,
-                        Some(false) => {}
-                    }
-                }
-                any
+            Cond::And(cs) => Cond::fold(cs, world, false),
+            Cond::Or(cs) => Cond::fold(cs, world, true),
+        }
+    }
+
+    /// `And` (`settles` false) or `Or` (`settles` true): one operand of value `settles` decides
+    /// the whole; otherwise every operand must be known.
+    fn fold(cs: &[Cond], world: &[(&str, bool)], settles: bool) -> Option<bool> {
+        let mut out = Some(!settles);
+        for c in cs {
+            match c.eval(world) {
+                Some(b) if b == settles => return Some(settles),
+                None => out = None,
+                Some(_) => {}
             }
         }
+        out
     }
 
     /// Nodes in the formula, counted up to `cap` (a formula is a tree: a condition that names
@@ -127,33 +121,35 @@ impl Cond {
                 Cond::Const(b) => Cond::Const(!b),
                 other => Cond::Not(Box::new(other)),
             },
-            Cond::And(cs) => {
-                let cs: Vec<Cond> = cs.into_iter().map(Cond::simplify).collect();
-                if cs.contains(&Cond::Const(false)) {
-                    return Cond::Const(false);
-                }
-                let rest: Vec<Cond> = cs.into_iter().filter(|c| *c != Cond::Const(true)).collect();
-                match rest.len() {
-                    0 => Cond::Const(true),
-                    _ => Cond::And(rest),
-                }
-            }
-            Cond::Or(cs) => {
-                let cs: Vec<Cond> = cs.into_iter().map(Cond::simplify).collect();
-                if cs.contains(&Cond::Const(true)) {
-                    return Cond::Const(true);
-                }
-                let rest: Vec<Cond> = cs
-                    .into_iter()
-                    .filter(|c| *c != Cond::Const(false))
-                    .collect();
-                match rest.len() {
-                    0 => Cond::Const(false),
-                    _ => Cond::Or(rest),
-                }
-            }
+            Cond::And(cs) => Cond::simplify_all(cs, false, Cond::And),
+            Cond::Or(cs) => Cond::simplify_all(cs, true, Cond::Or),
             other => other,
         }
+    }
+
+    /// The operands of `And` (`settles` false) or `Or` (`settles` true) simplified: one that
+    /// is the constant `settles` decides the whole, the other constant drops out.
+    fn simplify_all(cs: Vec<Cond>, settles: bool, rebuild: fn(Vec<Cond>) -> Cond) -> Cond {
+        let cs: Vec<Cond> = cs.into_iter().map(Cond::simplify).collect();
+        if cs.contains(&Cond::Const(settles)) {
+            return Cond::Const(settles);
+        }
+        let rest: Vec<Cond> = cs
+            .into_iter()
+            .filter(|c| *c != Cond::Const(!settles))
+            .collect();
+        if rest.is_empty() {
+            Cond::Const(!settles)
+        } else {
+            rebuild(rest)
+        }
+    }
+
+    /// `a == b` left to deploy time: one comparison whichever side is written first. The keys
+    /// are the sides in full (two long comparisons that start alike are different questions).
+    pub fn equality(a: String, b: String) -> Cond {
+        let (a, b) = if b < a { (b, a) } else { (a, b) };
+        Cond::Atom(format!("{a} == {b}"))
     }
 }
 
