@@ -8,13 +8,7 @@
 # finish in the time at hand. Figures from it are not the shipped binary's; say so beside them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-profile=()
-if [ "${QUICK:-}" = 1 ]; then
-  profile=(--config 'profile.release.lto=false' --config 'profile.release.codegen-units=16')
-  for crate in $(grep -oE '^aws-sdk-[a-z0-9]+' Cargo.toml); do
-    profile+=(--config "profile.release.package.$crate.opt-level=1")
-  done
-fi
-cargo build "${profile[@]}" --release --locked --features bench-no-ledger --bin cloud-optimizer
+. scripts/lib/quick-profile.sh
+cargo build "${QUICK_PROFILE[@]}" --release --locked --features bench-no-ledger --bin cloud-optimizer
 cp target/release/cloud-optimizer target/release/cloud-optimizer-no-ledger
-cargo build "${profile[@]}" --release --locked --bin cloud-optimizer --example hello
+cargo build "${QUICK_PROFILE[@]}" --release --locked --bin cloud-optimizer --example hello
